@@ -1,0 +1,36 @@
+# lightning_electra: one target per paper figure or table. `make help` lists them.
+#   SCALE=smoke|tiny|small|base   (default: smoke without a GPU, tiny with one)
+#   DATA_DIR=/path/to/data        (holds corpus/, glue/, vocab/; e.g. ../shared/data)
+#   OVERRIDES="key=value ..."     (any config key, e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
+SHELL := /bin/bash
+PYTHON ?= python3
+SCALE ?=
+OVERRIDES ?=
+ifneq ($(DATA_DIR),)
+export DATA_DIR
+endif
+SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(1) $(OVERRIDES)
+
+.PHONY: help install test test-all ablation-training-algorithms reports clean-results
+
+help:  ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
+
+install:  ## install the dependencies from requirements.txt (torch first, if missing: pinned, see README)
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -r requirements.txt
+
+test:  ## run the fast test suite (the CI's)
+	$(PYTHON) -m pytest -q -m "not slow"
+
+test-all:  ## run every test, slow ones included
+	$(PYTHON) -m pytest -q
+
+ablation-training-algorithms:  ## paper Fig. 3 right: BERT vs ELECTRA (joint) GLUE against pre-train FLOPs
+	$(call SWEEP,training-algorithms)
+
+reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
+	$(PYTHON) -m analysis.report
+
+clean-results:  ## delete results/ (run directories, checkpoints); reports stay
+	rm -rf results

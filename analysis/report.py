@@ -1,0 +1,194 @@
+"""Reports from results tables alone: a figure of GLUE against pre-training FLOPs and a summary in Markdown.
+
+    python -m analysis.report                      # re-render every report under analysis/reports/
+    python -m analysis.report training-algorithms --scale smoke   # refresh one from results/ and render it
+
+A report directory `analysis/reports/<scale>/<sweep>/` holds its own inputs (`results.csv`, `sweep.json`), so it
+can be re-plotted anywhere without re-running anything and without the run directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lightning_electra.results import read_table, write_table  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPORTS = HERE / "reports"
+PAPER = HERE / "paper" / "paper_results.csv"
+SCORED = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]
+
+
+def build_report(sweep: str, scale: str, results_dir: Path, reports: Path = REPORTS) -> Path:
+    """Copy this scale's rows and provenance of a sweep into its report directory, then render it."""
+    out = reports / scale / sweep
+    out.mkdir(parents=True, exist_ok=True)
+    table = read_table(results_dir / sweep / "results.csv", sweep=sweep)
+    write_table(table[table["scale"] == scale], out / "results.csv")
+    shutil.copyfile(results_dir / sweep / scale / "sweep.json", out / "sweep.json")
+    render(out)
+    return out
+
+
+def glue_table(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Per (run, step): the median over fine-tuning seeds of each task's main score, their mean (GLUE), and the
+    spread of GLUE over seeds (min / max of the per-seed GLUE). Returns (per_task, glue, tasks averaged)."""
+    scores = results[(results["metric"] == "score") & results["task"].isin(SCORED)]
+    tasks = [t for t in SCORED if t in set(scores["task"])]
+    keys = ["run", "variant", "step", "tokens", "flops_paper", "flops_measured"]
+    per_task = scores.groupby(keys + ["task"], as_index=False)["value"].median()
+    wide = per_task.pivot_table(index=keys, columns="task", values="value").reset_index()
+    wide["GLUE"] = wide[tasks].mean(axis=1)
+    per_seed = scores.groupby(keys + ["finetune_seed"])["value"].mean().reset_index()
+    spread = per_seed.groupby(keys)["value"].agg(glue_min="min", glue_max="max").reset_index()
+    glue = wide.merge(spread, on=keys).sort_values(["run", "step"])
+    return per_task, glue, tasks
+
+
+def glue_label(tasks: list[str]) -> str:
+    return f"GLUE-{len(tasks)}" if len(tasks) < len(SCORED) else "GLUE"
+
+
+def paper_rows(experiment: str | None) -> pd.DataFrame:
+    if not experiment or not PAPER.exists():
+        return pd.DataFrame()
+    paper = pd.read_csv(PAPER)
+    return paper[paper["experiment"] == experiment]
+
+
+def plot(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path) -> None:
+    with_paper = not paper.empty
+    fig, axes = plt.subplots(1, 2 if with_paper else 1, figsize=(11 if with_paper else 6, 4.2), squeeze=False)
+    ax = axes[0][0]
+    for run, g in glue.groupby("run", sort=False):
+        line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=f"{run} ({g['variant'].iloc[0]})")[0]
+        ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("pre-train FLOPs (paper convention)")
+    ax.set_ylabel(f"{glue_label(tasks)} dev score")
+    ax.set_title(f"ours: {title}\n(median over fine-tuning seeds; band: min-max)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if with_paper:
+        ax = axes[0][1]
+        if paper["pretrain_flops"].notna().all():
+            for variant, g in paper.groupby("variant", sort=False):
+                ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant)
+            ax.set_xscale("log")
+            ax.set_xlabel("pre-train FLOPs (paper convention)")
+        else:
+            labels = [f"{v}\nG={g:g}" if pd.notna(g) else v for v, g in zip(paper["variant"], paper["gen_hidden"])]
+            ax.bar(range(len(paper)), paper["glue_dev"], color="grey")
+            ax.set_xticks(range(len(paper)), labels, fontsize=7)
+            ax.set_ylim(paper["glue_dev"].min() - 3, paper["glue_dev"].max() + 1)
+        ax.set_ylabel("GLUE dev score (8 tasks)")
+        ax.set_title("the paper's numbers (ELECTRA-Base scale unless noted;\n"
+                     "from analysis/paper/paper_results.csv)", fontsize=9)
+        ax.legend(fontsize=8) if paper["pretrain_flops"].notna().all() else None
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def check_claim(claim: str, final: pd.DataFrame) -> str:
+    """'a > b' on final-checkpoint GLUE: agrees / disagrees, and whether the seed ranges overlap."""
+    left, right = (s.strip() for s in claim.split(">"))
+    rows = {r["run"]: r for _, r in final.iterrows()}
+    if left not in rows or right not in rows:
+        return f"| {claim} | not tested (runs missing) | |"
+    a, b = rows[left], rows[right]
+    margin = a["GLUE"] - b["GLUE"]
+    overlap = a["glue_min"] <= b["glue_max"] and b["glue_min"] <= a["glue_max"]
+    verdict = "agrees" if margin > 0 else "disagrees"
+    if overlap:
+        verdict += " (seed ranges overlap: not conclusive)"
+    return (f"| {claim} | {verdict} | {a['GLUE']:.1f} [{a['glue_min']:.1f}, {a['glue_max']:.1f}] vs "
+            f"{b['GLUE']:.1f} [{b['glue_min']:.1f}, {b['glue_max']:.1f}] |")
+
+
+def render(out: Path) -> None:
+    """Write glue_vs_flops.png and summary.md from out/results.csv and out/sweep.json alone."""
+    results = read_table(out / "results.csv")
+    meta = json.loads((out / "sweep.json").read_text())
+    sweep, scale = out.name, out.parent.name
+    _, glue, tasks = glue_table(results)
+    if glue.empty:
+        raise ValueError(f"{out / 'results.csv'} has no GLUE scores to report.")
+    paper = paper_rows(meta.get("paper_experiment"))
+    plot(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png")
+    final = glue.sort_values("step").groupby("run", sort=False).tail(1)
+    label = glue_label(tasks)
+    seeds = results["finetune_seed"].nunique()
+    fmt = lambda x: f"{x:.1f}"  # noqa: E731
+    lines = [f"# {sweep} ({scale})", "",
+             f"{label} = mean over {', '.join(tasks)} of each task's median over {seeds} fine-tuning seed(s) "
+             "(dev sets; CoLA: MCC, STS-B: Spearman, others: accuracy; x100). Spread: min-max over seeds of the "
+             "per-seed GLUE.", "",
+             "![GLUE vs pre-train FLOPs](glue_vs_flops.png)", "", "## Final checkpoints", "",
+             f"| run | variant | steps | tokens | paper FLOPs | measured FLOPs | pre-train time | {label} | spread |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    runs = meta.get("runs", {})
+    for _, r in final.iterrows():
+        seconds = runs.get(r["run"], {}).get("seconds")
+        lines.append(f"| {r['run']} | {r['variant']} | {int(r['step'])} | {int(r['tokens']):,} | "
+                     f"{r['flops_paper']:.3g} | {r['flops_measured']:.3g} | "
+                     f"{'' if seconds is None else f'{seconds:.0f} s'} | {fmt(r['GLUE'])} | "
+                     f"{fmt(r['glue_min'])}-{fmt(r['glue_max'])} |")
+    lines += ["", "## Per task (final checkpoint, median over seeds)", "",
+              "| run | " + " | ".join(tasks) + f" | {label} |", "|---|" + "---|" * (len(tasks) + 1)]
+    for _, r in final.iterrows():
+        lines.append(f"| {r['run']} | " + " | ".join(fmt(r[t]) for t in tasks) + f" | {fmt(r['GLUE'])} |")
+    lines += ["", "## Along the pre-training budget", "", f"| run | step | paper FLOPs | {label} | spread |",
+              "|---|---|---|---|---|"]
+    for _, r in glue.iterrows():
+        lines.append(f"| {r['run']} | {int(r['step'])} | {r['flops_paper']:.3g} | {fmt(r['GLUE'])} | "
+                     f"{fmt(r['glue_min'])}-{fmt(r['glue_max'])} |")
+    if meta.get("claims"):
+        lines += ["", "## The paper's claims, on our numbers", "", "| claim | ours | GLUE [min, max over seeds] |",
+                  "|---|---|---|", *[check_claim(c, final) for c in meta["claims"]]]
+    if not paper.empty:
+        lines += ["", f"## The paper's numbers ({meta.get('paper_experiment')})", "",
+                  "| variant | D hidden | G hidden | pre-train FLOPs | GLUE dev | source |", "|---|---|---|---|---|---|"]
+        for _, p in paper.iterrows():
+            lines.append(f"| {p['variant']} | {p['disc_hidden']} | {p['gen_hidden']} | {p['pretrain_flops']} | "
+                         f"{p['glue_dev']} | {p['source']} |")
+    total = sum(i["seconds"] for i in meta["invocations"])
+    lines += ["", "## How this was made", "",
+              f"Wall time {total:.0f} s over {len(meta['invocations'])} invocation(s) (a re-run skips finished "
+              "runs).", "", "| command | commit | hardware | finished (UTC) | seconds |", "|---|---|---|---|---|"]
+    for i in meta["invocations"]:
+        lines.append(f"| `{i['command']}` | {i['commit']} | {i['hardware']} | {i['finished']} | {i['seconds']} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", nargs="?", help="refresh this sweep's report from results/ (default: re-render all)")
+    parser.add_argument("--scale", default="smoke")
+    parser.add_argument("--results-dir", default="results")
+    args = parser.parse_args()
+    if args.sweep:
+        print(build_report(args.sweep, args.scale, Path(args.results_dir)))
+        return
+    outs = sorted(p.parent for p in REPORTS.glob("*/*/results.csv"))
+    for out in outs:
+        render(out)
+        print(f"rendered {out}")
+    if not outs:
+        print(f"no reports under {REPORTS} yet: run a sweep first (make help)")
+
+
+if __name__ == "__main__":
+    main()

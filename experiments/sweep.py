@@ -1,0 +1,111 @@
+"""Run a sweep: expand experiments/configs/sweeps/<sweep>.yaml into runs, run each, collect one table, report.
+
+    python -m experiments.sweep training-algorithms [SCALE] [key=value ...]
+
+A sweep file names its runs; each run is a variant plus keys that override the scale's config:
+
+    name: weight-sharing
+    paper_experiment: weight_sharing        # rows of analysis/paper/paper_results.csv drawn beside ours
+    common: {model: {generator_fraction: 1.0}}
+    runs:
+      - {name: tie-none, variant: electra, model: {tie: none}}
+
+Runs already finished are skipped, so an interrupted sweep resumes by running the same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from lightning_electra.config import CONFIG_ROOT, ConfigError, load_config
+from lightning_electra.results import COLUMNS, git_commit, hardware, read_table, write_json, write_table
+from lightning_electra.run import run
+
+SWEEP_KEYS = {"name", "paper_experiment", "claims", "common", "runs", "description"}
+
+
+def load_sweep(name: str) -> dict:
+    path = CONFIG_ROOT / "sweeps" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"No sweep '{name}' ({path} does not exist). Known sweeps: {', '.join(known)}.")
+    sweep = OmegaConf.to_container(OmegaConf.load(path))
+    unknown = set(sweep) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; a sweep file holds {sorted(SWEEP_KEYS)}.")
+    names = [r.get("name") for r in sweep.get("runs", [])]
+    if not names or None in names or len(set(names)) != len(names):
+        raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
+    return sweep
+
+
+def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
+    sweep = load_sweep(name)
+    common = sweep.get("common") or {}
+    configs = [load_config(scale, layers=[(common, f"sweep {name} common"), (r, f"sweep {name} run {r['name']}")],
+                           overrides=overrides, announce=announce and i == 0)
+               for i, r in enumerate(sweep["runs"])]
+    return sweep, configs
+
+
+def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Path:
+    """The sweep's table: this scale's runs as now configured, plus rows of other scales already there."""
+    path = results_dir / name / "results.csv"
+    frames = [pd.read_csv(t) for t in tables]
+    if path.exists():
+        frames.insert(0, read_table(path, sweep=name).query("scale != @scale"))
+    write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS), path)
+    return path
+
+
+def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float) -> None:
+    """Provenance for the report: each invocation's command, commit, hardware, time, and each run's budget."""
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
+    meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []), "runs": runs})
+    meta["invocations"].append({"command": command, "commit": git_commit(), "hardware": hardware(),
+                                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "seconds": round(seconds, 1)})
+    write_json(meta_path, meta)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", help="a file name under experiments/configs/sweeps/ (without .yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.steps=100")
+    parser.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    parser.add_argument("--no-report", action="store_true", help="only run and collect; skip the report")
+    parser.add_argument("--reports-dir", default=None, help="where reports go (default: analysis/reports)")
+    args = parser.parse_intermixed_args(argv)
+    start = time.time()
+    try:
+        sweep, configs = sweep_configs(args.sweep, args.scale, args.overrides, announce=True)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    print(f"[sweep] {args.sweep} at scale {scale}: {len(configs)} runs ({', '.join(c.name for c in configs)})",
+          flush=True)
+    tables = [run(cfg, args.sweep) for cfg in configs]
+    table_path = collect(args.sweep, scale, tables, results_dir)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.sweep", *sys.argv[1:]]) \
+        if argv is None else f"python -m experiments.sweep {' '.join(argv)}"
+    runs = {cfg.name: json.loads((table.parent / "pretrain.json").read_text()) for cfg, table in zip(configs, tables)}
+    record_invocation(results_dir / args.sweep / scale / "sweep.json", sweep, runs, command, time.time() - start)
+    print(f"[sweep] results: {table_path}", flush=True)
+    if not args.no_report:
+        from analysis.report import REPORTS, build_report
+
+        reports = Path(args.reports_dir) if args.reports_dir else REPORTS
+        print(f"[sweep] report: {build_report(args.sweep, scale, results_dir, reports)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Typed configuration: a dataclass schema with the paper's defaults, layered with small YAML files and overrides.
+
+A run's config is built as  schema  <-  scale file  <-  variant file  <-  sweep/run overrides  <-  command line,
+with OmegaConf doing the merging. Every layer is checked against the schema: an unknown key or a value of the wrong
+type is a `ConfigError` that names the key and the closest valid ones, before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
+
+
+class ConfigError(ValueError):
+    """A configuration the suite cannot run, with what is wrong and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """Discriminator shape (the generator's is derived from it) and how G and D share weights."""
+
+    hidden_size: int = 256
+    num_layers: int = 12
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    embedding_size: int = 128
+    # G has D's depth and this fraction of its width (hidden, FFN = 4 x hidden, heads = max(1, hidden / 64)).
+    generator_fraction: float = 0.25
+    # learned: an MLM transformer; unigram: corpus token frequencies; uniform: the official code's uniform sampler.
+    generator: str = "learned"
+    # none | embeddings (token, position, type embeddings + their LayerNorm) | all (every encoder weight)
+    tie: str = "embeddings"
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus and vocabulary are, how examples are packed and masked."""
+
+    data_dir: str = "${oc.env:DATA_DIR,data}"
+    # Paths relative to data_dir (plain, .xz or .gz text: one paragraph a line, blank line between documents),
+    # or `hub:<dataset>[:<config>]` for a Hugging Face dataset with a `text` column (needs network).
+    corpus: list[str] = field(default_factory=lambda: ["corpus/sample-20mb.txt.xz"])
+    # Read at most this many bytes of raw text from the corpus (null: all of it). Small scales read a prefix.
+    max_corpus_bytes: Optional[int] = None
+    vocab: str = "vocab/bert-base-uncased-vocab.txt"
+    max_seq_length: int = 128
+    single_segment_prob: float = 0.1  # official: 10% of examples keep every sentence in segment A
+    short_seq_prob: float = 0.05  # official: 5% of examples aim at a random shorter length
+    mask_prob: float = 0.15
+    mask_token_prob: float = 0.85  # of the chosen positions, the share set to [MASK]; the rest stay unchanged
+    cache_dir: str = ".cache"  # packed corpora, keyed by a hash of this section and the vocabulary
+    num_workers: int = 0
+    seed: int = 0  # packing randomness (sentence split points, short targets)
+
+
+@dataclass
+class TrainConfig:
+    """Pre-training optimisation (paper section 7 defaults) and the budget."""
+
+    batch_size: int = 128  # global: split over devices by Lightning's DDP
+    # The budget: either a step count, or paper-convention FLOPs from which each variant derives its own steps
+    # (so BERT takes more steps than ELECTRA for the same compute, as in the paper). A budget wins over steps.
+    steps: Optional[int] = None
+    flops_budget: Optional[float] = None
+    lr: float = 5e-4
+    warmup_fraction: float = 0.01  # the paper's 10k of 1M steps
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-6
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    disc_weight: float = 50.0  # lambda in L_MLM + lambda * L_Disc
+    temperature: float = 1.0  # generator sampling temperature
+    checkpoint_fractions: list[float] = field(default_factory=lambda: [0.0625, 0.125, 0.25, 0.5, 1.0])
+    precision: str = "32-true"
+    compile: bool = False
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: str = "auto"
+    log_every_n_steps: int = 25
+
+
+@dataclass
+class FinetuneConfig:
+    """GLUE fine-tuning under the paper's protocol (notes section 5; Small defaults)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(GLUE_TASKS))
+    seeds: int = 3  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
+    lr: float = 3e-4
+    layer_decay: float = 0.8  # layer k of L gets lr * decay^(L - k); embeddings lowest, head full lr
+    official_layer_decay: bool = False  # reproduce the official code's off-by-one (top layer gets lr * decay^2)
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-6
+    batch_size: int = 32
+    max_seq_length: int = 128
+    epochs: int = 3
+    task_epochs: dict[str, int] = field(default_factory=lambda: {"RTE": 10, "STS-B": 10})
+    dropout: float = 0.1
+    max_train_examples: Optional[int] = None  # cap per task (small scales)
+    max_eval_examples: Optional[int] = None
+    precision: str = "32-true"
+
+
+@dataclass
+class Config:
+    name: str = "run"  # the run's name inside its sweep
+    variant: str = "electra"  # the pre-training objective: see lightning_electra.variants.VARIANTS
+    scale: str = "auto"  # smoke | tiny | small | base; auto: smoke without a GPU, tiny with one
+    results_dir: str = "results"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+# Keys that change where or how fast a run goes, not what it computes: left out of the config hash.
+RUNTIME_KEYS = {"results_dir", "data.data_dir", "data.cache_dir", "data.num_workers", "train.accelerator",
+                "train.devices", "train.log_every_n_steps", "train.compile"}
+
+
+def _schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:
+    """Every dotted key of a dataclass schema, mapped to its field type."""
+    keys = {}
+    for f in fields(schema):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        keys[prefix + f.name] = f.type
+        if is_dataclass(default):
+            keys.update(_schema_keys(default, prefix + f.name + "."))
+    return keys
+
+
+SCHEMA_KEYS = _schema_keys(Config)
+
+
+def _check_keys(layer: DictConfig, source: str, prefix: str = "") -> None:
+    for key, value in layer.items_ex(resolve=False) if hasattr(layer, "items_ex") else layer.items():
+        dotted = prefix + str(key)
+        if dotted.startswith("finetune.task_epochs."):
+            continue  # a free-form mapping task -> epochs
+        if dotted not in SCHEMA_KEYS:
+            close = difflib.get_close_matches(dotted, SCHEMA_KEYS, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(SCHEMA_KEYS))}."
+            raise ConfigError(f"Unknown config key '{dotted}' in {source}.{hint}")
+        if isinstance(value, DictConfig) and dotted != "finetune.task_epochs":
+            _check_keys(value, source, dotted + ".")
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise ConfigError(f"Config file {path} does not exist. Available here: {', '.join(options) or 'none'}.")
+    layer = OmegaConf.load(path)
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(layer).__name__}.")
+    return layer
+
+
+def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    _check_keys(layer, source)
+    try:
+        return OmegaConf.merge(base, layer)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"Bad value for '{key}' in {source}: {err.msg if hasattr(err, 'msg') else err}") from None
+
+
+def parse_overrides(overrides: list[str] | None) -> DictConfig:
+    """`key=value` strings (as from the command line or `make ... OVERRIDES=`) to a config layer."""
+    bad = [o for o in overrides or [] if "=" not in o]
+    if bad:
+        raise ConfigError(f"Overrides must look like key=value (e.g. train.steps=100); got: {' '.join(bad)}")
+    try:
+        return OmegaConf.from_dotlist(list(overrides or []))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Could not parse overrides {overrides}: {err}") from None
+
+
+def default_scale() -> str:
+    import torch
+
+    return "tiny" if torch.cuda.is_available() else "smoke"
+
+
+def load_config(scale: str | None = None, variant: str | None = None, layers: list[tuple[Any, str]] | None = None,
+                overrides: list[str] | None = None, announce: bool = False) -> Config:
+    """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml <- layers <- overrides.
+
+    `layers` are extra (mapping, where-it-came-from) pairs, such as a sweep's common keys and one run's keys.
+    """
+    cfg: DictConfig = OmegaConf.structured(Config)
+    cli = parse_overrides(overrides)
+    scale = scale or cli.get("scale") or os.environ.get("SCALE") or None
+    if not scale or scale == "auto":
+        scale = default_scale()
+        if announce:
+            print(f"[lightning_electra] SCALE not given: picked '{scale}' "
+                  f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).", flush=True)
+    cfg = _merge(cfg, _read_yaml(CONFIG_ROOT / "scales" / f"{scale}.yaml"), f"scales/{scale}.yaml")
+    cfg.scale = scale
+    pending = list(layers or [])
+    # A run picks its variant in a layer or on the command line; its file goes under the run's own keys.
+    variant = variant or cli.get("variant") or next((dict(l).get("variant") for l, _ in reversed(pending)
+                                                     if dict(l).get("variant")), None) or cfg.variant
+    cfg = _merge(cfg, _read_yaml(CONFIG_ROOT / "variants" / f"{variant}.yaml"), f"variants/{variant}.yaml")
+    for layer, source in pending:
+        cfg = _merge(cfg, OmegaConf.create(layer), source)
+    cfg = _merge(cfg, cli, "command-line overrides")
+    try:
+        resolved = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Config could not be resolved: {err}") from None
+    validate(resolved)  # type: ignore[arg-type]
+    return resolved  # type: ignore[return-value]
+
+
+def validate(cfg: Config) -> None:
+    """Checks across keys that types alone cannot express."""
+    from lightning_electra.variants import VARIANTS  # late: variants import the models, which import this module
+
+    if cfg.variant not in VARIANTS:
+        close = difflib.get_close_matches(cfg.variant, VARIANTS, n=3)
+        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(VARIANTS)}."
+                          + (f" Did you mean {close[0]}?" if close else ""))
+    m = cfg.model
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; "
+                          "pick heads that divide the hidden size (the paper uses hidden / 64).")
+    if m.tie not in ("none", "embeddings", "all"):
+        raise ConfigError(f"model.tie must be none, embeddings or all; got '{m.tie}'.")
+    if m.generator not in ("learned", "unigram", "uniform"):
+        raise ConfigError(f"model.generator must be learned, unigram or uniform; got '{m.generator}'.")
+    if m.tie == "all" and m.generator_fraction != 1.0:
+        raise ConfigError(f"model.tie=all shares every encoder weight, so G and D must be the same size; "
+                          f"got model.generator_fraction={m.generator_fraction}. Set model.generator_fraction=1.0 "
+                          "or model.tie=embeddings.")
+    if not 0 < cfg.data.mask_prob < 1 or not 0 <= cfg.data.mask_token_prob <= 1:
+        raise ConfigError("data.mask_prob must be in (0, 1) and data.mask_token_prob in [0, 1].")
+    if cfg.train.steps is None and cfg.train.flops_budget is None:
+        raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
+    if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
+        raise ConfigError(f"train.checkpoint_fractions must lie in (0, 1]; got {cfg.train.checkpoint_fractions}.")
+    unknown = [t for t in cfg.finetune.tasks if t not in GLUE_TASKS + ["WNLI"]]
+    if unknown:
+        raise ConfigError(f"Unknown GLUE task(s) {unknown}. Known: {', '.join(GLUE_TASKS + ['WNLI'])}.")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and prefix + k != "finetune.task_epochs":
+            out.update(flatten(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_hash(cfg: Config) -> str:
+    """A short hash of everything that changes a run's results (not where it runs or where files go)."""
+    flat = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def resolve_data_path(cfg: Config, relative: str) -> Path:
+    """A data file's path under data.data_dir, with an error saying how to point the suite at the data."""
+    root = Path(cfg.data.data_dir).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"Data directory '{root}' does not exist. Set DATA_DIR=/path/to/data (e.g. "
+                          "DATA_DIR=../shared/data) or data.data_dir=...; it should hold corpus/, glue/ and vocab/.")
+    path = root / relative
+    if not path.exists():
+        raise ConfigError(f"Missing data file '{path}'. Check DATA_DIR (now '{root}') and the config key that names "
+                          f"'{relative}'.")
+    return path
+
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "FinetuneConfig", "ConfigError", "load_config",
+           "config_hash", "save_config", "resolve_data_path", "GLUE_TASKS", "ListConfig", "to_dict", "flatten"]

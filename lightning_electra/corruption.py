@@ -1,0 +1,70 @@
+"""Masking and sampling shared by every variant: drawn on the device, anew every time a sequence is used.
+
+Shapes stay static: every sequence gets exactly `max_predictions` masked *slots* (B, P); a sequence with fewer
+candidate tokens than that fills the rest with weight-0 slots. Heads that score masked positions (the generator's
+MLM head) then run on (B, P) rows instead of (B, L), the main saving of ELECTRA implementations over plain ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lightning_electra.data.tokenizer import SpecialIds
+
+
+@dataclass
+class Masked:
+    input_ids: torch.Tensor  # (B, L) with [MASK] at 85% of the chosen positions (the rest unchanged)
+    positions: torch.Tensor  # (B, P) indices of the chosen positions
+    labels: torch.Tensor  # (B, P) original ids there
+    weights: torch.Tensor  # (B, P) 1.0 for real slots, 0.0 for filler
+    is_masked: torch.Tensor  # (B, L) bool: the position was chosen
+
+
+def max_predictions(seq_length: int, mask_prob: float) -> int:
+    """The official cap: int((mask_prob + 0.005) * L), 19 for 15% of 128."""
+    return max(1, int((mask_prob + 0.005) * seq_length))
+
+
+def mask_tokens(input_ids: torch.Tensor, special: SpecialIds, mask_prob: float, mask_token_prob: float,
+                generator: torch.Generator | None = None) -> Masked:
+    """Choose round(mask_prob x candidates) positions per sequence (at most the cap), never [CLS]/[SEP]/[PAD]/[MASK].
+
+    Of the chosen positions, `mask_token_prob` become [MASK] and the rest keep their token (no random tokens, as in
+    the official code).
+    """
+    batch, length = input_ids.shape
+    slots = max_predictions(length, mask_prob)
+    candidate = ~((input_ids == special.pad) | (input_ids == special.cls) | (input_ids == special.sep)
+                  | (input_ids == special.mask))
+    n_candidates = candidate.sum(1)
+    n_chosen = torch.clamp(torch.round(n_candidates * mask_prob), min=1).clamp(max=slots).minimum(n_candidates)
+    # Uniform random subset: the top-`slots` of random scores over candidates (non-candidates score -1).
+    scores = torch.rand(batch, length, device=input_ids.device, generator=generator).masked_fill(~candidate, -1.0)
+    positions = scores.topk(slots, dim=1).indices
+    weights = (torch.arange(slots, device=input_ids.device) < n_chosen[:, None]).float()
+    labels = input_ids.gather(1, positions)
+    is_masked = torch.zeros_like(candidate).scatter_(1, positions, weights.bool())
+    to_mask_token = is_masked & (torch.rand(batch, length, device=input_ids.device, generator=generator)
+                                 < mask_token_prob)
+    masked_ids = input_ids.masked_fill(to_mask_token, special.mask)
+    return Masked(masked_ids, positions, labels, weights, is_masked)
+
+
+@torch.no_grad()
+def sample_tokens(logits: torch.Tensor, temperature: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """One sample per row of softmax(logits / T) by the Gumbel-max trick, in float32 (bf16 logits bias samples)."""
+    logits = logits.float() / temperature
+    uniform = torch.rand(logits.shape, device=logits.device, generator=generator)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))  # rand < 1: finite
+    return (logits + gumbel).argmax(-1)
+
+
+def replace_at(input_ids: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+    """input_ids with `tokens` written at the real (weight-1) slots; filler slots leave the input as it is."""
+    current = input_ids.gather(1, positions)
+    return input_ids.scatter(1, positions, torch.where(weights.bool(), tokens, current))

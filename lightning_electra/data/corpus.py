@@ -1,0 +1,63 @@
+"""Raw pre-training text: local files (plain, .xz, .gz) or a Hugging Face dataset.
+
+Format of local files: one paragraph a line, documents separated by a blank line. Every source yields lines in that
+format, so packing sees one stream whatever the origin.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+from pathlib import Path
+from typing import Iterator
+
+
+class CorpusError(ValueError):
+    pass
+
+
+def _open_text(path: Path):
+    opener = {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix, open)
+    return opener(path, "rt", encoding="utf-8")
+
+
+def _hub_lines(spec: str) -> Iterator[str]:
+    """`hub:<dataset>[:<config>]`: documents from a dataset's `text` column, streamed (needs network)."""
+    try:
+        import datasets
+    except ImportError:
+        raise CorpusError("Reading a corpus from the hub needs the `datasets` package: pip install datasets") from None
+    name, _, config = spec.removeprefix("hub:").partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+    except Exception as err:  # datasets raises many types when offline
+        raise CorpusError(f"Could not load '{name}' from the Hugging Face hub ({type(err).__name__}: {err}). "
+                          "Offline? Use local files instead: data.corpus=[corpus/...] with DATA_DIR set.") from None
+    for row in ds:
+        text = row.get("text")
+        if text is None:
+            raise CorpusError(f"Hub dataset '{name}' has no 'text' column; columns: {list(row)}")
+        yield from (line for line in text.splitlines() if line.strip())
+        yield ""
+
+
+def iter_lines(data_dir: Path, sources: list[str], max_bytes: int | None = None) -> Iterator[str]:
+    """Lines of every source in order, stopping at the first document end after `max_bytes` of text."""
+    read = 0
+    for source in sources:
+        if source.startswith("hub:"):
+            lines = _hub_lines(source)
+        else:
+            path = data_dir / source
+            if not path.is_file():
+                raise CorpusError(f"Corpus file '{path}' not found. Set DATA_DIR to the folder holding corpus/ "
+                                  "(e.g. DATA_DIR=../shared/data) or fix data.corpus.")
+            lines = (line.rstrip("\n") for line in _open_text(path))
+        for line in lines:
+            line = line.strip()
+            if not line and max_bytes is not None and read >= max_bytes:
+                yield ""
+                return
+            read += len(line) + 1
+            yield line
+        yield ""  # a file end also ends a document

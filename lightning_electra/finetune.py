@@ -1,0 +1,223 @@
+"""GLUE fine-tuning under the paper's protocol (notes section 5): an ELECTRA backbone + dropout/linear head on
+[CLS], AdamW with layer-wise lr decay, linear warmup then linear decay, dev metrics on a 0-100 scale."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import ElectraModel
+from transformers.utils import logging as hf_logging
+
+from lightning_electra.config import FinetuneConfig
+from lightning_electra.data.glue import (GlueCollator, GlueDataset, GlueTask, build_tokenizer, get_task,
+                                         load_examples, task_file)
+
+_NO_DECAY = re.compile(r"LayerNorm|layer_norm|bias")  # the official exclusion list
+_LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
+_SUFFIX = {"dev": "", "dev_mismatched": "_mm"}  # result-key suffix per dev split
+
+
+def build_metrics(task: Union[str, GlueTask]) -> torchmetrics.MetricCollection:
+    """The task's dev metrics as torchmetrics objects, keyed by the names in `task.metrics` (0-1 scale)."""
+    spec = get_task(task)
+    n = spec.num_labels
+    make = {
+        "mcc": lambda: torchmetrics.MatthewsCorrCoef(task="binary"),
+        "accuracy": lambda: torchmetrics.Accuracy(task="multiclass", num_classes=n),
+        "f1": lambda: torchmetrics.F1Score(task="binary"),  # positive class 1: paraphrase / duplicate
+        "spearman": lambda: torchmetrics.SpearmanCorrCoef(),
+        "pearson": lambda: torchmetrics.PearsonCorrCoef(),
+    }
+    with warnings.catch_warnings():  # Spearman's "keeps all predictions in memory": dev sets are small
+        warnings.filterwarnings("ignore", message=r".*will save all targets and predictions.*")
+        return torchmetrics.MetricCollection({m: make[m]() for m in spec.metrics}, compute_groups=False)
+
+
+def layerwise_param_groups(model: nn.Module, lr: float, decay: float, num_layers: int, weight_decay: float,
+                           official: bool = False) -> list[dict[str, Any]]:
+    """AdamW groups: encoder layer k of L (1-based) at lr * decay^(L - k), embeddings at lr * decay^L, the head at lr.
+
+    `official` reproduces google-research/electra's `_get_layer_lrs` (lr * decay^(L + 2 - depth), head at depth
+    L + 2): every backbone exponent grows by 2, so the top layer gets lr * decay^2 and the embeddings decay^(L+2).
+    Parameters are expected under `backbone.` (the ElectraModel) and anywhere else for the head.
+    """
+    shift = 2 if official else 0
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = _LAYER.match(name)
+        if layer:
+            power = num_layers - (int(layer.group(1)) + 1) + shift
+        elif name.startswith(("backbone.embeddings.", "backbone.embeddings_project.")):
+            power = num_layers + shift
+        elif name.startswith("backbone."):
+            raise ValueError(f"No layer-wise learning rate rule for backbone parameter '{name}'.")
+        else:
+            power = 0
+        no_decay = bool(_NO_DECAY.search(name))
+        group = groups.setdefault((power, no_decay), {
+            "params": [], "names": [], "lr": lr * decay ** power, "weight_decay": 0.0 if no_decay else weight_decay})
+        group["params"].append(p)
+        group["names"].append(name)
+    return [groups[k] for k in sorted(groups, reverse=True)]
+
+
+def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """LambdaLR factor: 0 -> 1 over the warmup steps, then linearly down to 0 at total_steps."""
+    warmup = max(1, int(round(total_steps * warmup_fraction)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def load_backbone(backbone_dir: Union[str, Path]) -> ElectraModel:
+    """The ElectraModel in a transformers directory (a saved ElectraModel, or the discriminator / generator saved
+    whole: their heads are dropped). Missing or mis-shaped weights are an error, not a silent random init."""
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the per-load report lists the dropped pre-training head: expected
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = ElectraModel.from_pretrained(str(backbone_dir), output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+    bad = sorted(info.get("missing_keys", [])) + sorted(str(k) for k in info.get("mismatched_keys", []))
+    if bad:
+        raise ValueError(f"{backbone_dir} does not hold a complete ELECTRA backbone: {len(bad)} weight(s) missing "
+                         f"or mis-shaped, e.g. {', '.join(bad[:3])}. Point it at a directory written by "
+                         "save_pretrained from ElectraModel, ElectraForPreTraining or ElectraForMaskedLM.")
+    return model
+
+
+class GlueClassifier(L.LightningModule):
+    """ElectraModel + dropout + Linear on the [CLS] state; cross-entropy, or MSE for STS-B (one output)."""
+
+    def __init__(self, backbone_dir: Union[str, Path], task: Union[str, GlueTask], cfg: FinetuneConfig,
+                 dev_splits: Optional[Sequence[str]] = None):
+        super().__init__()
+        self.task = get_task(task)
+        self.dev_splits = list(dev_splits or self.task.dev_splits)
+        self.cfg = cfg
+        self.backbone = load_backbone(backbone_dir)
+        self.backbone.train()  # from_pretrained returns eval mode, and Lightning keeps it: no dropout in training
+        conf = self.backbone.config
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(conf.hidden_size, self.task.num_labels)
+        nn.init.normal_(self.head.weight, std=conf.initializer_range)
+        nn.init.zeros_(self.head.bias)
+        # One collection per dev split (MNLI: matched, mismatched), indexed by the dataloader.
+        self.dev_metrics = nn.ModuleList([build_metrics(self.task) for _ in self.dev_splits])
+        self.dev_results: dict[str, float] = {}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+        return self.head(self.dropout(hidden[:, 0]))
+
+    def _loss_and_preds(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).float()
+        if self.task.is_regression:
+            preds = logits.squeeze(-1)
+            return nn.functional.mse_loss(preds, batch["labels"]), preds
+        return nn.functional.cross_entropy(logits, batch["labels"]), logits.argmax(-1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss_and_preds(batch)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        _, preds = self._loss_and_preds(batch)
+        self.dev_metrics[dataloader_idx].update(preds, batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        for split, metrics in zip(self.dev_splits, self.dev_metrics):
+            if any(m.update_called for m in metrics.values()):
+                suffix = _SUFFIX.get(split, "_" + split)
+                self.dev_results.update({k + suffix: 100.0 * float(v) for k, v in metrics.compute().items()})
+            metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        c = self.cfg
+        groups = layerwise_param_groups(self, c.lr, c.layer_decay, self.backbone.config.num_hidden_layers,
+                                        c.weight_decay, official=c.official_layer_decay)
+        optimizer = torch.optim.AdamW(groups, lr=c.lr, eps=c.adam_eps, betas=(0.9, 0.999))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, c.warmup_fraction))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Lightning's per-Trainer info lines and data-loader hints, repeated for every run of a sweep, add nothing."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in (r".*does not have many workers.*", r".*smaller than the logging interval.*",
+                        r".*no `val_dataloader`.*", r".*LeafSpec.*"):
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
+                  cfg: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
+                  devices: Union[int, str] = 1, source: str = "files") -> dict[str, float]:
+    """Fine-tune one task from one backbone with one seed; dev metrics (0-100), the main one also under "score".
+
+    `tokenizer` is a transformers tokenizer, or a vocab.txt path to build one from. MNLI also reports
+    mismatched accuracy as "accuracy_mm".
+    """
+    spec = get_task(task)
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = build_tokenizer(tokenizer)
+    epochs = cfg.task_epochs.get(spec.name, cfg.epochs)
+    with _quiet():
+        L.seed_everything(seed, workers=True, verbose=False)
+        collate = GlueCollator(tokenizer.pad_token_id)
+
+        def loader(split: str, cap: Optional[int], shuffle: bool) -> DataLoader:
+            examples = load_examples(data_dir, spec, split, cap, source=source)
+            data = GlueDataset(examples, tokenizer, cfg.max_seq_length, spec.is_regression)
+            return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate)
+
+        train = loader("train", cfg.max_train_examples, shuffle=True)
+        # Extra dev splits (MNLI mismatched) are reported when their file is there; "dev" itself is required.
+        splits = [s for s in spec.dev_splits
+                  if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
+        dev = [loader(s, cfg.max_eval_examples, shuffle=False) for s in splits]
+        model = GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits)
+        trainer = L.Trainer(accelerator=accelerator, devices=devices, max_epochs=epochs, precision=cfg.precision,
+                            gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(model, train_dataloaders=train)
+        trainer.validate(model, dataloaders=dev, verbose=False)
+    results = dict(model.dev_results)
+    results["score"] = results.get(spec.main_metric, math.nan)
+    return results
+
+
+__all__ = ["GlueClassifier", "load_backbone", "build_metrics", "layerwise_param_groups", "warmup_linear_decay",
+           "finetune_task"]

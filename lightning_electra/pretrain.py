@@ -1,0 +1,145 @@
+"""The base LightningModule every pre-training variant shares.
+
+It owns what the paper holds fixed across ablations: dynamic masking, the optimiser (AdamW, eps 1e-6, weight decay
+0.01 off LayerNorm and biases), the official schedule `peak * min(1, step / warmup) * (1 - step / total)`, FLOPs
+accounting (paper convention and measured) and the metric names. A variant subclasses it and states only what
+differs: which models it builds (`build`), its loss (`objective`), its paper-convention cost
+(`paper_flops_per_step`) and which encoder GLUE fine-tunes (`backbone`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from transformers import ElectraForMaskedLM, ElectraModel
+
+from lightning_electra.config import Config
+from lightning_electra.corruption import Masked, mask_tokens
+from lightning_electra.data.tokenizer import SpecialIds
+from lightning_electra.flops import TransformerShape, measure_flops
+
+
+class PretrainModule(L.LightningModule):
+    def __init__(self, cfg: Config, special: SpecialIds):
+        super().__init__()
+        self.cfg, self.special = cfg, special
+        self.build()
+        self.steps = total_steps(cfg, self.paper_flops_per_step())
+        self.measured_flops_per_step: float | None = None  # set from a real batch when training starts
+
+    # --- what a variant states -------------------------------------------------------------------------------
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def objective(self, batch: dict[str, torch.Tensor], masked: Masked) -> dict[str, torch.Tensor]:
+        """Returns metrics; 'loss' is what is optimised."""
+        raise NotImplementedError
+
+    def paper_flops_per_step(self) -> float:
+        raise NotImplementedError
+
+    def backbone(self) -> ElectraModel:
+        """The encoder that GLUE fine-tunes."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------------
+    def shape(self, shape: TransformerShape) -> TransformerShape:
+        """A model shape at this run's sequence length and vocabulary, for FLOPs."""
+        return replace(shape, seq=self.cfg.data.max_seq_length, vocab=self.special.vocab_size)
+
+    def mask(self, batch: dict[str, torch.Tensor]) -> Masked:
+        return mask_tokens(batch["input_ids"], self.special, self.cfg.data.mask_prob, self.cfg.data.mask_token_prob)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        metrics = self.objective(batch, self.mask(batch))
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
+        self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
+        return metrics["loss"]
+
+    def on_fit_start(self) -> None:
+        if self.measured_flops_per_step is None:
+            self.measured_flops_per_step = self.measure_step_flops()
+
+    def measure_step_flops(self) -> float:
+        """FlopCounterMode on one forward + backward of a real batch, per global batch (torch's count: matmuls)."""
+        dm = self.trainer.datamodule
+        rows = [dm.train_set[i] for i in range(min(len(dm.train_set), dm.per_device_batch()))]
+        batch = {k: v.to(self.device) for k, v in dm.collate(rows).items()}
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            flops = measure_flops(lambda: self.objective(batch, self.mask(batch))["loss"])
+        self.zero_grad(set_to_none=True)
+        return flops * self.cfg.train.batch_size / len(rows)  # per global batch
+
+    def flops_done(self, step: int | None = None) -> dict[str, float]:
+        step = self.global_step if step is None else step
+        return {"step": step, "tokens": step * self.cfg.train.batch_size * self.cfg.data.max_seq_length,
+                "flops_paper": step * self.paper_flops_per_step(),
+                "flops_measured": step * (self.measured_flops_per_step or math.nan)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["flops"] = self.flops_done()
+        checkpoint["measured_flops_per_step"] = self.measured_flops_per_step
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.measured_flops_per_step = checkpoint.get("measured_flops_per_step")
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():  # named_parameters skips shared tensors' second names
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, eps=t.adam_eps,
+                                      betas=tuple(t.adam_betas), fused=fused)
+        warmup = max(1, round(t.warmup_fraction * self.steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, step / warmup) * max(0.0, 1.0 - step / self.steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def total_steps(cfg: Config, paper_flops_per_step: float) -> int:
+    """Steps from the budget: a FLOPs budget (paper convention) wins over a step count."""
+    if cfg.train.flops_budget is not None:
+        return max(1, round(cfg.train.flops_budget / paper_flops_per_step))
+    return int(cfg.train.steps)
+
+
+# --- pieces the objectives share --------------------------------------------------------------------------------
+def mlm_logits(mlm: ElectraForMaskedLM, input_ids: torch.Tensor, batch: dict[str, torch.Tensor],
+               positions: torch.Tensor) -> torch.Tensor:
+    """An MLM model's logits at the masked slots only: (B, P, V) instead of (B, L, V)."""
+    hidden = mlm.electra(input_ids=input_ids, attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"]).last_hidden_state
+    hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+    return mlm.generator_lm_head(mlm.generator_predictions(hidden))
+
+
+def mlm_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]:
+    weights = masked.weights
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), masked.labels.flatten(), reduction="none")
+    n = weights.sum().clamp_min(1)
+    accuracy = ((logits.argmax(-1) == masked.labels).float() * weights).sum() / n
+    return {"mlm_loss": (loss * weights.flatten()).sum() / n, "mlm_accuracy": accuracy}
+
+
+def discriminator_metrics(logits: torch.Tensor, replaced: torch.Tensor,
+                          scored: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Binary cross-entropy of replaced-token detection over the `scored` positions, with the official metrics."""
+    scored = scored.float()
+    n = scored.sum().clamp_min(1)
+    loss = (F.binary_cross_entropy_with_logits(logits.float(), replaced.float(), reduction="none") * scored).sum() / n
+    predicted = (logits > 0) & scored.bool()
+    actual = replaced & scored.bool()
+    true_pos = (predicted & actual).sum()
+    return {"disc_loss": loss,
+            "disc_accuracy": ((predicted == actual).float() * scored).sum() / n,
+            "disc_precision": true_pos / predicted.sum().clamp_min(1),
+            "disc_recall": true_pos / actual.sum().clamp_min(1),
+            "replaced_fraction": actual.sum() / n}

@@ -1,0 +1,141 @@
+"""One run, start to finish: pre-train with checkpoints along the budget, fine-tune GLUE on each, write the rows.
+
+Every stage leaves a file that marks it done, so running the same run again continues where it stopped:
+pre-training resumes from `pretrain/last.ckpt`, each (checkpoint, task, seed) fine-tune is a small JSON file, and
+`results.csv` in the run directory marks the whole run finished.
+
+    <results_dir>/<sweep>/<scale>/<run>-<config hash>/
+        config.yaml  pretrain/{last.ckpt,logs/}  pretrain.json
+        checkpoints/step-0000123/{config.json,model.safetensors,meta.json}
+        finetune/step-0000123/<task>-seed<k>.json   results.csv
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from lightning_electra.config import Config, config_hash, resolve_data_path, save_config
+from lightning_electra.data.datamodule import PretrainDataModule
+from lightning_electra.results import COLUMNS, git_commit, write_json, write_table
+
+
+def run_dir(cfg: Config, sweep: str) -> Path:
+    return Path(cfg.results_dir) / sweep / cfg.scale / f"{cfg.name}-{config_hash(cfg)}"
+
+
+def checkpoint_steps(fractions: list[float], steps: int) -> list[int]:
+    return sorted({max(1, round(f * steps)) for f in fractions})
+
+
+class FractionCheckpoints(L.Callback):
+    """Saves the fine-tunable encoder in transformers' format at fractions of the budget, with its FLOPs so far."""
+
+    def __init__(self, out_dir: Path, steps: list[int]):
+        self.out_dir, self.steps = out_dir, set(steps)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step in self.steps and trainer.is_global_zero:
+            target = self.out_dir / f"step-{step:07d}"
+            tmp = target.with_name(target.name + ".tmp")
+            module.backbone().save_pretrained(tmp)
+            write_json(tmp / "meta.json", {**module.flops_done(step), "variant": module.cfg.variant})
+            if target.exists():  # a resumed run may pass the same step again
+                import shutil
+
+                shutil.rmtree(target)
+            tmp.rename(target)
+
+
+def make_module(cfg: Config, special):
+    from lightning_electra.variants import VARIANTS
+
+    return VARIANTS[cfg.variant](cfg, special)
+
+
+def pretrain(cfg: Config, out: Path) -> dict:
+    """Pre-train (or resume) into `out`; returns the summary written to pretrain.json."""
+    done = out / "pretrain.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    data = PretrainDataModule(cfg)
+    module = make_module(cfg, data.special_ids)
+    saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps)
+    every = max(1, min(module.steps // 10, 2000))
+    last = ModelCheckpoint(dirpath=out / "pretrain", save_last=True, save_top_k=0, every_n_train_steps=every)
+    trainer = L.Trainer(
+        max_steps=module.steps, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip,
+        logger=CSVLogger(out / "pretrain", name="logs", version=""), log_every_n_steps=cfg.train.log_every_n_steps,
+        callbacks=[last, FractionCheckpoints(out / "checkpoints", saves)], enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(), limit_val_batches=0, num_sanity_val_steps=0)
+    resume = out / "pretrain" / "last.ckpt"
+    print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale}): {module.steps} steps, "
+          f"{module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
+          + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
+    start = time.time()
+    trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
+    summary = {**module.flops_done(), "seconds": round(time.time() - start, 1), "checkpoints": saves,
+               "hardware_precision": cfg.train.precision}
+    if trainer.is_global_zero:
+        write_json(done, summary)
+    return summary
+
+
+def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
+    """Fine-tune every saved checkpoint on every usable GLUE task, `finetune.seeds` times; one row per metric."""
+    from lightning_electra.data.glue import available_tasks, build_tokenizer
+    from lightning_electra.finetune import finetune_task
+
+    data_dir = Path(cfg.data.data_dir)
+    tasks, missing = available_tasks(data_dir, cfg.finetune.tasks)
+    if missing:
+        print(f"[finetune] skipping GLUE tasks without train and dev files under {data_dir / 'glue'}: "
+              f"{', '.join(missing)}", flush=True)
+    tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab))
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    base = {"sweep": sweep, "run": cfg.name, "variant": cfg.variant, "scale": cfg.scale, "seed": cfg.train.seed,
+            "commit": git_commit(), "config_hash": config_hash(cfg)}
+    rows = []
+    checkpoints = sorted((out / "checkpoints").glob("step-???????"))
+    for n, checkpoint in enumerate(checkpoints, 1):
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        for task in tasks:
+            for seed in range(cfg.finetune.seeds):
+                result = out / "finetune" / checkpoint.name / f"{task}-seed{seed}.json"
+                if not result.exists():
+                    start = time.time()
+                    scores = finetune_task(checkpoint, task, data_dir, cfg.finetune, tokenizer, seed,
+                                           accelerator=cfg.train.accelerator)
+                    write_json(result, {"scores": scores, "seconds": round(time.time() - start, 2)})
+                    print(f"[finetune] {cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task} seed {seed}: "
+                          f"{scores['score']:.1f}", flush=True)
+                scores = json.loads(result.read_text())["scores"]
+                rows += [{**base, **{k: meta[k] for k in ("step", "tokens", "flops_paper", "flops_measured")},
+                          "task": task, "metric": metric, "value": value, "finetune_seed": seed}
+                         for metric, value in scores.items()]
+    return rows
+
+
+def run(cfg: Config, sweep: str) -> Path:
+    """Pre-train and fine-tune one run unless its results.csv already exists; returns that file."""
+    out = run_dir(cfg, sweep)
+    table = out / "results.csv"
+    if table.exists():
+        print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
+        return table
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    pretrain(cfg, out)
+    rows = finetune_checkpoints(cfg, out, sweep)
+    write_table([{c: r[c] for c in COLUMNS} for r in rows], table)
+    return table

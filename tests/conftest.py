@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data()
+    if not (path / "vocab" / "bert-base-uncased-vocab.txt").exists():
+        pytest.skip(f"real data not found at {path}: set DATA_DIR (e.g. DATA_DIR=../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def special(data_dir):
+    from lightning_electra.data.tokenizer import special_ids
+
+    return special_ids(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
+
+
+@pytest.fixture
+def smoke_cfg(data_dir, tmp_path):
+    """The smoke config on the real data, writing under tmp_path, with a small corpus for speed."""
+    from lightning_electra.config import load_config
+
+    def make(*overrides: str, variant: str = "electra"):
+        return load_config("smoke", variant=variant, overrides=[
+            f"data.data_dir={data_dir}", f"results_dir={tmp_path / 'results'}",
+            f"data.cache_dir={tmp_path / 'cache'}", "data.max_corpus_bytes=200000", *overrides])
+
+    return make

@@ -1,0 +1,74 @@
+import pytest
+
+from lightning_electra.config import CONFIG_ROOT, ConfigError, config_hash, load_config
+
+
+def test_defaults_are_the_papers_small_recipe():
+    cfg = load_config("small")
+    assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.model.embedding_size) == (256, 12, 128)
+    assert cfg.train.lr == 5e-4 and cfg.train.disc_weight == 50 and cfg.data.mask_prob == 0.15
+    assert cfg.finetune.layer_decay == 0.8 and cfg.finetune.task_epochs == {"RTE": 10, "STS-B": 10}
+
+
+def test_unknown_key_names_the_closest_valid_ones():
+    with pytest.raises(ConfigError, match=r"Unknown config key 'train\.lr_rate'.*train\.lr"):
+        load_config("smoke", overrides=["train.lr_rate=1e-3"])
+    with pytest.raises(ConfigError, match=r"model\.hidden_size"):
+        load_config("smoke", overrides=["model.hiden_size=128"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_config("smoke", overrides=["train.batch_size=lots"])
+
+
+def test_malformed_override_says_how_to_write_one():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("smoke", overrides=["train.steps"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.tie=all", "model.generator_fraction=0.25"], "same size"),
+    (["model.hidden_size=100", "model.num_heads=3"], "not divisible"),
+    (["model.tie=some"], "none, embeddings or all"),
+    (["variant=electar"], "electra"),
+    (["finetune.tasks=[CoLA,SQuAD]"], "Unknown GLUE task"),
+    (["train.flops_budget=null", "train.steps=null"], "budget"),
+])
+def test_impossible_configs_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", overrides=overrides)
+
+
+def test_missing_scale_file_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="smoke"):
+        load_config("huge")
+
+
+@pytest.mark.parametrize("scale", sorted(p.stem for p in (CONFIG_ROOT / "scales").glob("*.yaml")))
+@pytest.mark.parametrize("variant", sorted(p.stem for p in (CONFIG_ROOT / "variants").glob("*.yaml")))
+def test_every_shipped_scale_and_variant_loads(scale, variant):
+    cfg = load_config(scale, variant=variant)
+    assert cfg.scale == scale and cfg.variant == variant
+
+
+def test_every_shipped_sweep_expands():
+    from experiments.sweep import sweep_configs
+
+    for path in (CONFIG_ROOT / "sweeps").glob("*.yaml"):
+        _, configs = sweep_configs(path.stem, "smoke", [])
+        assert len({config_hash(c) for c in configs}) == len(configs), f"{path.stem}: two runs are identical"
+
+
+def test_config_hash_ignores_where_a_run_goes_but_not_what_it_computes():
+    base = load_config("smoke")
+    assert config_hash(base) == config_hash(load_config("smoke", overrides=["results_dir=/elsewhere",
+                                                                             "train.devices=1"]))
+    assert config_hash(base) != config_hash(load_config("smoke", overrides=["train.lr=1e-4"]))
+
+
+def test_scale_auto_picks_smoke_without_gpu(monkeypatch):
+    monkeypatch.delenv("SCALE", raising=False)
+    import torch
+
+    assert load_config().scale == ("tiny" if torch.cuda.is_available() else "smoke")
