@@ -11,7 +11,7 @@ export DATA_DIR
 endif
 SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(1) $(OVERRIDES)
 
-.PHONY: help install test test-all ablation-training-algorithms reports clean-results
+.PHONY: help install test test-all ablation-training-algorithms benchmark reports clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test-all:  ## run every test, slow ones included
 
 ablation-training-algorithms:  ## paper Fig. 3 right: BERT vs ELECTRA (joint) GLUE against pre-train FLOPs
 	$(call SWEEP,training-algorithms)
+
+benchmark:  ## pre-training throughput of every variant vs a plain transformers baseline -> analysis/reports/benchmark/
+	$(PYTHON) -m experiments.benchmark $(OVERRIDES)
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
 	$(PYTHON) -m analysis.report

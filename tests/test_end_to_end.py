@@ -1,0 +1,32 @@
+"""A whole sweep at a toy budget: pre-train, fine-tune, collect, report; then a re-run that skips everything."""
+
+import pandas as pd
+
+from experiments.sweep import main
+from lightning_electra.results import COLUMNS
+
+
+def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsys):
+    args = ["training-algorithms", "--scale", "smoke", "--reports-dir", str(tmp_path / "reports"),
+            f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", f"data.data_dir={data_dir}",
+            "data.max_corpus_bytes=200000", "train.flops_budget=4e11", "finetune.tasks=[RTE,STS-B]",
+            "finetune.seeds=2", "finetune.max_train_examples=64", "finetune.max_eval_examples=64"]
+    main(args)
+    table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
+    assert list(table.columns) == COLUMNS
+    assert set(table["run"]) == {"bert", "electra"} and set(table["task"]) == {"RTE", "STS-B"}
+    assert set(table["finetune_seed"]) == {0, 1} and table["value"].notna().all()
+    steps = table.groupby("run")["step"].max()
+    assert steps["bert"] > steps["electra"], "same FLOPs budget: BERT takes more (cheaper) steps"
+    flops = table.groupby("run")["flops_paper"].max()
+    assert abs(flops["bert"] / flops["electra"] - 1) < 0.05
+    report = tmp_path / "reports" / "smoke" / "training-algorithms"
+    assert (report / "glue_vs_flops.png").stat().st_size > 10_000
+    summary = (report / "summary.md").read_text()
+    assert "GLUE-2" in summary and "electra > bert" in summary and "training-algorithms" in summary
+
+    capsys.readouterr()
+    main(args)  # a re-run trains nothing and gives the same table
+    out = capsys.readouterr().out
+    assert out.count("finished earlier") == 2 and "[pretrain]" not in out and "[finetune]" not in out
+    pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv"))
