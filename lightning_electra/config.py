@@ -94,6 +94,15 @@ class TrainConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """Adversarial ELECTRA: G trained by REINFORCE to raise D's loss. The paper leaves these open (notes 3)."""
+
+    mlm_weight: float = 0.0  # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
+    mle_warmup_fraction: float = 0.0  # train G by MLM alone (no REINFORCE) for this fraction of the steps first
+    baseline_weight: float = 1.0  # weight of the baseline's squared error to the reward
+
+
+@dataclass
 class FinetuneConfig:
     """GLUE fine-tuning under the paper's protocol (notes section 5; Small defaults)."""
 
@@ -124,6 +133,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 

@@ -1,6 +1,17 @@
 """Pre-training objectives. Each is a small subclass of `PretrainModule` stating only what makes it different."""
 
+from lightning_electra.variants.adversarial import Adversarial
+from lightning_electra.variants.all_tokens_mlm import AllTokensMLM
 from lightning_electra.variants.bert import BertMLM
 from lightning_electra.variants.electra import Electra
+from lightning_electra.variants.electra_15 import Electra15
+from lightning_electra.variants.replace_mlm import ReplaceMLM
 
-VARIANTS = {"bert": BertMLM, "electra": Electra}
+VARIANTS = {
+    "bert": BertMLM,
+    "electra": Electra,
+    "adversarial": Adversarial,
+    "electra-15": Electra15,
+    "replace-mlm": ReplaceMLM,
+    "all-tokens-mlm": AllTokensMLM,
+}

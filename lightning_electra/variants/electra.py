@@ -1,11 +1,14 @@
 """ELECTRA, trained jointly: L_MLM(G) + lambda * L_Disc(D), the discriminator loss never reaching G.
 
 G fills the masked positions with samples (fp32 Gumbel-max, no gradient); a sample equal to the original counts as
-original; D labels every non-pad token replaced or original.
+original; D labels every non-pad token replaced or original. `model.generator` may instead be `unigram` (samples
+by corpus token frequency) or `uniform` (the official code's `uniform_generator`): no network, no MLM loss.
 """
 
+import torch
+
 from lightning_electra.corruption import replace_at, sample_tokens
-from lightning_electra.flops import electra_train_flops
+from lightning_electra.flops import discriminator_train_flops, mlm_train_flops
 from lightning_electra.models import (build_discriminator, build_mlm, discriminator_shape, generator_shape,
                                       share_weights)
 from lightning_electra.pretrain import PretrainModule, discriminator_metrics, mlm_logits, mlm_metrics
@@ -14,19 +17,41 @@ from lightning_electra.pretrain import PretrainModule, discriminator_metrics, ml
 class Electra(PretrainModule):
     def build(self) -> None:
         m, vocab = self.cfg.model, self.special.vocab_size
-        self.discriminator = build_discriminator(m, vocab)
-        self.generator = build_mlm(generator_shape(m), m, vocab)
-        share_weights(self.generator, self.discriminator, m.tie)
+        self.discriminator = self.build_discriminator()
+        self.generator = None
+        if m.generator == "learned":
+            self.generator = build_mlm(generator_shape(m), m, vocab)
+            share_weights(self.generator, self.discriminator, m.tie)
+        else:  # fixed sampling distribution; unigram frequencies arrive with the data (see `on_data`)
+            self.register_buffer("sampling_probs", self._never_sample_specials(torch.ones(vocab)))
+
+    def build_discriminator(self):
+        return build_discriminator(self.cfg.model, self.special.vocab_size)
+
+    def _never_sample_specials(self, weights: torch.Tensor) -> torch.Tensor:
+        s = self.special
+        weights = weights.double().clone()
+        weights[[s.pad, s.cls, s.sep, s.mask]] = 0
+        return (weights / weights.sum()).float()
+
+    def on_data(self, data) -> None:
+        if self.cfg.model.generator == "unigram":
+            self.sampling_probs.copy_(self._never_sample_specials(torch.from_numpy(data.token_counts())))
+
+    def generate(self, batch, masked):
+        """(G's MLM metrics, sampled tokens (B, P)); `logits` kept for variants that need them."""
+        if self.generator is None:
+            flat = torch.multinomial(self.sampling_probs, masked.positions.numel(), replacement=True)
+            return {}, flat.view_as(masked.positions)
+        logits = mlm_logits(self.generator, masked.input_ids, batch, masked.positions)
+        return mlm_metrics(logits, masked), sample_tokens(logits, self.cfg.train.temperature)
 
     def corrupt(self, batch, masked):
-        """G's MLM metrics and the corrupted input: masked positions hold G's samples."""
-        logits = mlm_logits(self.generator, masked.input_ids, batch, masked.positions)
-        sampled = sample_tokens(logits, self.cfg.train.temperature)
-        corrupted = replace_at(batch["input_ids"], masked.positions, sampled, masked.weights)
-        metrics = mlm_metrics(logits, masked)
+        """G's metrics and the corrupted input: masked positions hold G's samples."""
+        metrics, sampled = self.generate(batch, masked)
         metrics["sampled_accuracy"] = ((sampled == masked.labels).float() * masked.weights).sum() \
             / masked.weights.sum().clamp_min(1)
-        return metrics, corrupted
+        return metrics, replace_at(batch["input_ids"], masked.positions, sampled, masked.weights)
 
     def discriminate(self, batch, corrupted):
         hidden = self.discriminator.electra(input_ids=corrupted, attention_mask=batch["attention_mask"],
@@ -38,7 +63,7 @@ class Electra(PretrainModule):
         replaced = corrupted != batch["input_ids"]  # a sample equal to the original counts as original
         logits = self.discriminate(batch, corrupted)
         metrics.update(discriminator_metrics(logits, replaced, self.scored_positions(batch, masked)))
-        metrics["loss"] = metrics["mlm_loss"] + self.cfg.train.disc_weight * metrics["disc_loss"]
+        metrics["loss"] = metrics.get("mlm_loss", 0) + self.cfg.train.disc_weight * metrics["disc_loss"]
         return metrics
 
     def scored_positions(self, batch, masked):
@@ -46,9 +71,14 @@ class Electra(PretrainModule):
         return batch["attention_mask"].bool()
 
     def paper_flops_per_step(self) -> float:
-        m = self.cfg.model
-        return electra_train_flops(self.shape(discriminator_shape(m)), self.shape(generator_shape(m)),
-                                   self.cfg.train.batch_size, 1)
+        d = self.shape(discriminator_shape(self.cfg.model))
+        return discriminator_train_flops(d, self.cfg.train.batch_size, 1) + self.generator_flops_per_step()
+
+    def generator_flops_per_step(self) -> float:
+        """G's training cost (MLM at the masked positions); a unigram or uniform sampler costs nothing."""
+        if self.cfg.model.generator != "learned":
+            return 0.0
+        return mlm_train_flops(self.shape(generator_shape(self.cfg.model)), self.cfg.train.batch_size, 1)
 
     def backbone(self):
         return self.discriminator.electra

@@ -1,0 +1,118 @@
+"""Each pre-training variant's defining property, on a small real batch."""
+
+import math
+
+import pytest
+import torch
+
+from lightning_electra.data.datamodule import PretrainDataModule
+from lightning_electra.run import make_module
+from lightning_electra.variants import VARIANTS
+from lightning_electra.variants.all_tokens_mlm import copy_log_prob
+
+
+def setup(cfg):
+    dm = PretrainDataModule(cfg)
+    module = make_module(cfg, dm)
+    return module, dm.collate([dm.train_set[i] for i in range(8)])
+
+
+def run_objective(module, batch, seed=0):
+    torch.manual_seed(seed)
+    return module.objective(batch, module.mask(batch))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_trains_one_step(smoke_cfg, variant):
+    module, batch = setup(smoke_cfg(variant=variant))
+    loss = run_objective(module, batch)["loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.backbone().parameters())
+    assert module.paper_flops_per_step() > 0
+
+
+def test_electra_15_ignores_unmasked_positions(smoke_cfg):
+    module, batch = setup(smoke_cfg(variant="electra-15"))
+    torch.manual_seed(0)
+    masked = module.mask(batch)
+    real = module.discriminate
+    noise = torch.randn(batch["input_ids"].shape) * 10
+    losses = []
+    for scale in (0.0, 1.0):  # change D's logits off the masked positions only
+        module.discriminate = lambda b, c: real(b, c) + scale * noise * ~masked.is_masked
+        torch.manual_seed(1)
+        losses.append(module.objective(batch, masked)["disc_loss"])
+    assert torch.isclose(losses[0], losses[1])
+
+
+def test_replace_mlm_inputs_hold_no_mask_token(smoke_cfg):
+    module, batch = setup(smoke_cfg(variant="replace-mlm"))
+    seen = []
+    module.discriminator.electra.register_forward_pre_hook(lambda m, args, kw: seen.append(kw["input_ids"]),
+                                                           with_kwargs=True)
+    metrics = run_objective(module, batch)
+    assert seen and not (seen[0] == module.special.mask).any()
+    assert metrics["replaced_fraction"] > 0
+
+
+def test_all_tokens_copy_probability_at_the_extremes():
+    lp = torch.log(torch.tensor([0.2, 0.2, 0.2]))
+    big = torch.tensor([50.0, -50.0, 50.0])
+    out = copy_log_prob(big, lp, torch.tensor([True, True, False]))
+    assert out[0].abs() < 1e-6, "D sure the token is the input's, and it is: p = 1"
+    assert torch.isclose(out[1], lp[1], atol=1e-6), "D sure it is not: p = p_MLM"
+    assert out[2] < -40, "D sure it is the input's, but it is not: p ~ 0"
+    mid = copy_log_prob(torch.zeros(1), lp[:1], torch.tensor([True]))
+    assert torch.isclose(mid.exp(), torch.tensor([0.5 + 0.5 * 0.2]))
+
+
+def test_all_tokens_mlm_scores_every_position(smoke_cfg):
+    module, batch = setup(smoke_cfg(variant="all-tokens-mlm"))
+    metrics = run_objective(module, batch)
+    # untrained: -log p over all tokens is near log(vocab) for the non-copied ones, far above a masked-only loss
+    assert metrics["all_tokens_loss"] > 1 and "disc_loss" not in metrics
+
+
+def generator_grads(module, loss):
+    module.zero_grad()
+    loss.backward()
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for n, p in module.generator.named_parameters() if "embeddings" not in n]
+
+
+def test_adversarial_generator_learns_from_the_reward_only(smoke_cfg):
+    module, batch = setup(smoke_cfg(variant="adversarial"))
+    total = generator_grads(module, run_objective(module, batch)["loss"])
+    reward_only = generator_grads(module, run_objective(module, batch)["reinforce_loss"])
+    assert any(g.abs().sum() > 0 for g in reward_only), "REINFORCE gives G a gradient"
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(total, reward_only)), "no MLM, no D gradient"
+    module, batch = setup(smoke_cfg("adversarial.mlm_weight=1.0", variant="adversarial"))
+    with_mlm = generator_grads(module, run_objective(module, batch)["loss"])
+    reward_only = generator_grads(module, run_objective(module, batch)["reinforce_loss"])
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(with_mlm, reward_only))
+
+
+def test_adversarial_logs_accuracy_and_entropy(smoke_cfg):
+    module, batch = setup(smoke_cfg(variant="adversarial"))
+    m = run_objective(module, batch)
+    assert 0 <= m["mlm_accuracy"] <= 1 and 0 < m["generator_entropy"] <= math.log(module.special.vocab_size) + 1e-3
+
+
+def test_unigram_generator_samples_follow_corpus_frequencies(smoke_cfg):
+    module, batch = setup(smoke_cfg("model.generator=unigram"))
+    assert module.generator is None and module.generator_flops_per_step() == 0
+    probs = module.sampling_probs
+    s = module.special
+    assert probs[[s.pad, s.cls, s.sep, s.mask]].sum() == 0 and torch.isclose(probs.sum(), torch.tensor(1.0))
+    counts = torch.bincount(torch.multinomial(probs, 200_000, replacement=True), minlength=len(probs)).float()
+    top = probs.topk(5).indices  # the most frequent tokens of the corpus ("the", ",", ".", ...)
+    assert torch.allclose(counts[top] / 200_000, probs[top], rtol=0.05)
+    m = run_objective(module, batch)
+    assert "mlm_loss" not in m and torch.isclose(m["loss"], 50 * m["disc_loss"])
+
+
+def test_uniform_generator_spreads_over_the_vocabulary(smoke_cfg):
+    module, _ = setup(smoke_cfg("model.generator=uniform"))
+    nonzero = module.sampling_probs[module.sampling_probs > 0]
+    assert len(nonzero) == module.special.vocab_size - 4 and torch.allclose(nonzero, nonzero[0])
