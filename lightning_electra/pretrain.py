@@ -30,6 +30,7 @@ class PretrainModule(L.LightningModule):
         self.build()
         self.steps = total_steps(cfg, self.paper_flops_per_step())
         self.measured_flops_per_step: float | None = None  # set from a real batch when training starts
+        self._compiled_step = None  # torch.compile of `masked_objective`, made on first use when train.compile
 
     # --- what a variant states -------------------------------------------------------------------------------
     def build(self) -> None:
@@ -46,6 +47,9 @@ class PretrainModule(L.LightningModule):
         """The encoder that GLUE fine-tunes."""
         raise NotImplementedError
 
+    def on_data(self, data) -> None:
+        """Called with the prepared DataModule before training (e.g. for corpus token frequencies)."""
+
     # --- shared ----------------------------------------------------------------------------------------------
     def shape(self, shape: TransformerShape) -> TransformerShape:
         """A model shape at this run's sequence length and vocabulary, for FLOPs."""
@@ -54,8 +58,23 @@ class PretrainModule(L.LightningModule):
     def mask(self, batch: dict[str, torch.Tensor]) -> Masked:
         return mask_tokens(batch["input_ids"], self.special, self.cfg.data.mask_prob, self.cfg.data.mask_token_prob)
 
+    def masked_objective(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One step's forward: mask the batch on the device, then the variant's objective."""
+        return self.objective(batch, self.mask(batch))
+
+    def loss_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`masked_objective`, through torch.compile when train.compile (a speed switch: same ops, same losses).
+
+        Static shapes (every batch is full: drop_last, fixed length, fixed mask slots), so no dynamic-shape graphs.
+        """
+        if not self.cfg.train.compile:
+            return self.masked_objective(batch)
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self.masked_objective, dynamic=False)
+        return self._compiled_step(batch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        metrics = self.objective(batch, self.mask(batch))
+        metrics = self.loss_step(batch)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -55,10 +56,15 @@ class FractionCheckpoints(L.Callback):
             tmp.rename(target)
 
 
-def make_module(cfg: Config, special):
+def make_module(cfg: Config, data: PretrainDataModule):
+    """The variant's module, after the data is prepared (some variants read corpus statistics)."""
     from lightning_electra.variants import VARIANTS
 
-    return VARIANTS[cfg.variant](cfg, special)
+    data.prepare_data()
+    data.setup()
+    module = VARIANTS[cfg.variant](cfg, data.special_ids)
+    module.on_data(data)
+    return module
 
 
 def pretrain(cfg: Config, out: Path) -> dict:
@@ -67,8 +73,10 @@ def pretrain(cfg: Config, out: Path) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside bf16 autocast
     data = PretrainDataModule(cfg)
-    module = make_module(cfg, data.special_ids)
+    module = make_module(cfg, data)
     saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps)
     every = max(1, min(module.steps // 10, 2000))
     last = ModelCheckpoint(dirpath=out / "pretrain", save_last=True, save_top_k=0, every_n_train_steps=every)
