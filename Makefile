@@ -11,7 +11,8 @@ export DATA_DIR
 endif
 SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(1) $(OVERRIDES)
 
-.PHONY: help install test test-all ablation-training-algorithms benchmark reports clean-results
+.PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
+	small-model all-sweeps benchmark reports clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -26,8 +27,22 @@ test:  ## run the fast test suite (the CI's)
 test-all:  ## run every test, slow ones included
 	$(PYTHON) -m pytest -q
 
-ablation-training-algorithms:  ## paper Fig. 3 right: BERT vs ELECTRA (joint) GLUE against pre-train FLOPs
+ablation-training-algorithms:  ## paper Fig. 3 right: BERT, joint, two-stage, adversarial; GLUE vs pre-train FLOPs
 	$(call SWEEP,training-algorithms)
+
+weight-sharing:  ## paper sec. 3.2: equal-size G and D sharing no / embedding / all weights
+	$(call SWEEP,weight-sharing)
+
+generator-size:  ## paper Fig. 3 left: GLUE vs generator width (1/8 ... 1 of D) and a unigram generator
+	$(call SWEEP,generator-size)
+
+efficiency:  ## paper Table 5: ELECTRA, All-Tokens MLM, Replace MLM, ELECTRA-15%, BERT
+	$(call SWEEP,efficiency)
+
+small-model:  ## paper Table 1: ELECTRA vs BERT with GLUE at 6.25, 12.5, 25, 50, 100% of the budget
+	$(call SWEEP,small-model)
+
+all-sweeps: ablation-training-algorithms weight-sharing generator-size efficiency small-model  ## every sweep above
 
 benchmark:  ## pre-training throughput of every variant vs a plain transformers baseline -> analysis/reports/benchmark/
 	$(PYTHON) -m experiments.benchmark $(OVERRIDES)

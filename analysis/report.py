@@ -65,10 +65,52 @@ def paper_rows(experiment: str | None) -> pd.DataFrame:
     return paper[paper["experiment"] == experiment]
 
 
-def plot(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path) -> None:
+def draw_paper(ax, paper: pd.DataFrame) -> None:
+    """The paper's numbers for one experiment, in the form its figure or table has."""
+    experiment = paper["experiment"].iloc[0]
+    if experiment == "generator_size":
+        for d, g in paper.groupby("disc_hidden"):
+            learned = g[g["variant"] == "learned"].sort_values("gen_hidden")
+            line = ax.plot(learned["gen_hidden"], learned["glue_dev"], marker="s", linestyle="--", label=f"D {d}")[0]
+            unigram = g[g["variant"] == "unigram"]
+            ax.scatter([8] * len(unigram), unigram["glue_dev"], marker="x", color=line.get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("generator hidden size (x at left: unigram)")
+        ax.legend(fontsize=8)
+    elif paper["pretrain_flops"].notna().all() and paper["pretrain_flops"].nunique() > 1:
+        for variant, g in paper.groupby("variant", sort=False):
+            ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant)
+        ax.set_xscale("log")
+        ax.set_xlabel("pre-train FLOPs (paper convention)")
+        ax.legend(fontsize=8)
+    else:
+        ax.bar(range(len(paper)), paper["glue_dev"], color="grey")
+        ax.set_xticks(range(len(paper)), paper["variant"], fontsize=7, rotation=20)
+        ax.set_ylim(paper["glue_dev"].min() - 3, paper["glue_dev"].max() + 1)
+    ax.set_ylabel("GLUE dev score (8 tasks)")
+    ax.set_title("the paper's numbers (ELECTRA-Base scale unless noted;\n"
+                 "from analysis/paper/paper_results.csv)", fontsize=9)
+    ax.grid(alpha=0.3)
+
+
+def save(fig, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def figure(paper: pd.DataFrame):
     with_paper = not paper.empty
     fig, axes = plt.subplots(1, 2 if with_paper else 1, figsize=(11 if with_paper else 6, 4.2), squeeze=False)
-    ax = axes[0][0]
+    if with_paper:
+        draw_paper(axes[0][1], paper)
+    return fig, axes[0][0]
+
+
+def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path) -> None:
+    fig, ax = figure(paper if paper["experiment"].ne("generator_size").all() else paper.iloc[:0])
     for run, g in glue.groupby("run", sort=False):
         line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=f"{run} ({g['variant'].iloc[0]})")[0]
         ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
@@ -78,28 +120,28 @@ def plot(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, 
     ax.set_title(f"ours: {title}\n(median over fine-tuning seeds; band: min-max)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    if with_paper:
-        ax = axes[0][1]
-        if paper["pretrain_flops"].notna().all():
-            for variant, g in paper.groupby("variant", sort=False):
-                ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant)
-            ax.set_xscale("log")
-            ax.set_xlabel("pre-train FLOPs (paper convention)")
-        else:
-            labels = [f"{v}\nG={g:g}" if pd.notna(g) else v for v, g in zip(paper["variant"], paper["gen_hidden"])]
-            ax.bar(range(len(paper)), paper["glue_dev"], color="grey")
-            ax.set_xticks(range(len(paper)), labels, fontsize=7)
-            ax.set_ylim(paper["glue_dev"].min() - 3, paper["glue_dev"].max() + 1)
-        ax.set_ylabel("GLUE dev score (8 tasks)")
-        ax.set_title("the paper's numbers (ELECTRA-Base scale unless noted;\n"
-                     "from analysis/paper/paper_results.csv)", fontsize=9)
-        ax.legend(fontsize=8) if paper["pretrain_flops"].notna().all() else None
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save(fig, path)
+
+
+def plot_glue_vs_width(final: pd.DataFrame, widths: dict, tasks: list[str], paper: pd.DataFrame, title: str,
+                       path: Path) -> None:
+    """Paper Fig. 3 left: final GLUE against generator width; a unigram generator (width 0) as its own marker."""
+    fig, ax = figure(paper)
+    final = final.assign(width=final["run"].map(widths)).dropna(subset=["width"]).sort_values("width")
+    learned, unigram = final[final["width"] > 0], final[final["width"] == 0]
+    ax.errorbar(learned["width"], learned["GLUE"], yerr=[learned["GLUE"] - learned["glue_min"],
+                learned["glue_max"] - learned["GLUE"]], marker="o", capsize=3, label="learned generator")
+    if not unigram.empty:
+        ax.errorbar([learned["width"].min() / 2] * len(unigram), unigram["GLUE"], marker="x", linestyle="none",
+                    yerr=[unigram["GLUE"] - unigram["glue_min"], unigram["glue_max"] - unigram["GLUE"]],
+                    capsize=3, label="unigram (drawn at left)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generator hidden size")
+    ax.set_ylabel(f"{glue_label(tasks)} dev score")
+    ax.set_title(f"ours: {title}\n(median over fine-tuning seeds; bars: min-max)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save(fig, path)
 
 
 def check_claim(claim: str, final: pd.DataFrame) -> str:
@@ -118,6 +160,26 @@ def check_claim(claim: str, final: pd.DataFrame) -> str:
             f"{b['GLUE']:.1f} [{b['glue_min']:.1f}, {b['glue_max']:.1f}] |")
 
 
+def paper_table(paper: pd.DataFrame) -> list[str]:
+    """The paper's GLUE as a compact Markdown table: one row per variant, one column per FLOPs or G width."""
+    size = lambda x: "" if pd.isna(x) else f"{int(x)}"  # noqa: E731
+    if paper["pretrain_flops"].nunique() > 1:
+        key, heading = "pretrain_flops", lambda c: f"{c:.2g}"
+    elif paper["gen_hidden"].nunique() > 1:
+        paper = paper.assign(variant=paper["variant"] + " D " + paper["disc_hidden"].map(size))
+        key, heading = "gen_hidden", lambda c: f"G {size(c)}"
+    else:
+        return ["| variant | D hidden | G hidden | pre-train FLOPs | GLUE dev |", "|---|---|---|---|---|",
+                *[f"| {p['variant']} | {size(p['disc_hidden'])} | {size(p['gen_hidden'])} | "
+                  f"{'' if pd.isna(p['pretrain_flops']) else f'{p.pretrain_flops:.2g}'} | {p['glue_dev']} |"
+                  for _, p in paper.iterrows()]]
+    wide = paper.pivot_table(index="variant", columns=key, values="glue_dev", sort=False)
+    lines = ["| variant | " + " | ".join(heading(c) for c in wide.columns) + " |", "|---|" + "---|" * len(wide.columns)]
+    for variant, row in wide.iterrows():
+        lines.append(f"| {variant} | " + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row) + " |")
+    return lines
+
+
 def render(out: Path) -> None:
     """Write glue_vs_flops.png and summary.md from out/results.csv and out/sweep.json alone."""
     results = read_table(out / "results.csv")
@@ -127,8 +189,13 @@ def render(out: Path) -> None:
     if glue.empty:
         raise ValueError(f"{out / 'results.csv'} has no GLUE scores to report.")
     paper = paper_rows(meta.get("paper_experiment"))
-    plot(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png")
+    plot_glue_vs_flops(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png")
     final = glue.sort_values("step").groupby("run", sort=False).tail(1)
+    figures = ["![GLUE vs pre-train FLOPs](glue_vs_flops.png)"]
+    if meta.get("figure") == "generator_width":
+        widths = {run: info.get("generator_hidden") for run, info in meta.get("runs", {}).items()}
+        plot_glue_vs_width(final, widths, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_generator_width.png")
+        figures.insert(0, "![GLUE vs generator width](glue_vs_generator_width.png)")
     label = glue_label(tasks)
     seeds = results["finetune_seed"].nunique()
     fmt = lambda x: f"{x:.1f}"  # noqa: E731
@@ -136,7 +203,7 @@ def render(out: Path) -> None:
              f"{label} = mean over {', '.join(tasks)} of each task's median over {seeds} fine-tuning seed(s) "
              "(dev sets; CoLA: MCC, STS-B: Spearman, others: accuracy; x100). Spread: min-max over seeds of the "
              "per-seed GLUE.", "",
-             "![GLUE vs pre-train FLOPs](glue_vs_flops.png)", "", "## Final checkpoints", "",
+             *figures, "", "## Final checkpoints", "",
              f"| run | variant | steps | tokens | paper FLOPs | measured FLOPs | pre-train time | {label} | spread |",
              "|---|---|---|---|---|---|---|---|---|"]
     runs = meta.get("runs", {})
@@ -159,11 +226,8 @@ def render(out: Path) -> None:
         lines += ["", "## The paper's claims, on our numbers", "", "| claim | ours | GLUE [min, max over seeds] |",
                   "|---|---|---|", *[check_claim(c, final) for c in meta["claims"]]]
     if not paper.empty:
-        lines += ["", f"## The paper's numbers ({meta.get('paper_experiment')})", "",
-                  "| variant | D hidden | G hidden | pre-train FLOPs | GLUE dev | source |", "|---|---|---|---|---|---|"]
-        for _, p in paper.iterrows():
-            lines.append(f"| {p['variant']} | {p['disc_hidden']} | {p['gen_hidden']} | {p['pretrain_flops']} | "
-                         f"{p['glue_dev']} | {p['source']} |")
+        lines += ["", f"## The paper's numbers ({meta.get('paper_experiment')}; {paper['source'].iloc[0]})", ""]
+        lines += paper_table(paper)
     total = sum(i["seconds"] for i in meta["invocations"])
     lines += ["", "## How this was made", "",
               f"Wall time {total:.0f} s over {len(meta['invocations'])} invocation(s) (a re-run skips finished "

@@ -30,7 +30,7 @@ from lightning_electra.config import CONFIG_ROOT, ConfigError, load_config
 from lightning_electra.results import COLUMNS, git_commit, hardware, read_table, write_json, write_table
 from lightning_electra.run import run
 
-SWEEP_KEYS = {"name", "paper_experiment", "claims", "common", "runs", "description"}
+SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "common", "runs"}
 
 
 def load_sweep(name: str) -> dict:
@@ -70,7 +70,8 @@ def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Pat
 def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float) -> None:
     """Provenance for the report: each invocation's command, commit, hardware, time, and each run's budget."""
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
-    meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []), "runs": runs})
+    meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []),
+                 "figure": sweep.get("figure"), "runs": runs})
     meta["invocations"].append({"command": command, "commit": git_commit(), "hardware": hardware(),
                                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 "seconds": round(seconds, 1)})

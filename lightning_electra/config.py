@@ -157,7 +157,7 @@ SCHEMA_KEYS = _schema_keys(Config)
 
 
 def _check_keys(layer: DictConfig, source: str, prefix: str = "") -> None:
-    for key, value in layer.items_ex(resolve=False) if hasattr(layer, "items_ex") else layer.items():
+    for key, value in layer.items_ex(resolve=False):
         dotted = prefix + str(key)
         if dotted.startswith("finetune.task_epochs."):
             continue  # a free-form mapping task -> epochs

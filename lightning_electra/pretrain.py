@@ -24,11 +24,15 @@ from lightning_electra.flops import TransformerShape, measure_flops
 
 
 class PretrainModule(L.LightningModule):
-    def __init__(self, cfg: Config, special: SpecialIds):
+    stages = 1  # fits in sequence (two-stage training has 2); each stage is a fresh module
+
+    def __init__(self, cfg: Config, special: SpecialIds, stage: int = 1):
         super().__init__()
-        self.cfg, self.special = cfg, special
+        self.cfg, self.special, self.stage = cfg, special, stage
         self.build()
-        self.steps = total_steps(cfg, self.paper_flops_per_step())
+        self.steps = steps_per_stage(cfg, self.budget_flops_per_step(), self.stages)
+        # what earlier stages did, so steps, tokens and FLOPs count on from them
+        self.offset = {"step": 0, "tokens": 0, "flops_paper": 0.0, "flops_measured": 0.0}
         self.measured_flops_per_step: float | None = None  # set from a real batch when training starts
         self._compiled_step = None  # torch.compile of `masked_objective`, made on first use when train.compile
 
@@ -49,6 +53,13 @@ class PretrainModule(L.LightningModule):
 
     def on_data(self, data) -> None:
         """Called with the prepared DataModule before training (e.g. for corpus token frequencies)."""
+
+    def start_from(self, previous_stage: dict) -> None:
+        """Multi-stage variants: initialise from the state dict the previous stage ended with."""
+
+    def budget_flops_per_step(self) -> float:
+        """Paper FLOPs of one step of every stage together: how a FLOPs budget becomes a step count."""
+        return self.paper_flops_per_step()
 
     # --- shared ----------------------------------------------------------------------------------------------
     def shape(self, shape: TransformerShape) -> TransformerShape:
@@ -95,10 +106,12 @@ class PretrainModule(L.LightningModule):
         return flops * self.cfg.train.batch_size / len(rows)  # per global batch
 
     def flops_done(self, step: int | None = None) -> dict[str, float]:
+        """Steps, tokens and FLOPs since the start of pre-training (earlier stages included) after `step` here."""
         step = self.global_step if step is None else step
-        return {"step": step, "tokens": step * self.cfg.train.batch_size * self.cfg.data.max_seq_length,
+        done = {"step": step, "tokens": step * self.cfg.train.batch_size * self.cfg.data.max_seq_length,
                 "flops_paper": step * self.paper_flops_per_step(),
                 "flops_measured": step * (self.measured_flops_per_step or math.nan)}
+        return {k: v + self.offset[k] for k, v in done.items()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["flops"] = self.flops_done()
@@ -123,11 +136,11 @@ class PretrainModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def total_steps(cfg: Config, paper_flops_per_step: float) -> int:
-    """Steps from the budget: a FLOPs budget (paper convention) wins over a step count."""
+def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: int) -> int:
+    """Steps from the budget: a FLOPs budget (paper convention) wins over a step count (split over the stages)."""
     if cfg.train.flops_budget is not None:
-        return max(1, round(cfg.train.flops_budget / paper_flops_per_step))
-    return int(cfg.train.steps)
+        return max(1, round(cfg.train.flops_budget / flops_per_step_of_each_stage))
+    return max(1, int(cfg.train.steps) // stages)
 
 
 # --- pieces the objectives share --------------------------------------------------------------------------------

@@ -16,16 +16,22 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from transformers.utils import logging as transformers_logging
 
 from lightning_electra.config import Config, config_hash, resolve_data_path, save_config
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.results import COLUMNS, git_commit, write_json, write_table
+
+
+transformers_logging.disable_progress_bar()  # one bar per saved checkpoint is noise in a sweep's log
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning, not ours to fix
 
 
 def run_dir(cfg: Config, sweep: str) -> Path:
@@ -45,10 +51,11 @@ class FractionCheckpoints(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step in self.steps and trainer.is_global_zero:
-            target = self.out_dir / f"step-{step:07d}"
+            done = module.flops_done(step)  # counted from the start of pre-training, earlier stages included
+            target = self.out_dir / f"step-{done['step']:07d}"
             tmp = target.with_name(target.name + ".tmp")
             module.backbone().save_pretrained(tmp)
-            write_json(tmp / "meta.json", {**module.flops_done(step), "variant": module.cfg.variant})
+            write_json(tmp / "meta.json", {**done, "variant": module.cfg.variant, "stage": module.stage})
             if target.exists():  # a resumed run may pass the same step again
                 import shutil
 
@@ -56,19 +63,22 @@ class FractionCheckpoints(L.Callback):
             tmp.rename(target)
 
 
-def make_module(cfg: Config, data: PretrainDataModule):
+def make_module(cfg: Config, data: PretrainDataModule, stage: int = 1):
     """The variant's module, after the data is prepared (some variants read corpus statistics)."""
     from lightning_electra.variants import VARIANTS
 
     data.prepare_data()
     data.setup()
-    module = VARIANTS[cfg.variant](cfg, data.special_ids)
+    module = VARIANTS[cfg.variant](cfg, data.special_ids, stage=stage)
     module.on_data(data)
     return module
 
 
 def pretrain(cfg: Config, out: Path) -> dict:
-    """Pre-train (or resume) into `out`; returns the summary written to pretrain.json."""
+    """Pre-train (or resume) into `out`, stage by stage; returns the summary written to pretrain.json.
+
+    GLUE checkpoints sit at fractions of the whole budget, so a two-stage run gets points in both stages.
+    """
     done = out / "pretrain.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -77,26 +87,62 @@ def pretrain(cfg: Config, out: Path) -> dict:
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside bf16 autocast
     data = PretrainDataModule(cfg)
     module = make_module(cfg, data)
-    saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps)
+    saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps * module.stages)
+    start, previous = time.time(), None
+    for stage in range(1, module.stages + 1):
+        if stage > 1:
+            L.seed_everything(cfg.train.seed + stage, workers=True, verbose=False)
+            offset = module.flops_done(module.steps)
+            module = make_module(cfg, data, stage)
+            module.offset = offset
+            module.start_from(previous)
+        stage_dir = out / ("pretrain" if module.stages == 1 else f"pretrain-stage{stage}")
+        previous = fit_stage(cfg, module, data, stage_dir, out / "checkpoints", saves)
+    summary = {**module.flops_done(module.steps), "seconds": round(time.time() - start, 1), "checkpoints": saves,
+               "generator_hidden": generator_width(cfg)}
+    write_json(done, summary)
+    return summary
+
+
+def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, checkpoints: Path,
+              saves: list[int]) -> dict:
+    """One fit, resumed from stage_dir/last.ckpt if there is one; returns the module's final state dict."""
+    final = stage_dir / "final.pt"
+    if final.exists():  # finished earlier: what the next stage starts from
+        saved = torch.load(final, map_location="cpu", weights_only=True)
+        module.measured_flops_per_step = saved["measured_flops_per_step"]
+        return saved["state"]
+    first = module.offset["step"]
+    local = [s - first for s in saves if first < s <= first + module.steps]
     every = max(1, min(module.steps // 10, 2000))
-    last = ModelCheckpoint(dirpath=out / "pretrain", save_last=True, save_top_k=0, every_n_train_steps=every)
+    last = ModelCheckpoint(dirpath=stage_dir, save_last=True, save_top_k=0, every_n_train_steps=every)
     trainer = L.Trainer(
         max_steps=module.steps, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip,
-        logger=CSVLogger(out / "pretrain", name="logs", version=""), log_every_n_steps=cfg.train.log_every_n_steps,
-        callbacks=[last, FractionCheckpoints(out / "checkpoints", saves)], enable_model_summary=False,
+        logger=CSVLogger(stage_dir, name="logs", version=""), log_every_n_steps=cfg.train.log_every_n_steps,
+        callbacks=[last, FractionCheckpoints(checkpoints, local)], enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(), limit_val_batches=0, num_sanity_val_steps=0)
-    resume = out / "pretrain" / "last.ckpt"
-    print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale}): {module.steps} steps, "
-          f"{module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
+    resume = stage_dir / "last.ckpt"
+    print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale})"
+          + (f" stage {module.stage}/{module.stages}" if module.stages > 1 else "")
+          + f": {module.steps} steps, {module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
           + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
-    start = time.time()
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
-    summary = {**module.flops_done(), "seconds": round(time.time() - start, 1), "checkpoints": saves,
-               "hardware_precision": cfg.train.precision}
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     if trainer.is_global_zero:
-        write_json(done, summary)
-    return summary
+        tmp = final.with_name(final.name + ".tmp")
+        torch.save({"state": state, "measured_flops_per_step": module.measured_flops_per_step}, tmp)
+        tmp.rename(final)
+    return state
+
+
+def generator_width(cfg: Config) -> int | None:
+    """G's hidden size for reports (0: a unigram or uniform sampler; None: no generator)."""
+    from lightning_electra.models import generator_shape
+
+    if cfg.variant == "bert":
+        return None
+    return generator_shape(cfg.model).hidden if cfg.model.generator == "learned" else 0
 
 
 def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:

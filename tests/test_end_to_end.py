@@ -14,12 +14,15 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     main(args)
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert list(table.columns) == COLUMNS
-    assert set(table["run"]) == {"bert", "electra"} and set(table["task"]) == {"RTE", "STS-B"}
+    assert set(table["run"]) == {"bert", "electra", "two-stage", "adversarial"}
+    assert set(table["task"]) == {"RTE", "STS-B"}
     assert set(table["finetune_seed"]) == {0, 1} and table["value"].notna().all()
     steps = table.groupby("run")["step"].max()
     assert steps["bert"] > steps["electra"], "same FLOPs budget: BERT takes more (cheaper) steps"
     flops = table.groupby("run")["flops_paper"].max()
-    assert abs(flops["bert"] / flops["electra"] - 1) < 0.05
+    assert (abs(flops / flops["electra"] - 1) < 0.05).all(), "one FLOPs budget for every run"
+    two_stage = table[table["run"] == "two-stage"]
+    assert two_stage["step"].nunique() == 2, "GLUE points in both stages (checkpoints at 50% and 100%)"
     report = tmp_path / "reports" / "smoke" / "training-algorithms"
     assert (report / "glue_vs_flops.png").stat().st_size > 10_000
     summary = (report / "summary.md").read_text()
@@ -28,5 +31,5 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     capsys.readouterr()
     main(args)  # a re-run trains nothing and gives the same table
     out = capsys.readouterr().out
-    assert out.count("finished earlier") == 2 and "[pretrain]" not in out and "[finetune]" not in out
+    assert out.count("finished earlier") == 4 and "[pretrain]" not in out and "[finetune]" not in out
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv"))

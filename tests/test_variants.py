@@ -116,3 +116,28 @@ def test_uniform_generator_spreads_over_the_vocabulary(smoke_cfg):
     module, _ = setup(smoke_cfg("model.generator=uniform"))
     nonzero = module.sampling_probs[module.sampling_probs > 0]
     assert len(nonzero) == module.special.vocab_size - 4 and torch.allclose(nonzero, nonzero[0])
+
+
+def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg):
+    from lightning_electra.config import ConfigError
+
+    cfg = smoke_cfg(variant="two-stage")
+    dm = PretrainDataModule(cfg)
+    stage1 = make_module(cfg, dm)
+    assert not hasattr(stage1, "discriminator") and stage1.backbone() is stage1.generator.electra
+    batch = dm.collate([dm.train_set[i] for i in range(8)])
+    assert set(run_objective(stage1, batch)) == {"loss", "mlm_loss", "mlm_accuracy"}
+    stage2 = make_module(cfg, dm, stage=2)
+    stage2.start_from(stage1.state_dict())
+    for (name, d), g in zip(stage2.discriminator.electra.named_parameters(), stage2.generator.electra.parameters()):
+        assert torch.equal(d, g) and d.data_ptr() != g.data_ptr(), name
+    before = {k: v.clone() for k, v in stage2.generator.state_dict().items()}
+    stage2.trainer = None
+    optimizer = torch.optim.SGD([p for p in stage2.parameters() if p.requires_grad], lr=1.0)
+    run_objective(stage2, batch)["loss"].backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in stage2.generator.state_dict().items()), "G is frozen"
+    assert stage2.discriminator.electra.embeddings.word_embeddings.weight.grad.abs().sum() > 0, "D trains"
+    assert stage2.paper_flops_per_step() > stage1.paper_flops_per_step() / 2, "stage 2 counts G's forward too"
+    with pytest.raises(ConfigError, match="generator_fraction=1.0"):
+        setup(smoke_cfg("model.generator_fraction=0.25", variant="two-stage"))

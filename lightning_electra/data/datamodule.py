@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from itertools import islice
 from pathlib import Path
@@ -75,7 +76,10 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
     meta = {"examples": len(array), "tokens": int((array != ids.pad).sum()), "seconds": round(time.time() - start, 1),
             "corpus": data.corpus, "max_corpus_bytes": data.max_corpus_bytes, "max_seq_length": data.max_seq_length}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out_dir) if not out_dir.exists() else None  # another process may have finished first
+    if out_dir.exists():  # another process (a second rank or run) finished the same cache first
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out_dir)
     log(f"[data] packed {meta['examples']:,} examples, {meta['tokens']:,} tokens in {meta['seconds']}s -> {out_dir}")
     return out_dir
 

@@ -6,10 +6,12 @@ from lightning_electra.variants.bert import BertMLM
 from lightning_electra.variants.electra import Electra
 from lightning_electra.variants.electra_15 import Electra15
 from lightning_electra.variants.replace_mlm import ReplaceMLM
+from lightning_electra.variants.two_stage import TwoStage
 
 VARIANTS = {
     "bert": BertMLM,
     "electra": Electra,
+    "two-stage": TwoStage,
     "adversarial": Adversarial,
     "electra-15": Electra15,
     "replace-mlm": ReplaceMLM,
