@@ -60,7 +60,8 @@ COLUMNS = ["variant", "implementation", "compiled", "device", "precision", "batc
            # beyond the required columns: how long warm-up (compilation included) took, the step-time spread over
            # the timed windows, and what the profiler and the saved-tensor count say (see "What bounds it")
            "warmup_s", "step_ms_spread", "measured_flops_per_step", "paper_flops_per_step", "saved_bytes_per_token",
-           "kernels_per_step", "gpu_busy_ms"]
+           "kernels_per_step", "gpu_busy_ms", "compile_mode", "graphs", "graph_breaks", "cudagraph_skips",
+           "top_kernels"]
 PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
 BERT_UNCASED = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=30522)
 SMALL_MODEL = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=1", "model.intermediate_size=256",
@@ -209,12 +210,17 @@ class Runner:
 class SuiteRunner(Runner):
     implementation = "suite"
 
-    def __init__(self, name: str, cfg: Config, special: SpecialIds, device: torch.device, precision: str, data=None):
+    def __init__(self, name: str, cfg: Config, special: SpecialIds, device: torch.device, precision: str, data=None,
+                 compile_mode: str | None = None):
         super().__init__(cfg, device, precision)
         from lightning_electra.variants import VARIANTS
 
         torch.manual_seed(cfg.train.seed)
         self.module = VARIANTS[name](cfg, special)
+        if compile_mode:
+            self.module.compile_mode = compile_mode
+        default = "reduce-overhead" if device.type == "cuda" else "default"
+        self.compile_mode = (self.module.compile_mode or default) if cfg.train.compile else ""
         if data is not None and hasattr(self.module, "on_data"):
             self.module.on_data(data)
         if not getattr(self.module, "automatic_optimization", True):
@@ -239,7 +245,8 @@ class SuiteRunner(Runner):
 class PlainRunner(Runner):
     implementation = "plain-transformers"
 
-    def __init__(self, cfg: Config, special: SpecialIds, device: torch.device, precision: str):
+    def __init__(self, cfg: Config, special: SpecialIds, device: torch.device, precision: str,
+                 compile_mode: str | None = None):
         super().__init__(cfg, device, precision)
         m, vocab = cfg.model, special.vocab_size
         self.special = special
@@ -252,7 +259,9 @@ class PlainRunner(Runner):
         self.paper = electra_train_flops(self.shape(discriminator_shape(m)), self.shape(generator_shape(m)),
                                          cfg.train.batch_size, 1)
         self.setup_optimizer(*adamw(self.model.named_parameters(), cfg, device, 10**6), self.model.parameters())
-        self._forward = torch.compile(self.eager_objective) if cfg.train.compile else self.eager_objective
+        self.compile_mode = (compile_mode or "default") if cfg.train.compile else ""
+        self._forward = (torch.compile(self.eager_objective, mode=self.compile_mode) if cfg.train.compile
+                         else self.eager_objective)
 
     def shape(self, shape):
         return replace(shape, seq=self.cfg.data.max_seq_length, vocab=self.special.vocab_size)
@@ -300,16 +309,19 @@ def count_step(runner: Runner, batch) -> tuple[float, float]:
 
 
 def time_steps(runner: Runner, batches: list, warmup: int, steps: int, windows: int = 3) -> dict[str, float]:
-    """Warm-up (compilation included), then `steps` steps in `windows` synchronised windows: median step time."""
+    """Warm-up (compilation included), then `steps` steps in `windows` synchronised windows: median step time.
+
+    Peak memory is the peak allocated over warm-up and timed steps (the eager FLOP-counting step before excluded).
+    """
     device = runner.device
     synchronize(device)
+    if device.type == "cuda":  # the peak over warm-up too: CUDA graphs take their memory pool while recording
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for i in range(warmup):
         runner.step(batches[i % len(batches)])
     synchronize(device)
     warmup_s = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     windows = max(1, min(windows, steps))
     per_window = [steps // windows + (w < steps % windows) for w in range(windows)]
     step_s, done = [], warmup
@@ -336,20 +348,28 @@ def profile_steps(runner: Runner, batches: list, steps: int = 3) -> dict:
         for i in range(steps):
             runner.step(batches[i % len(batches)])
         synchronize(runner.device)
-    kernels = [e for e in prof.events() if getattr(e, "device_type", None) == DeviceType.CUDA]
+    annotations = ("Optimizer.", "## ", "ProfilerStep", "Torch-Compiled", "CompiledFunction")  # GPU-side ranges
+    kernels = [e for e in prof.events() if getattr(e, "device_type", None) == DeviceType.CUDA
+               and not e.name.startswith(annotations)]
     spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
     busy, end = 0.0, -math.inf
     for a, b in spans:
         if b > end:
             busy += b - max(a, end)
             end = b
-    by_name: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
     for e in kernels:
-        by_name[e.name] = by_name.get(e.name, 0.0) + e.time_range.elapsed_us()
-    total = sum(by_name.values()) or 1.0
-    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
+        entry = by_name.setdefault(e.name, [0.0, 0])
+        entry[0] += e.time_range.elapsed_us()
+        entry[1] += 1
+    total = sum(t for t, _ in by_name.values()) or 1.0
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][0])
+    lines = [f"{t / total:6.1%} {t / steps / 1e3:8.3f} ms {n / steps:6.0f}x  {name[:110]}" for name, (t, n) in top[:25]]
+    cpu = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60)
     return {"kernels_per_step": len(kernels) / steps, "gpu_busy_ms": busy / steps / 1e3,
-            "top": [(name, t / total) for name, t in top]}
+            "top": [(name, t / total) for name, (t, _) in top[:6]],
+            "text": "GPU kernels by time (share, ms per step, launches per step):\n" + "\n".join(lines)
+            + "\n\nHost side (profiled steps, CPU self time):\n" + cpu}
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
@@ -367,7 +387,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="eager, compiled or both (default: both on GPU, off on CPU where compiling takes minutes)")
     p.add_argument("--plain-compile", choices=["both", "on", "off"], default=None,
                    help="the same for the plain baseline (default: as --compile)")
-    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 30 on GPU, 3 on CPU)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode for the suite (default: the suite's own, reduce-overhead on CUDA)")
+    p.add_argument("--plain-compile-mode", default="default", help="torch.compile mode for the plain baseline")
+    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 30 on GPU, 2 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps, compilation included (default 5; 1 CPU)")
     p.add_argument("--small", action=argparse.BooleanOptionalAction, default=None,
                    help="small shapes: 2 x 64 model, seq 64, batch 8 (default on CPU)")
@@ -381,6 +404,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                    help="profile a few steps per row for kernel counts and GPU-busy time (default on CUDA)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for benchmark.csv and benchmark.md")
+    p.add_argument("--render", type=Path, default=None,
+                   help="only re-render DIR/benchmark.md from DIR/benchmark.csv and DIR/provenance.json")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. model.num_layers=4)")
     return p.parse_args(argv)
 
@@ -393,9 +418,12 @@ def modes(choice: str) -> list[bool]:
     return {"both": [False, True], "on": [True], "off": [False]}[choice]
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.render:
+        print(f"[benchmark] wrote {render(args.render)}")
+        return None
     from lightning_electra.variants import VARIANTS
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -412,7 +440,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         batch_sizes if small else [128])
     compile_choice = args.compile or ("both" if cuda else "off")
     plain_compile = args.plain_compile or compile_choice
-    steps = args.steps or (30 if cuda else 3)
+    steps = args.steps or (30 if cuda else 2)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     profile = cuda if args.profile is None else args.profile
     names = [v.strip() for v in args.variants.split(",")] if args.variants else [*VARIANTS, PLAIN]
@@ -439,35 +467,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             for compiled in modes(compile_choice)]
     plan += [(PLAIN, bs, compiled) for bs in plain_sizes for compiled in modes(plain_compile)] if PLAIN in names \
         else []
+    from lightning_electra.results import atomic_write_text, git_commit
+
     info = {"command": "python -m experiments.benchmark " + shlex.join(argv), "data": data_note,
-            "steps": steps, "warmup": warmup, "small": small, "scale": args.scale, "device": device_name(device),
-            "cpu_count": os.cpu_count()}
+            "steps": steps, "warmup": warmup, "small": small, "scale": args.scale, "seq_len": seq,
+            "precision": precision, "device": device_name(device), "host": platform.machine(),
+            "cpu_count": os.cpu_count(), "commit": git_commit(), "versions": versions(),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     print(f"[benchmark] {len(plan)} rows on {info['device']} ({precision}, seq {seq}); data: {data_note}", flush=True)
-    rows, tops, failures = [], [], []
+    rows, failures, profiles = [], [], []
     for name, bs, compiled in plan:
         cfg = load_config(args.scale, variant="electra" if name == PLAIN else name,
                           overrides=[*overrides, f"train.batch_size={bs}", f"train.compile={compiled}"])
         label = f"{name} batch {bs} {'compiled' if compiled else 'eager'}"
-        runner = None
-        try:
-            torch._dynamo.reset()  # each row compiles afresh: no cache limits, no dynamic-shape recompiles
-            runner = (PlainRunner(cfg, special, device, precision) if name == PLAIN
-                      else SuiteRunner(name, cfg, special, device, precision, data=dm))
-            batches = [{k: v.to(device) for k, v in batch_from_ids(ids[i * bs:(i + 1) * bs], special).items()}
-                       for i in range(args.pool)]
-            flops, saved = count_step(runner, batches[0])
-            timing = time_steps(runner, batches, warmup, steps)
-            prof = profile_steps(runner, batches) if profile and cuda else {}
-            paper = runner.paper_flops_per_step()
-        except Exception as err:  # a row that fails (out of memory, a compiler error) leaves the others standing
-            traceback.print_exc()
-            failures.append(f"{label}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}")
+        mode = args.plain_compile_mode if name == PLAIN else args.compile_mode
+        result = measure_row(name, cfg, special, device, precision, dm, ids, bs, args.pool, warmup, steps,
+                             profile and cuda, mode, failures, label)
+        if result is None and compiled and name != PLAIN and (mode or "reduce-overhead") == "reduce-overhead" \
+                and cuda:  # CUDA graphs failed: measure the plain compiled step instead, and say so
+            result = measure_row(name, cfg, special, device, precision, dm, ids, bs, args.pool, warmup, steps,
+                                 profile and cuda, "default", failures, label + " (mode default)")
+        if result is None:
             continue
-        finally:
-            del runner
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
+        flops, saved, timing, prof, paper, used_mode, dynamo = result
         tokens = bs * seq
         step_s = timing["step_s"]
         peak_flops, _ = device_peaks(info["device"]) if cuda else (None, None)
@@ -480,16 +502,55 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                "warmup_s": timing["warmup_s"], "step_ms_spread": timing["spread"],
                "measured_flops_per_step": flops, "paper_flops_per_step": paper,
                "saved_bytes_per_token": saved / tokens, "kernels_per_step": prof.get("kernels_per_step", math.nan),
-               "gpu_busy_ms": prof.get("gpu_busy_ms", math.nan)}
+               "gpu_busy_ms": prof.get("gpu_busy_ms", math.nan), "compile_mode": used_mode, **dynamo,
+               "top_kernels": ";".join(f"{n.replace(';', ',')}:{share:.4f}" for n, share in prof.get("top", []))}
         rows.append(row)
-        tops.append(prof.get("top", []))
-        print(f"[benchmark] {label}: {row['tokens_per_s'] / 1e6:.3f}M tokens/s, {row['step_ms']:.1f} ms/step, "
-              f"warm-up {row['warmup_s']:.1f}s" + (f", MFU {row['mfu']:.3f}" if peak_flops else ""), flush=True)
-        write_outputs(rows, tops, failures, info, args.out)
-    frame = write_outputs(rows, tops, failures, info, args.out)
+        if prof.get("text"):
+            profiles.append(f"=== {label} ({used_mode or 'eager'}): {row['step_ms']:.1f} ms/step, GPU busy "
+                            f"{prof['gpu_busy_ms']:.1f} ms, {prof['kernels_per_step']:.0f} kernels/step, dynamo {dynamo}"
+                            f"\n{prof['text']}\n")
+            atomic_write_text(args.out / "profiles.txt", "\n".join(profiles))
+        print(f"[benchmark] {label}{f' ({used_mode})' if used_mode else ''}: {row['tokens_per_s'] / 1e6:.3f}M "
+              f"tokens/s, {row['step_ms']:.1f} ms/step, warm-up {row['warmup_s']:.1f}s"
+              + (f", MFU {row['mfu']:.3f}" if peak_flops else "")
+              + (f", GPU busy {row['gpu_busy_ms'] / row['step_ms']:.0%}" if prof else "")
+              + (f", dynamo {dynamo}" if compiled else ""), flush=True)
+        write_outputs(rows, failures, info, args.out)
+    frame = write_outputs(rows, failures, info, args.out)
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(frame[COLUMNS[:13]].to_string(index=False), flush=True)
     return frame
+
+
+def measure_row(name, cfg, special, device, precision, dm, ids, bs, pool, warmup, steps, profile, mode, failures,
+                label):
+    """(FLOPs, saved bytes, timing, profile, paper FLOPs, compile mode, dynamo counts) of one row; None if it failed."""
+    from torch._dynamo.utils import counters
+
+    runner = None
+    try:
+        torch._dynamo.reset()  # each row compiles afresh: no cache limits, no dynamic-shape recompiles
+        counters.clear()
+        runner = (PlainRunner(cfg, special, device, precision, mode) if name == PLAIN
+                  else SuiteRunner(name, cfg, special, device, precision, data=dm, compile_mode=mode))
+        batches = [{k: v.to(device) for k, v in batch_from_ids(ids[i * bs:(i + 1) * bs], special).items()}
+                   for i in range(pool)]
+        flops, saved = count_step(runner, batches[0])
+        timing = time_steps(runner, batches, warmup, steps)
+        dynamo = {"graphs": counters["stats"]["unique_graphs"],
+                  "graph_breaks": sum(counters["graph_break"].values()),
+                  "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+        prof = profile_steps(runner, batches) if profile else {}
+        return flops, saved, timing, prof, runner.paper_flops_per_step(), runner.compile_mode, dynamo
+    except Exception as err:  # a row that fails (out of memory, a compiler error) leaves the others standing
+        traceback.print_exc()
+        failures.append(f"{label}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}")
+        return None
+    finally:
+        del runner
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def device_name(device: torch.device) -> str:
@@ -512,96 +573,130 @@ def fmt(x, spec: str, scale: float = 1.0) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x / scale, spec)
 
 
+def busy_share(r) -> float:
+    return r.gpu_busy_ms / r.step_ms if r.gpu_busy_ms == r.gpu_busy_ms else math.nan
+
+
 def table(frame: pd.DataFrame) -> list[str]:
     lines = ["| variant | implementation | compiled | batch | tokens/s | step ms | paper TFLOP/s | measured TFLOP/s "
-             "| MFU | peak GB | warm-up s | vs plain eager |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    plain = frame[(frame.implementation == PlainRunner.implementation) & ~frame.compiled]
+             "| MFU | peak GB | warm-up s | GPU busy | vs plain eager |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    plain = frame[(frame.implementation == PlainRunner.implementation) & ~frame.compiled.astype(bool)]
     for r in frame.itertuples():
         same = plain[plain.batch_size == r.batch_size]
         ref = same if len(same) else plain
         ratio = f"{r.tokens_per_s / ref.tokens_per_s.iloc[0]:.2f}x" if len(ref) else ""
-        lines.append(f"| {r.variant} | {r.implementation} | {'yes' if r.compiled else 'no'} | {r.batch_size} "
+        busy = fmt(100 * busy_share(r), ".0f") + ("%" if busy_share(r) == busy_share(r) else "")
+        compiled = f"yes ({r.compile_mode})" if r.compiled else "no"
+        lines.append(f"| {r.variant} | {r.implementation} | {compiled} | {r.batch_size} "
                      f"| {fmt(r.tokens_per_s, ',.0f')} | {fmt(r.step_ms, '.1f')} "
-                     f"| {fmt(r.paper_flops_per_s, '.1f', 1e12)} | {fmt(r.measured_flops_per_s, '.1f', 1e12)} "
-                     f"| {fmt(r.mfu, '.3f')} | {fmt(r.peak_mem_gb, '.2f')} | {fmt(r.warmup_s, '.1f')} | {ratio} |")
+                     f"| {fmt(r.paper_flops_per_s, '.3g', 1e12)} | {fmt(r.measured_flops_per_s, '.3g', 1e12)} "
+                     f"| {fmt(r.mfu, '.3f')} | {fmt(r.peak_mem_gb, '.2f')} | {fmt(r.warmup_s, '.1f')} | {busy} "
+                     f"| {ratio} |")
     return lines
 
 
-def bounds(frame: pd.DataFrame, tops: list, device: str) -> list[str]:
+def bounds(frame: pd.DataFrame, device: str) -> list[str]:
     """Per-token work and traffic of the fastest suite ELECTRA row (or the fastest row), against the device."""
     suite = frame[(frame.variant == "electra") & (frame.implementation == SuiteRunner.implementation)]
-    pick = (suite if len(suite) else frame).tokens_per_s.idxmax()
-    r = frame.loc[pick]
+    r = frame.loc[(suite if len(suite) else frame).tokens_per_s.idxmax()]
     tokens = r.batch_size * r.seq_len
     peak_flops, bandwidth = device_peaks(device) if "cpu" not in device else (None, None)
     m_tok, p_tok = r.measured_flops_per_step / tokens, r.paper_flops_per_step / tokens
     act = 2 * r.saved_bytes_per_token  # written by the forward, read back by the backward
-    lines = [f"Fastest suite ELECTRA row: {r.variant}, batch {r.batch_size}, "
-             f"{'compiled' if r.compiled else 'eager'}: {r.tokens_per_s:,.0f} tokens/s, {r.step_ms:.1f} ms/step.", "",
+    how = f"compiled, {r.compile_mode}" if r.compiled else "eager"
+    lines = [f"Fastest suite row of `{r.variant}`: batch {r.batch_size}, {how}: {r.tokens_per_s:,.0f} tokens/s, "
+             f"{r.step_ms:.1f} ms/step.", "",
              f"* Work per token: {p_tok / 1e6:.1f} MFLOP in the paper's convention, {m_tok / 1e6:.1f} MFLOP as torch "
-             "counts it (matmul-type ops only, forward + backward)."]
-    lines.append(f"* Traffic per token, a floor: the tensors autograd saves for backward come to "
-                 f"{r.saved_bytes_per_token / 1e3:.1f} kB per token in the eager graph, written once and read once "
-                 f"({act / 1e3:.1f} kB); the intermediates that are not saved, the gradients flowing back and the "
-                 "optimizer's passes over the weights come on top (the weights' share shrinks with the batch).")
+             "counts it (matmul-type ops only, forward + backward).",
+             f"* Traffic per token, a floor: the tensors autograd saves for backward in the eager graph come to "
+             f"{r.saved_bytes_per_token / 1e3:.0f} kB per token, written once and read once ({act / 1e3:.0f} kB); "
+             "intermediates that are not saved, the gradients flowing back and the optimizer's passes over the "
+             "weights come on top, and compilation saves fewer tensors (it recomputes cheap ones)."]
     if peak_flops:
-        compute_floor = peak_flops / m_tok
-        memory_floor = bandwidth / act
         lines.append(f"* Against the datasheet ({peak_flops / 1e12:.0f} TFLOP/s dense bf16, "
-                     f"{bandwidth / 1e12:.2f} TB/s): arithmetic alone would allow {compute_floor / 1e6:.1f}M tokens/s "
-                     f"and the saved-activation traffic alone {memory_floor / 1e6:.1f}M tokens/s; the row reaches "
-                     f"{r.tokens_per_s / 1e6:.2f}M (MFU {r.mfu:.3f}). Arithmetic intensity of that floor traffic: "
-                     f"{m_tok / act:.0f} FLOP/byte against a ridge of {peak_flops / bandwidth:.0f}.")
-    if r.gpu_busy_ms == r.gpu_busy_ms:
-        busy = r.gpu_busy_ms / r.step_ms
-        lines.append(f"* Profiler: {r.kernels_per_step:.0f} kernels per step, the GPU busy {r.gpu_busy_ms:.1f} of "
-                     f"{r.step_ms:.1f} ms ({busy:.0%}); " + (
-                         "the rest is the host launching work (launch/Python-bound)." if busy < 0.8 else
-                         "the GPU is rarely idle, so the kernels themselves bound the step."))
-        top = tops[list(frame.index).index(pick)] if pick in list(frame.index) else []
-        if top:
+                     f"{bandwidth / 1e12:.2f} TB/s): the arithmetic alone would allow {peak_flops / m_tok / 1e6:.1f}M "
+                     f"tokens/s and that floor traffic alone {bandwidth / act / 1e6:.1f}M tokens/s; the row reaches "
+                     f"{r.tokens_per_s / 1e6:.2f}M (MFU {r.mfu:.3f}). Arithmetic intensity of the floor traffic: "
+                     f"{m_tok / act:.0f} FLOP/byte, against the device's ridge of {peak_flops / bandwidth:.0f}.")
+    if busy_share(r) == busy_share(r):
+        lines.append(f"* Profiler: {r.kernels_per_step:.0f} kernels per step; the GPU is busy {r.gpu_busy_ms:.1f} of "
+                     f"{r.step_ms:.1f} ms ({busy_share(r):.0%}), " + (
+                         "so the host, launching kernels one by one, sets the pace." if busy_share(r) < 0.8 else
+                         "so the kernels themselves set the pace, not the host."))
+        if isinstance(r.top_kernels, str) and r.top_kernels:
             lines.append("* Largest kernels (share of GPU time): " + "; ".join(
-                f"`{name[:70]}` {share:.0%}" for name, share in top[:5]) + ".")
-    lines += ["", "Reading: at ELECTRA-Small's width (hidden 256, generator 64) each matmul is small (K = 256 or 64), "
-              "so the matmuls run far below the tensor cores' peak and the element-wise work (LayerNorm, GELU, "
-              "dropout, residual adds, softmax over the vocabulary at the masked slots, the fp32 Gumbel sampling) "
-              "moves as many bytes as the matmuls do: the step is bound by memory traffic and, at batch 128 "
-              "without compilation, by kernel launches. Compilation fuses the element-wise chains (fewer bytes, "
-              "fewer launches); a larger batch amortises the launches and the optimizer's pass over the weights."]
+                f"`{k.rsplit(':', 1)[0][:70]}` {float(k.rsplit(':', 1)[1]):.0%}"
+                for k in r.top_kernels.split(";")[:5]) + ".")
+        profiled = frame[frame.gpu_busy_ms == frame.gpu_busy_ms]
+        host = profiled[profiled.gpu_busy_ms / profiled.step_ms < 0.8]
+        if len(profiled):
+            lines.append(f"* Host-bound rows (GPU busy under 80% of the step): {len(host)} of {len(profiled)}: " + (
+                ", ".join(f"{h.variant}/{h.implementation} batch {h.batch_size} "
+                          f"{('compiled ' + h.compile_mode) if h.compiled else 'eager'} ({busy_share(h):.0%})"
+                          for h in host.itertuples()) or "none") + ".")
+    lines += ["", "At ELECTRA-Small's width (hidden 256, generator 64, K = 64 to 1024 in every matmul) a step is "
+              "thousands of small kernels: the matmuls run far below the tensor cores' peak, and the element-wise "
+              "work around them (LayerNorm, GELU, dropout, residual adds, the softmax over the vocabulary at the "
+              "masked slots, the fp32 Gumbel sampling) moves about as many bytes as the matmuls do arithmetic. "
+              "Launched one at a time from Python, the kernels leave the GPU idle whenever the host is slower than "
+              "the kernel it just launched; compilation fuses the element-wise chains (fewer bytes, fewer "
+              "launches), CUDA graphs (reduce-overhead) replay the compiled forward and backward as one launch each, and a larger batch "
+              "makes each kernel longer. Once the GPU is busy all the time, the step is bound by memory traffic "
+              "and by small-matmul efficiency, not by peak arithmetic: MFU stays low at this model size."]
     return lines
 
 
-def write_outputs(rows: list[dict], tops: list, failures: list[str], info: dict, out: Path) -> pd.DataFrame:
-    from lightning_electra.results import atomic_write_text, git_commit
+def render(out: Path) -> Path:
+    """benchmark.md from benchmark.csv and provenance.json in `out` (no measuring)."""
+    import json
 
-    out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    atomic_write_text(out / "benchmark.csv", frame.to_csv(index=False))
+    from lightning_electra.results import atomic_write_text
+
+    frame = pd.read_csv(out / "benchmark.csv")
+    info = json.loads((out / "provenance.json").read_text())
     md = ["# Pre-training throughput", "",
           f"ELECTRA-Small shapes (scale `{info['scale']}`)" + (" shrunk to 2 x 64 (--small)" if info["small"] else "")
-          + f", {info['device']}. {info['steps']} timed optimizer steps after {info['warmup']} warm-up steps "
-          "(compilation inside the warm-up), median of 3 synchronised windows. tokens/s counts every position "
-          "(batch x sequence length). 'vs plain eager' divides by the plain transformers baseline run eagerly at the "
-          "same batch (or its only batch).", "", *table(frame), ""]
-    if failures:
-        md += ["Rows that failed:", "", *[f"* {f}" for f in failures], ""]
+          + f", sequence length {info['seq_len']}, {info['precision']}, on {info['device']}. {info['steps']} timed "
+          f"optimizer steps after {info['warmup']} warm-up steps (compilation inside the warm-up), the median of "
+          f"{min(3, info['steps'])} "
+          "synchronised windows. tokens/s counts every position (batch x sequence length). 'GPU busy' is the "
+          "share of the step in which a kernel runs (profiler). 'vs plain eager' divides by the plain "
+          "transformers baseline run eagerly at the same batch (or its only batch).", "", *table(frame), ""]
+    if info.get("failures"):
+        md += ["Rows that failed:", "", *[f"* {f}" for f in info["failures"]], ""]
+    if info.get("notes"):  # added by hand to provenance.json after a run (then --render)
+        md += ["## Notes", "", *[f"* {n}" for n in info["notes"]], ""]
     if len(frame):
-        md += ["## What bounds it", "", *bounds(frame, tops, info["device"]), ""]
+        md += ["## What bounds it", "", *bounds(frame, info["device"]), ""]
     md += ["## Provenance", "",
            f"* Command: `{info['command']}`",
-           f"* Commit: {git_commit()}",
-           f"* Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-           f"* Hardware: {info['device']}; host {platform.machine()} with {info['cpu_count']} CPU cores",
-           f"* Software: {versions()}",
+           f"* Commit: {info['commit']}",
+           f"* Date: {info['date']}",
+           f"* Hardware: {info['device']}; host {info['host']} with {info['cpu_count']} CPU cores",
+           f"* Software: {info['versions']}",
            f"* Data: {info['data']}",
-           "* Step: masking on the device + objective (torch.compile'd when compiled), backward, gradient clipping, "
-           "AdamW (fused on CUDA) and the schedule, as Lightning's automatic optimisation runs it; "
-           "batches already on the device.",
-           "* Columns of benchmark.csv beyond the table: measured/paper FLOPs per step, saved-tensor bytes per token "
-           "(autograd's saved tensors in one eager step), kernels per step and GPU-busy ms per step (profiler), "
-           "step_ms_spread ((max - min) / median over the windows).", ""]
+           "* Step: masking on the device + the objective (through torch.compile when compiled), backward, "
+           "gradient clipping, AdamW (fused on CUDA) and the schedule, as Lightning's automatic optimisation runs "
+           "them; batches already on the device. The plain baseline: transformers' ElectraForMaskedLM + "
+           "ElectraForPreTraining, tied embeddings, full-vocabulary generator logits, the models' own losses.",
+           "* benchmark.csv also holds: measured and paper FLOPs per step, saved-tensor bytes per token (autograd's "
+           "saved tensors in one eager step), kernels and GPU-busy ms per step (profiler), the compile mode, "
+           "dynamo's graph and graph-break counts and CUDA-graph skips, step_ms_spread ((max - min) / median over "
+           "the windows); profiles.txt (GPU runs) the kernels and host-side ops of each row.", ""]
     atomic_write_text(out / "benchmark.md", "\n".join(md))
+    return out / "benchmark.md"
+
+
+def write_outputs(rows: list[dict], failures: list[str], info: dict, out: Path) -> pd.DataFrame:
+    import json
+
+    from lightning_electra.results import atomic_write_text
+
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    atomic_write_text(out / "benchmark.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "provenance.json", json.dumps({**info, "failures": failures, "notes": []}, indent=1))
+    render(out)
     return frame
 
 

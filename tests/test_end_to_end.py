@@ -26,7 +26,7 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     report = tmp_path / "reports" / "smoke" / "training-algorithms"
     assert (report / "glue_vs_flops.png").stat().st_size > 10_000
     summary = (report / "summary.md").read_text()
-    assert "GLUE-2" in summary and "electra > bert" in summary and "training-algorithms" in summary
+    assert "GLUE-2" in summary and "electra > adversarial" in summary and "training-algorithms" in summary
 
     capsys.readouterr()
     main(args)  # a re-run trains nothing and gives the same table

@@ -141,3 +141,11 @@ def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg):
     assert stage2.paper_flops_per_step() > stage1.paper_flops_per_step() / 2, "stage 2 counts G's forward too"
     with pytest.raises(ConfigError, match="generator_fraction=1.0"):
         setup(smoke_cfg("model.generator_fraction=0.25", variant="two-stage"))
+
+
+def test_adversarial_mle_warm_up_trains_g_by_mlm(smoke_cfg):
+    module, batch = setup(smoke_cfg("adversarial.mle_warmup_fraction=0.5", variant="adversarial"))
+    assert module.mle_warm_up
+    total = generator_grads(module, run_objective(module, batch)["loss"])
+    mlm = generator_grads(module, run_objective(module, batch)["mlm_loss"])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(total, mlm))

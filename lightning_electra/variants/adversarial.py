@@ -22,6 +22,12 @@ class Adversarial(Electra):
         if self.generator is None:
             raise ConfigError("The adversarial variant trains a network generator: set model.generator=learned.")
         self.baseline = torch.nn.Linear(self.generator.config.hidden_size, 1)
+        self.mle_warm_up = self.cfg.adversarial.mle_warmup_fraction > 0
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # a plain flag set outside the (maybe compiled) objective: torch.compile recompiles once when it flips,
+        # where reading global_step inside would recompile every step
+        self.mle_warm_up = self.global_step < self.cfg.adversarial.mle_warmup_fraction * self.steps
 
     def objective(self, batch, masked):
         a, w = self.cfg.adversarial, masked.weights
@@ -48,8 +54,7 @@ class Adversarial(Electra):
         metrics["generator_entropy"] = (-(log_probs.exp() * log_probs).sum(-1) * w).sum().detach() / n
         metrics["sampled_accuracy"] = ((sampled == masked.labels).float() * w).sum() / n
 
-        warming_up = self.global_step < a.mle_warmup_fraction * self.steps
-        generator_loss = (metrics["mlm_loss"] if warming_up
+        generator_loss = (metrics["mlm_loss"] if self.mle_warm_up
                           else metrics["reinforce_loss"] + a.mlm_weight * metrics["mlm_loss"])
         metrics["loss"] = (generator_loss + a.baseline_weight * metrics["baseline_loss"]
                            + self.cfg.train.disc_weight * metrics["disc_loss"])
