@@ -65,6 +65,15 @@ def paper_rows(experiment: str | None) -> pd.DataFrame:
     return paper[paper["experiment"] == experiment]
 
 
+VARIANT_ORDER = ["electra", "bert", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm"]
+
+
+def color(variant: str) -> str | None:
+    """One colour per variant in both panels (the paper's CSV spells names with underscores)."""
+    name = variant.replace("_", "-")
+    return f"C{VARIANT_ORDER.index(name)}" if name in VARIANT_ORDER else None
+
+
 def draw_paper(ax, paper: pd.DataFrame) -> None:
     """The paper's numbers for one experiment, in the form its figure or table has."""
     experiment = paper["experiment"].iloc[0]
@@ -79,7 +88,7 @@ def draw_paper(ax, paper: pd.DataFrame) -> None:
         ax.legend(fontsize=8)
     elif paper["pretrain_flops"].notna().all() and paper["pretrain_flops"].nunique() > 1:
         for variant, g in paper.groupby("variant", sort=False):
-            ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant)
+            ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant, color=color(variant))
         ax.set_xscale("log")
         ax.set_xlabel("pre-train FLOPs (paper convention)")
         ax.legend(fontsize=8)
@@ -111,13 +120,23 @@ def figure(paper: pd.DataFrame):
 
 def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path) -> None:
     fig, ax = figure(paper if paper["experiment"].ne("generator_size").all() else paper.iloc[:0])
+    several_per_variant = glue.groupby("variant")["run"].nunique().max() > 1
     for run, g in glue.groupby("run", sort=False):
-        line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=f"{run} ({g['variant'].iloc[0]})")[0]
+        variant = g["variant"].iloc[0]
+        label = run if run == variant else f"{run} ({variant})"
+        line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=label,
+                       color=None if several_per_variant else color(variant))[0]
         ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    ax.set_xlabel("pre-train FLOPs (paper convention)")
+    finish(fig, ax, "pre-train FLOPs (paper convention)", tasks, f"{title}\n(median over fine-tuning seeds; "
+           "band: min-max)", path)
+
+
+def finish(fig, ax, xlabel: str, tasks: list[str], title: str, path: Path) -> None:
+    """Labels of our panel, then save the figure."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{glue_label(tasks)} dev score")
-    ax.set_title(f"ours: {title}\n(median over fine-tuning seeds; band: min-max)", fontsize=9)
+    ax.set_title(f"ours: {title}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save(fig, path)
@@ -136,12 +155,7 @@ def plot_glue_vs_width(final: pd.DataFrame, widths: dict, tasks: list[str], pape
                     yerr=[unigram["GLUE"] - unigram["glue_min"], unigram["glue_max"] - unigram["GLUE"]],
                     capsize=3, label="unigram (drawn at left)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("generator hidden size")
-    ax.set_ylabel(f"{glue_label(tasks)} dev score")
-    ax.set_title(f"ours: {title}\n(median over fine-tuning seeds; bars: min-max)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    save(fig, path)
+    finish(fig, ax, "generator hidden size", tasks, f"{title}\n(median over fine-tuning seeds; bars: min-max)", path)
 
 
 def check_claim(claim: str, final: pd.DataFrame) -> str:
