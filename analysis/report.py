@@ -80,7 +80,7 @@ def draw_paper(ax, paper: pd.DataFrame) -> None:
     if experiment == "generator_size":
         for d, g in paper.groupby("disc_hidden"):
             learned = g[g["variant"] == "learned"].sort_values("gen_hidden")
-            line = ax.plot(learned["gen_hidden"], learned["glue_dev"], marker="s", linestyle="--", label=f"D {d}")[0]
+            line = ax.plot(learned["gen_hidden"], learned["glue_dev"], marker="s", linestyle="--", label=f"D {int(d)}")[0]
             unigram = g[g["variant"] == "unigram"]
             ax.scatter([8] * len(unigram), unigram["glue_dev"], marker="x", color=line.get_color())
         ax.set_xscale("log", base=2)
@@ -217,7 +217,10 @@ def render(out: Path) -> None:
              f"{label} = mean over {', '.join(tasks)} of each task's median over {seeds} fine-tuning seed(s) "
              "(dev sets; CoLA: MCC, STS-B: Spearman, others: accuracy; x100). Spread: min-max over seeds of the "
              "per-seed GLUE.", "",
-             *figures, "", "## Final checkpoints", "",
+             *figures, "", *(["**Scale smoke is a pipeline check** (a 2-layer, 64-wide model, a few hundred steps, "
+                              "a few hundred fine-tuning examples a task): its GLUE differences are noise, not "
+                              "findings.", ""] if scale == "smoke" else []),
+             "## Final checkpoints", "",
              f"| run | variant | steps | tokens | paper FLOPs | measured FLOPs | pre-train time | {label} | spread |",
              "|---|---|---|---|---|---|---|---|---|"]
     runs = meta.get("runs", {})
