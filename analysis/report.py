@@ -177,9 +177,10 @@ def check_claim(claim: str, final: pd.DataFrame) -> str:
 def paper_table(paper: pd.DataFrame) -> list[str]:
     """The paper's GLUE as a compact Markdown table: one row per variant, one column per FLOPs or G width."""
     size = lambda x: "" if pd.isna(x) else f"{int(x)}"  # noqa: E731
-    if paper["pretrain_flops"].nunique() > 1:
+    several = paper.groupby("variant").size().max() > 1  # a curve per variant: one column per point
+    if several and paper["pretrain_flops"].nunique() > 1:
         key, heading = "pretrain_flops", lambda c: f"{c:.2g}"
-    elif paper["gen_hidden"].nunique() > 1:
+    elif several and paper["gen_hidden"].nunique() > 1:
         paper = paper.assign(variant=paper["variant"] + " D " + paper["disc_hidden"].map(size))
         key, heading = "gen_hidden", lambda c: f"G {size(c)}"
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -96,8 +97,9 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
     tables = [run(cfg, args.sweep) for cfg in configs]
     table_path = collect(args.sweep, scale, tables, results_dir)
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.sweep", *sys.argv[1:]]) \
-        if argv is None else f"python -m experiments.sweep {' '.join(argv)}"
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.sweep", *(argv or sys.argv[1:])])
+    if os.environ.get("DATA_DIR"):
+        command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"
     runs = {cfg.name: json.loads((table.parent / "pretrain.json").read_text()) for cfg, table in zip(configs, tables)}
     record_invocation(results_dir / args.sweep / scale / "sweep.json", sweep, runs, command, time.time() - start)
     print(f"[sweep] results: {table_path}", flush=True)
