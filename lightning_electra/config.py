@@ -107,6 +107,7 @@ class FinetuneConfig:
     """GLUE fine-tuning under the paper's protocol (notes section 5; Small defaults)."""
 
     tasks: list[str] = field(default_factory=lambda: list(GLUE_TASKS))
+    source: str = "files"  # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
     seeds: int = 3  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
     lr: float = 3e-4
     layer_decay: float = 0.8  # layer k of L gets lr * decay^(L - k); embeddings lowest, head full lr
@@ -263,6 +264,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
     if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
         raise ConfigError(f"train.checkpoint_fractions must lie in (0, 1]; got {cfg.train.checkpoint_fractions}.")
+    if cfg.finetune.source not in ("files", "hub"):
+        raise ConfigError(f"finetune.source must be files or hub; got '{cfg.finetune.source}'.")
     unknown = [t for t in cfg.finetune.tasks if t not in GLUE_TASKS + ["WNLI"]]
     if unknown:
         raise ConfigError(f"Unknown GLUE task(s) {unknown}. Known: {', '.join(GLUE_TASKS + ['WNLI'])}.")

@@ -151,7 +151,8 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     from lightning_electra.finetune import finetune_task
 
     data_dir = Path(cfg.data.data_dir)
-    tasks, missing = available_tasks(data_dir, cfg.finetune.tasks)
+    hub = cfg.finetune.source == "hub"
+    tasks, missing = (cfg.finetune.tasks, []) if hub else available_tasks(data_dir, cfg.finetune.tasks)
     if missing:
         print(f"[finetune] skipping GLUE tasks without train and dev files under {data_dir / 'glue'}: "
               f"{', '.join(missing)}", flush=True)
@@ -169,7 +170,7 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
                 if not result.exists():
                     start = time.time()
                     scores = finetune_task(checkpoint, task, data_dir, cfg.finetune, tokenizer, seed,
-                                           accelerator=cfg.train.accelerator)
+                                           accelerator=cfg.train.accelerator, source=cfg.finetune.source)
                     write_json(result, {"scores": scores, "seconds": round(time.time() - start, 2)})
                     print(f"[finetune] {cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task} seed {seed}: "
                           f"{scores['score']:.1f}", flush=True)

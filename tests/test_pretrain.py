@@ -65,3 +65,15 @@ def test_schedule_is_the_official_warmup_times_linear_decay(smoke_cfg):
         schedule.step()
     peak = module.cfg.train.lr
     assert lrs[0] == 0 and abs(lrs[10] - peak * 0.9) < 1e-9 and abs(lrs[5] - peak * 0.5 * 0.95) < 1e-9
+
+
+def test_a_sample_equal_to_the_original_counts_as_original(smoke_cfg):
+    module, batch = module_and_batch(smoke_cfg())
+    masked = module.mask(batch)
+    module.generate = lambda b, m: ({}, m.labels)  # a generator that always samples the original token
+    metrics = module.objective(batch, masked)
+    assert metrics["replaced_fraction"] == 0 and metrics["sampled_accuracy"] == 1
+    module.generate = lambda b, m: ({}, torch.full_like(m.labels, 1999))  # never the original ("1999")
+    metrics = module.objective(batch, masked)
+    real = masked.weights.bool() & (masked.labels != 1999)
+    assert metrics["replaced_fraction"] * batch["attention_mask"].sum() == real.sum()

@@ -67,11 +67,17 @@ def test_all_tokens_copy_probability_at_the_extremes():
     assert torch.isclose(mid.exp(), torch.tensor([0.5 + 0.5 * 0.2]))
 
 
-def test_all_tokens_mlm_scores_every_position(smoke_cfg):
+def test_all_tokens_mlm_scores_every_position(smoke_cfg, monkeypatch):
+    import lightning_electra.variants.all_tokens_mlm as all_tokens
+
     module, batch = setup(smoke_cfg(variant="all-tokens-mlm"))
+    seen = []
+    monkeypatch.setattr(all_tokens, "copy_log_prob", lambda *args: seen.append(copy_log_prob(*args)) or seen[-1])
     metrics = run_objective(module, batch)
-    # untrained: -log p over all tokens is near log(vocab) for the non-copied ones, far above a masked-only loss
-    assert metrics["all_tokens_loss"] > 1 and "disc_loss" not in metrics
+    log_p, mask = seen[0], batch["attention_mask"].float()
+    assert log_p.shape == batch["input_ids"].shape, "a log-probability for every position"
+    assert torch.isclose(metrics["all_tokens_loss"], -(log_p * mask).sum() / mask.sum())
+    assert "disc_loss" not in metrics
 
 
 def generator_grads(module, loss):
