@@ -20,12 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lightning_electra.config import GLUE_TASKS  # noqa: E402
 from lightning_electra.results import read_table, write_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
 PAPER = HERE / "paper" / "paper_results.csv"
-SCORED = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]
+SCORED = GLUE_TASKS  # the eight scored tasks (WNLI left out, as in the paper)
 
 
 def build_report(sweep: str, scale: str, results_dir: Path, reports: Path = REPORTS) -> Path:
@@ -45,11 +46,11 @@ def glue_table(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[
     scores = results[(results["metric"] == "score") & results["task"].isin(SCORED)]
     tasks = [t for t in SCORED if t in set(scores["task"])]
     keys = ["run", "variant", "step", "tokens", "flops_paper", "flops_measured"]
-    per_task = scores.groupby(keys + ["task"], as_index=False)["value"].median()
-    wide = per_task.pivot_table(index=keys, columns="task", values="value").reset_index()
-    wide["GLUE"] = wide[tasks].mean(axis=1)
-    per_seed = scores.groupby(keys + ["finetune_seed"])["value"].mean().reset_index()
-    spread = per_seed.groupby(keys)["value"].agg(glue_min="min", glue_max="max").reset_index()
+    per_task = scores.groupby(keys + ["task"], as_index=False, dropna=False)["value"].median()
+    wide = per_task.pivot_table(index=keys, columns="task", values="value", dropna=False).reset_index()
+    wide["GLUE"] = wide[tasks].mean(axis=1, skipna=False)  # a run missing a task has no GLUE-k, not a GLUE-(k-1)
+    per_seed = scores.groupby(keys + ["finetune_seed"], dropna=False)["value"].mean().reset_index()
+    spread = per_seed.groupby(keys, dropna=False)["value"].agg(glue_min="min", glue_max="max").reset_index()
     glue = wide.merge(spread, on=keys).sort_values(["run", "step"])
     return per_task, glue, tasks
 
@@ -119,7 +120,7 @@ def figure(paper: pd.DataFrame):
 
 
 def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path) -> None:
-    fig, ax = figure(paper if paper["experiment"].ne("generator_size").all() else paper.iloc[:0])
+    fig, ax = figure(paper if paper.empty or paper["experiment"].ne("generator_size").all() else paper.iloc[:0])
     several_per_variant = glue.groupby("variant")["run"].nunique().max() > 1
     for run, g in glue.groupby("run", sort=False):
         variant = g["variant"].iloc[0]

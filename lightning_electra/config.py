@@ -72,8 +72,9 @@ class TrainConfig:
     """Pre-training optimisation (paper section 7 defaults) and the budget."""
 
     batch_size: int = 128  # global: split over devices by Lightning's DDP
-    # The budget: either a step count, or paper-convention FLOPs from which each variant derives its own steps
-    # (so BERT takes more steps than ELECTRA for the same compute, as in the paper). A budget wins over steps.
+    # The budget: paper-convention FLOPs from which each variant derives its own steps (so BERT takes more steps than
+    # ELECTRA for the same compute, as in the paper), or, when set, a fixed step count that overrides it (split
+    # evenly over the stages of a multi-stage variant). Scales set a FLOPs budget; set train.steps to override it.
     steps: Optional[int] = None
     flops_budget: Optional[float] = None
     lr: float = 5e-4
@@ -246,6 +247,7 @@ def validate(cfg: Config) -> None:
         close = difflib.get_close_matches(cfg.variant, VARIANTS, n=3)
         raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(VARIANTS)}."
                           + (f" Did you mean {close[0]}?" if close else ""))
+    VARIANTS[cfg.variant].check_config(cfg)
     m = cfg.model
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; "
@@ -285,10 +287,32 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Fine-tuning keys that choose which results exist, not what any one of them is: more seeds or tasks reuse the rest.
+SELECTION_KEYS = {"finetune.seeds", "finetune.tasks"}
+
+
+def _hash(flat: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _results_keys(cfg: Config) -> dict[str, Any]:
+    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS}
+
+
 def config_hash(cfg: Config) -> str:
     """A short hash of everything that changes a run's results (not where it runs or where files go)."""
-    flat = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return _hash(_results_keys(cfg))
+
+
+def pretrain_hash(cfg: Config) -> str:
+    """What pre-training depends on: the run directory's key, so fine-tuning changes never re-train."""
+    return _hash({k: v for k, v in _results_keys(cfg).items() if not k.startswith("finetune.")})
+
+
+def finetune_hash(cfg: Config) -> str:
+    """What one fine-tuning result depends on (the protocol), not which seeds or tasks are asked for."""
+    return _hash({k: v for k, v in _results_keys(cfg).items()
+                  if k.startswith("finetune.") and k not in SELECTION_KEYS})
 
 
 def save_config(cfg: Config, path: Path) -> None:
@@ -309,4 +333,4 @@ def resolve_data_path(cfg: Config, relative: str) -> Path:
 
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "FinetuneConfig", "ConfigError", "load_config",
-           "config_hash", "save_config", "resolve_data_path", "GLUE_TASKS", "ListConfig", "to_dict", "flatten"]
+           "config_hash", "pretrain_hash", "finetune_hash", "save_config", "resolve_data_path", "GLUE_TASKS", "ListConfig", "to_dict", "flatten"]

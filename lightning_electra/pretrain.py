@@ -39,6 +39,10 @@ class PretrainModule(L.LightningModule):
         self._cuda_graphs = False  # whether that compiled step replays CUDA graphs
 
     # --- what a variant states -------------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Refuse configs this variant cannot run, when the config is loaded (before any work in a sweep)."""
+
     def build(self) -> None:
         raise NotImplementedError
 
@@ -158,20 +162,25 @@ class PretrainModule(L.LightningModule):
 
 
 def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: int) -> int:
-    """Steps from the budget: a FLOPs budget (paper convention) wins over a step count (split over the stages)."""
-    if cfg.train.flops_budget is not None:
-        return max(1, round(cfg.train.flops_budget / flops_per_step_of_each_stage))
-    return max(1, int(cfg.train.steps) // stages)
+    """Steps from the budget: a step count when one is set (split over the stages), else the FLOPs budget."""
+    if cfg.train.steps is not None:
+        return max(1, int(cfg.train.steps) // stages)
+    return max(1, round(cfg.train.flops_budget / flops_per_step_of_each_stage))
 
 
 # --- pieces the objectives share --------------------------------------------------------------------------------
+def hidden_at(mlm: ElectraForMaskedLM, input_ids: torch.Tensor, batch: dict[str, torch.Tensor],
+              positions: torch.Tensor) -> torch.Tensor:
+    """An MLM model's last hidden states at the masked slots: (B, P, H)."""
+    hidden = mlm.electra(input_ids=input_ids, attention_mask=batch["attention_mask"],
+                         token_type_ids=batch["token_type_ids"]).last_hidden_state
+    return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
 def mlm_logits(mlm: ElectraForMaskedLM, input_ids: torch.Tensor, batch: dict[str, torch.Tensor],
                positions: torch.Tensor) -> torch.Tensor:
     """An MLM model's logits at the masked slots only: (B, P, V) instead of (B, L, V)."""
-    hidden = mlm.electra(input_ids=input_ids, attention_mask=batch["attention_mask"],
-                         token_type_ids=batch["token_type_ids"]).last_hidden_state
-    hidden = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-    return mlm.generator_lm_head(mlm.generator_predictions(hidden))
+    return mlm.generator_lm_head(mlm.generator_predictions(hidden_at(mlm, input_ids, batch, positions)))
 
 
 def mlm_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]:

@@ -2,18 +2,21 @@
 
 Every stage leaves a file that marks it done, so running the same run again continues where it stopped:
 pre-training resumes from `pretrain/last.ckpt`, each (checkpoint, task, seed) fine-tune is a small JSON file, and
-`results.csv` in the run directory marks the whole run finished.
+`results-<config hash>.csv` in the run directory marks the whole run finished. The directory is keyed by what
+pre-training depends on, and fine-tunes by what they depend on, so changing a fine-tuning setting never re-trains
+and asking for more seeds or tasks re-uses the fine-tunes already done.
 
-    <results_dir>/<sweep>/<scale>/<run>-<config hash>/
+    <results_dir>/<sweep>/<scale>/<run>-<pre-training hash>/
         config.yaml  pretrain/{last.ckpt,logs/}  pretrain.json
         checkpoints/step-0000123/{config.json,model.safetensors,meta.json}
-        finetune/step-0000123/<task>-seed<k>.json   results.csv
+        finetune/<fine-tuning hash>/step-0000123/<task>-seed<k>.json   results-<config hash>.csv
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 import warnings
@@ -25,7 +28,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from transformers.utils import logging as transformers_logging
 
-from lightning_electra.config import Config, config_hash, resolve_data_path, save_config
+from lightning_electra.config import (Config, config_hash, finetune_hash, pretrain_hash, resolve_data_path,
+                                     save_config)
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.results import COLUMNS, git_commit, write_json, write_table
 
@@ -35,7 +39,7 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation insid
 
 
 def run_dir(cfg: Config, sweep: str) -> Path:
-    return Path(cfg.results_dir) / sweep / cfg.scale / f"{cfg.name}-{config_hash(cfg)}"
+    return Path(cfg.results_dir) / sweep / cfg.scale / f"{cfg.name}-{pretrain_hash(cfg)}"
 
 
 def checkpoint_steps(fractions: list[float], steps: int) -> list[int]:
@@ -57,8 +61,6 @@ class FractionCheckpoints(L.Callback):
             module.backbone().save_pretrained(tmp)
             write_json(tmp / "meta.json", {**done, "variant": module.cfg.variant, "stage": module.stage})
             if target.exists():  # a resumed run may pass the same step again
-                import shutil
-
                 shutil.rmtree(target)
             tmp.rename(target)
 
@@ -129,7 +131,7 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
           + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and module.stage < module.stages:  # what the next stage starts from
         tmp = final.with_name(final.name + ".tmp")
         torch.save({"state": state, "measured_flops_per_step": module.measured_flops_per_step}, tmp)
         tmp.rename(final)
@@ -161,12 +163,12 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     base = {"sweep": sweep, "run": cfg.name, "variant": cfg.variant, "scale": cfg.scale, "seed": cfg.train.seed,
             "commit": git_commit(), "config_hash": config_hash(cfg)}
     rows = []
-    checkpoints = sorted((out / "checkpoints").glob("step-???????"))
+    checkpoints = sorted(p for p in (out / "checkpoints").glob("step-*") if p.name[5:].isdigit())
     for n, checkpoint in enumerate(checkpoints, 1):
         meta = json.loads((checkpoint / "meta.json").read_text())
         for task in tasks:
             for seed in range(cfg.finetune.seeds):
-                result = out / "finetune" / checkpoint.name / f"{task}-seed{seed}.json"
+                result = out / "finetune" / finetune_hash(cfg) / checkpoint.name / f"{task}-seed{seed}.json"
                 if not result.exists():
                     start = time.time()
                     scores = finetune_task(checkpoint, task, data_dir, cfg.finetune, tokenizer, seed,
@@ -182,9 +184,9 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
 
 
 def run(cfg: Config, sweep: str) -> Path:
-    """Pre-train and fine-tune one run unless its results.csv already exists; returns that file."""
+    """Pre-train and fine-tune one run unless its results table already exists; returns that file."""
     out = run_dir(cfg, sweep)
-    table = out / "results.csv"
+    table = out / f"results-{config_hash(cfg)}.csv"
     if table.exists():
         print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
         return table

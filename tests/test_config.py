@@ -72,3 +72,22 @@ def test_scale_auto_picks_smoke_without_gpu(monkeypatch):
     import torch
 
     assert load_config().scale == ("tiny" if torch.cuda.is_available() else "smoke")
+
+
+def test_variant_constraints_fail_when_the_config_loads():
+    with pytest.raises(ConfigError, match="two-stage"):
+        load_config("smoke", variant="two-stage", overrides=["model.generator_fraction=0.5"])
+    with pytest.raises(ConfigError, match="generator=learned"):
+        load_config("smoke", variant="adversarial", overrides=["model.generator=unigram"])
+
+
+def test_fine_tuning_settings_never_move_the_pretraining_directory():
+    from lightning_electra.config import finetune_hash, pretrain_hash
+
+    base = load_config("smoke")
+    more_seeds = load_config("smoke", overrides=["finetune.seeds=5"])
+    other_lr = load_config("smoke", overrides=["finetune.lr=1e-4"])
+    assert pretrain_hash(base) == pretrain_hash(more_seeds) == pretrain_hash(other_lr)
+    assert finetune_hash(base) == finetune_hash(more_seeds) != finetune_hash(other_lr)
+    assert config_hash(base) != config_hash(more_seeds)
+    assert pretrain_hash(base) != pretrain_hash(load_config("smoke", overrides=["model.tie=none"]))

@@ -33,3 +33,9 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     out = capsys.readouterr().out
     assert out.count("finished earlier") == 4 and "[pretrain]" not in out and "[finetune]" not in out
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv"))
+
+    main([*args, "finetune.seeds=3"])  # one more seed: only the missing fine-tunes run, nothing is re-trained
+    out = capsys.readouterr().out
+    assert "[pretrain]" not in out and out.count("[finetune]") == 4 * 2 * 2  # runs x checkpoints x tasks
+    table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
+    assert set(table["finetune_seed"]) == {0, 1, 2} and not table.duplicated().any()

@@ -77,3 +77,8 @@ def test_a_sample_equal_to_the_original_counts_as_original(smoke_cfg):
     metrics = module.objective(batch, masked)
     real = masked.weights.bool() & (masked.labels != 1999)
     assert metrics["replaced_fraction"] * batch["attention_mask"].sum() == real.sum()
+
+
+def test_an_explicit_step_count_overrides_the_scales_flops_budget(smoke_cfg):
+    module, _ = module_and_batch(smoke_cfg("train.steps=37"))
+    assert module.steps == 37

@@ -35,6 +35,9 @@ def cache_key(data: DataConfig, vocab_path: Path) -> str:
     parts = {k: getattr(data, k) for k in ("corpus", "max_corpus_bytes", "max_seq_length", "single_segment_prob",
                                            "short_seq_prob", "seed")}
     parts["vocab_sha"] = hashlib.sha256(vocab_path.read_bytes()).hexdigest()
+    # the files themselves (size, modification time), so another DATA_DIR with other text never hits this cache
+    parts["files"] = [(f.stat().st_size, f.stat().st_mtime_ns) for f in
+                      (Path(data.data_dir) / c for c in data.corpus if not c.startswith("hub:")) if f.is_file()]
     parts["version"] = PACKING_VERSION
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -12,15 +12,18 @@ import torch.nn.functional as F
 
 from lightning_electra.config import ConfigError
 from lightning_electra.corruption import replace_at, sample_tokens
-from lightning_electra.pretrain import discriminator_metrics, mlm_metrics
+from lightning_electra.pretrain import discriminator_metrics, hidden_at, mlm_metrics
 from lightning_electra.variants.electra import Electra
 
 
 class Adversarial(Electra):
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.model.generator != "learned":
+            raise ConfigError("The adversarial variant trains a network generator: set model.generator=learned.")
+
     def build(self) -> None:
         super().build()
-        if self.generator is None:
-            raise ConfigError("The adversarial variant trains a network generator: set model.generator=learned.")
         self.baseline = torch.nn.Linear(self.generator.config.hidden_size, 1)
         self.mle_warm_up = self.cfg.adversarial.mle_warmup_fraction > 0
 
@@ -32,9 +35,7 @@ class Adversarial(Electra):
     def objective(self, batch, masked):
         a, w = self.cfg.adversarial, masked.weights
         n = w.sum().clamp_min(1)
-        hidden = self.generator.electra(input_ids=masked.input_ids, attention_mask=batch["attention_mask"],
-                                        token_type_ids=batch["token_type_ids"]).last_hidden_state
-        hidden = hidden.gather(1, masked.positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        hidden = hidden_at(self.generator, masked.input_ids, batch, masked.positions)
         logits = self.generator.generator_lm_head(self.generator.generator_predictions(hidden))
         metrics = mlm_metrics(logits, masked)
         sampled = sample_tokens(logits, self.cfg.train.temperature)

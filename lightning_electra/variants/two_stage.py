@@ -18,13 +18,17 @@ from lightning_electra.variants.electra import Electra
 class TwoStage(Electra):
     stages = 2
 
-    def build(self) -> None:
-        m, vocab = self.cfg.model, self.special.vocab_size
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        m = cfg.model
         if m.generator != "learned" or m.generator_fraction != 1.0 or m.tie == "all":
             raise ConfigError("two-stage training initialises D from G, so G must be a learned generator of D's "
                               f"size with its own weights: set model.generator_fraction=1.0 (got "
                               f"{m.generator_fraction}), model.generator=learned (got {m.generator}) and "
                               f"model.tie=embeddings or none (got {m.tie}).")
+
+    def build(self) -> None:
+        m, vocab = self.cfg.model, self.special.vocab_size
         self.generator = build_mlm(generator_shape(m), m, vocab)
         if self.stage == 2:
             self.discriminator = build_discriminator(m, vocab)
@@ -47,17 +51,18 @@ class TwoStage(Electra):
         return metrics
 
     def paper_flops_per_step(self) -> float:
+        return self.stage_flops_per_step(self.stage)
+
+    def stage_flops_per_step(self, stage: int) -> float:
+        """Stage 1 trains G; stage 2 trains D and runs G forward (half of G's training cost: train = 2 x forward)."""
         batch = self.cfg.train.batch_size
         g_train = mlm_train_flops(self.shape(generator_shape(self.cfg.model)), batch, 1)
-        if self.stage == 1:
+        if stage == 1:
             return g_train
         return discriminator_train_flops(self.shape(discriminator_shape(self.cfg.model)), batch, 1) + g_train / 2
 
     def budget_flops_per_step(self) -> float:
-        batch = self.cfg.train.batch_size
-        g_train = mlm_train_flops(self.shape(generator_shape(self.cfg.model)), batch, 1)
-        return g_train + discriminator_train_flops(self.shape(discriminator_shape(self.cfg.model)), batch, 1) \
-            + g_train / 2  # stage 1 trains G; stage 2 trains D and runs G forward (half of G's training cost)
+        return self.stage_flops_per_step(1) + self.stage_flops_per_step(2)
 
     def backbone(self):
         return self.generator.electra if self.stage == 1 else self.discriminator.electra
