@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "experiments" / "configs"
@@ -333,4 +333,4 @@ def resolve_data_path(cfg: Config, relative: str) -> Path:
 
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "FinetuneConfig", "ConfigError", "load_config",
-           "config_hash", "pretrain_hash", "finetune_hash", "save_config", "resolve_data_path", "GLUE_TASKS", "ListConfig", "to_dict", "flatten"]
+           "config_hash", "pretrain_hash", "finetune_hash", "save_config", "resolve_data_path", "GLUE_TASKS", "to_dict", "flatten"]

@@ -182,6 +182,22 @@ def _quiet() -> Iterator[None]:
                 lg.setLevel(level)
 
 
+_ENCODED: dict[tuple, GlueDataset] = {}
+
+
+def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: str, tokenizer: Any,
+            max_seq_length: int) -> GlueDataset:
+    """A tokenised split, kept for the process: a sweep fine-tunes the same split for every seed and checkpoint."""
+    vocab = tuple(sorted(tokenizer.get_vocab().items()))  # equal vocabularies encode alike, whichever object
+    key = (str(data_dir), spec.name, split, cap, source, hash(vocab), max_seq_length)
+    if key not in _ENCODED:
+        if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
+            _ENCODED.pop(next(iter(_ENCODED)))
+        examples = load_examples(data_dir, spec, split, cap, source=source)
+        _ENCODED[key] = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
+    return _ENCODED[key]
+
+
 def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
                   cfg: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
                   devices: Union[int, str] = 1, source: str = "files") -> dict[str, float]:
@@ -199,8 +215,7 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
         collate = GlueCollator(tokenizer.pad_token_id)
 
         def loader(split: str, cap: Optional[int], shuffle: bool) -> DataLoader:
-            examples = load_examples(data_dir, spec, split, cap, source=source)
-            data = GlueDataset(examples, tokenizer, cfg.max_seq_length, spec.is_regression)
+            data = encoded(data_dir, spec, split, cap, source, tokenizer, cfg.max_seq_length)
             return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate)
 
         train = loader("train", cfg.max_train_examples, shuffle=True)

@@ -13,7 +13,7 @@ import torch
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import (TASKS, GlueCollator, GlueDataError, GlueDataset, available_tasks,
-                                         build_tokenizer, glue_score, load_examples)
+                                         build_tokenizer, load_examples)
 from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
                                         warmup_linear_decay)
 
@@ -194,16 +194,6 @@ def test_metrics_on_known_inputs() -> None:
     mrpc = _score("MRPC", [1, 1, 0, 0], [1, 0, 1, 0])  # tp 1, fp 1, fn 1
     assert mrpc == pytest.approx({"accuracy": 50.0, "f1": 50.0})
     assert _score("MNLI", [0, 1, 2, 2], [0, 1, 2, 0]) == pytest.approx({"accuracy": 75.0})
-
-
-def test_glue_score() -> None:
-    scores = {"CoLA": 50.0, "SST-2": 90.0, "MRPC": 80.0, "STS-B": 85.0, "RTE": 60.0, "WNLI": 10.0}
-    assert glue_score(scores) == (pytest.approx(73.0), "GLUE-5 (CoLA, SST-2, MRPC, STS-B, RTE)")
-    assert glue_score({"rte": 60.0, "sst2": 90.0})[1] == "GLUE-2 (SST-2, RTE)"
-    assert math.isnan(glue_score({"WNLI": 50.0})[0])
-
-
-# ------------------------------------------------------------------------------------------- optimisation
 
 
 def test_layerwise_learning_rates(backbone: Path) -> None:

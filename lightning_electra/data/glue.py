@@ -7,7 +7,6 @@ Files live at `<data_dir>/glue/<TASK>/{train,dev}.tsv` in the layout written by 
 from __future__ import annotations
 
 import inspect
-import math
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,8 +15,6 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset
-
-from lightning_electra.config import GLUE_TASKS
 
 Example = tuple[str, Optional[str], Union[int, float]]  # (text_a, text_b, label index or regression target)
 SUBSAMPLE_SEED = 0  # capped splits are the same subset for every fine-tuning seed, so seeds differ only in training
@@ -272,17 +269,5 @@ class GlueCollator:
         return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
 
 
-# ----------------------------------------------------------------------------------------------- scoring
-
-
-def glue_score(task_scores: dict[str, float]) -> tuple[float, str]:
-    """Mean main-metric score over the scored tasks present (WNLI never counts), and a label naming them,
-    e.g. (81.3, "GLUE-5 (CoLA, SST-2, MRPC, STS-B, RTE)"). NaN with "GLUE-0 ()" when none is present."""
-    present = {get_task(name).name: value for name, value in task_scores.items()}
-    scored = [t for t in GLUE_TASKS if t in present and TASKS[t].scored]
-    score = sum(present[t] for t in scored) / len(scored) if scored else math.nan
-    return score, f"GLUE-{len(scored)} ({', '.join(scored)})"
-
-
 __all__ = ["GlueTask", "TASKS", "GlueDataError", "Example", "get_task", "glue_root", "task_file", "available_tasks",
-           "load_examples", "build_tokenizer", "GlueDataset", "GlueCollator", "glue_score"]
+           "load_examples", "build_tokenizer", "GlueDataset", "GlueCollator"]
