@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -183,13 +184,20 @@ def _quiet() -> Iterator[None]:
 
 
 _ENCODED: dict[tuple, GlueDataset] = {}
+_VOCAB_KEYS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()  # sorting 30k entries: once each
+
+
+def vocab_key(tokenizer: Any) -> int:
+    """Equal vocabularies encode alike, whichever tokenizer object holds them."""
+    if tokenizer not in _VOCAB_KEYS:
+        _VOCAB_KEYS[tokenizer] = hash(tuple(sorted(tokenizer.get_vocab().items())))
+    return _VOCAB_KEYS[tokenizer]
 
 
 def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: str, tokenizer: Any,
             max_seq_length: int) -> GlueDataset:
     """A tokenised split, kept for the process: a sweep fine-tunes the same split for every seed and checkpoint."""
-    vocab = tuple(sorted(tokenizer.get_vocab().items()))  # equal vocabularies encode alike, whichever object
-    key = (str(data_dir), spec.name, split, cap, source, hash(vocab), max_seq_length)
+    key = (str(data_dir), spec.name, split, cap, source, vocab_key(tokenizer), max_seq_length)
     if key not in _ENCODED:
         if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
             _ENCODED.pop(next(iter(_ENCODED)))

@@ -191,6 +191,11 @@ def mlm_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]
     return {"mlm_loss": (loss * weights.flatten()).sum() / n, "mlm_accuracy": accuracy}
 
 
+def sampled_accuracy(sampled: torch.Tensor, masked: Masked) -> torch.Tensor:
+    """Share of the real masked slots where G sampled the original token (those count as not replaced)."""
+    return ((sampled == masked.labels).float() * masked.weights).sum() / masked.weights.sum().clamp_min(1)
+
+
 def discriminator_metrics(logits: torch.Tensor, replaced: torch.Tensor,
                           scored: torch.Tensor) -> dict[str, torch.Tensor]:
     """Binary cross-entropy of replaced-token detection over the `scored` positions, with the official metrics."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lightning_electra.config import ConfigError
 from lightning_electra.corruption import replace_at, sample_tokens
-from lightning_electra.pretrain import discriminator_metrics, hidden_at, mlm_metrics
+from lightning_electra.pretrain import discriminator_metrics, hidden_at, mlm_metrics, sampled_accuracy
 from lightning_electra.variants.electra import Electra
 
 
@@ -53,7 +53,7 @@ class Adversarial(Electra):
         metrics["baseline_loss"] = ((baseline - reward) ** 2 * w).sum() / n
         metrics["reward"] = (reward * w).sum() / n
         metrics["generator_entropy"] = (-(log_probs.exp() * log_probs).sum(-1) * w).sum().detach() / n
-        metrics["sampled_accuracy"] = ((sampled == masked.labels).float() * w).sum() / n
+        metrics["sampled_accuracy"] = sampled_accuracy(sampled, masked)
 
         generator_loss = (metrics["mlm_loss"] if self.mle_warm_up
                           else metrics["reinforce_loss"] + a.mlm_weight * metrics["mlm_loss"])

@@ -11,7 +11,8 @@ from lightning_electra.corruption import replace_at, sample_tokens
 from lightning_electra.flops import discriminator_train_flops, mlm_train_flops
 from lightning_electra.models import (build_discriminator, build_mlm, discriminator_shape, generator_shape,
                                       share_weights)
-from lightning_electra.pretrain import PretrainModule, discriminator_metrics, mlm_logits, mlm_metrics
+from lightning_electra.pretrain import (PretrainModule, discriminator_metrics, mlm_logits, mlm_metrics,
+                                       sampled_accuracy)
 
 
 class Electra(PretrainModule):
@@ -49,8 +50,7 @@ class Electra(PretrainModule):
     def corrupt(self, batch, masked):
         """G's metrics and the corrupted input: masked positions hold G's samples."""
         metrics, sampled = self.generate(batch, masked)
-        metrics["sampled_accuracy"] = ((sampled == masked.labels).float() * masked.weights).sum() \
-            / masked.weights.sum().clamp_min(1)
+        metrics["sampled_accuracy"] = sampled_accuracy(sampled, masked)
         return metrics, replace_at(batch["input_ids"], masked.positions, sampled, masked.weights)
 
     def discriminate(self, batch, corrupted):
