@@ -2,6 +2,7 @@
 #   SCALE=smoke|tiny|small|base   (default: smoke without a GPU, tiny with one)
 #   DATA_DIR=/path/to/data        (holds corpus/, glue/, vocab/; e.g. ../shared/data)
 #   OVERRIDES="key=value ..."     (any config key, e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
+#   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
 SHELL := /bin/bash
 PYTHON ?= python3
 SCALE ?=
@@ -9,10 +10,16 @@ OVERRIDES ?=
 ifneq ($(DATA_DIR),)
 export DATA_DIR
 endif
+ifneq ($(DEVICES),)
+export DEVICES
+endif
+ifneq ($(NUM_NODES),)
+export NUM_NODES
+endif
 SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(1) $(OVERRIDES)
 
 .PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
-	small-model all-sweeps benchmark reports clean-results
+	small-model amos all-sweeps benchmark reports export clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -42,13 +49,20 @@ efficiency:  ## paper Table 5: ELECTRA, All-Tokens MLM, Replace MLM, ELECTRA-15%
 small-model:  ## paper Table 1: ELECTRA vs BERT with GLUE at 6.25, 12.5, 25, 50, 100% of the budget
 	$(call SWEEP,small-model)
 
-all-sweeps: ablation-training-algorithms weight-sharing generator-size efficiency small-model  ## every sweep above
+amos:  ## AMOS (Meng et al. 2022): ELECTRA vs the adversarial mixture of exits and its ablations; exit weights
+	$(call SWEEP,amos)
+
+all-sweeps: ablation-training-algorithms weight-sharing generator-size efficiency small-model amos  ## every sweep above
 
 benchmark:  ## pre-training throughput of every variant vs a plain transformers baseline -> analysis/reports/benchmark/
 	$(PYTHON) -m experiments.benchmark $(OVERRIDES)
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
 	$(PYTHON) -m analysis.report
+
+export:  ## a run's models in transformers' format: make export CKPT=<run dir or .ckpt> OUT=<dir>
+	$(if $(and $(CKPT),$(OUT)),,$(error make export needs CKPT=<run dir, last.ckpt or checkpoints/step-*> OUT=<dir>))
+	$(PYTHON) -m lightning_electra export $(CKPT) $(OUT) $(OVERRIDES)
 
 clean-results:  ## delete results/ (run directories, checkpoints); reports stay
 	rm -rf results

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lightning_electra.config import GLUE_TASKS  # noqa: E402
-from lightning_electra.results import read_table, write_table  # noqa: E402
+from lightning_electra.results import atomic_write_text, read_table, write_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
@@ -35,7 +34,7 @@ def build_report(sweep: str, scale: str, results_dir: Path, reports: Path = REPO
     out.mkdir(parents=True, exist_ok=True)
     table = read_table(results_dir / sweep / "results.csv", sweep=sweep)
     write_table(table[table["scale"] == scale], out / "results.csv")
-    shutil.copyfile(results_dir / sweep / scale / "sweep.json", out / "sweep.json")
+    atomic_write_text(out / "sweep.json", (results_dir / sweep / scale / "sweep.json").read_text())
     render(out)
     return out
 
@@ -66,7 +65,7 @@ def paper_rows(experiment: str | None) -> pd.DataFrame:
     return paper[paper["experiment"] == experiment]
 
 
-VARIANT_ORDER = ["electra", "bert", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm"]
+VARIANT_ORDER = ["electra", "bert", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm", "amos"]
 
 
 def color(variant: str) -> str | None:
@@ -159,6 +158,49 @@ def plot_glue_vs_width(final: pd.DataFrame, widths: dict, tasks: list[str], pape
     finish(fig, ax, "generator hidden size", tasks, f"{title}\n(median over fine-tuning seeds; bars: min-max)", path)
 
 
+def exit_weights(runs: dict) -> dict[str, pd.DataFrame]:
+    """AMOS runs' mixture weight of each exit along training (from pretrain.json via sweep.json): run -> frame with
+    a `step` column and one column per exit."""
+    frames = {}
+    for run, info in runs.items():
+        if info.get("exit_weights"):
+            frames[run] = pd.DataFrame(info["exit_weights"], columns=["step"] + [f"exit {e}" for e in info["exits"]])
+    return frames
+
+
+def plot_exit_weights(frames: dict[str, pd.DataFrame], title: str, path: Path) -> None:
+    """One panel per run: each exit's mean mixture weight over the masked positions, along pre-training."""
+    cols = min(3, len(frames))
+    rows = -(-len(frames) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharey=True)
+    for ax, (run, frame) in zip(axes.flat, frames.items()):
+        for exit_ in frame.columns[1:]:
+            ax.plot(frame["step"], frame[exit_], label=exit_)
+        ax.set_title(run, fontsize=9)
+        ax.set_xlabel("pre-training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(frames):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mixture weight")
+    fig.suptitle(f"{title}: mixture weight of each generator exit (the AMOS paper: the deepest rises)", fontsize=9)
+    save(fig, path)
+
+
+def exit_weight_lines(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """A table of each exit's weight at the first and last logged step, and whether the deepest exit rose."""
+    lines = ["| run | exit | weight at first log | weight at end | deepest exit rose |", "|---|---|---|---|---|"]
+    for run, frame in frames.items():
+        first, last = frame.iloc[0], frame.iloc[-1]
+        deepest = frame.columns[-1]
+        rose = ("yes" if last[deepest] > first[deepest] else "no") if len(frame.columns) > 2 else "(one exit)"
+        for exit_ in frame.columns[1:]:
+            lines.append(f"| {run} | {exit_} | {first[exit_]:.3f} (step {int(first['step'])}) | "
+                         f"{last[exit_]:.3f} (step {int(last['step'])}) | {rose if exit_ == deepest else ''} |")
+    return lines
+
+
 def check_claim(claim: str, final: pd.DataFrame) -> str:
     """'a > b' on final-checkpoint GLUE: agrees / disagrees, and whether the seed ranges overlap."""
     left, right = (s.strip() for s in claim.split(">"))
@@ -212,6 +254,10 @@ def render(out: Path) -> None:
         widths = {run: info.get("generator_hidden") for run, info in meta.get("runs", {}).items()}
         plot_glue_vs_width(final, widths, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_generator_width.png")
         figures.insert(0, "![GLUE vs generator width](glue_vs_generator_width.png)")
+    mixtures = exit_weights(meta.get("runs", {}))
+    if mixtures:
+        plot_exit_weights(mixtures, f"{sweep}, scale {scale}", out / "exit_weights.png")
+        figures.append("![Mixture weight of each exit](exit_weights.png)")
     label = glue_label(tasks)
     seeds = results["finetune_seed"].nunique()
     fmt = lambda x: f"{x:.1f}"  # noqa: E731
@@ -241,6 +287,11 @@ def render(out: Path) -> None:
     for _, r in glue.iterrows():
         lines.append(f"| {r['run']} | {int(r['step'])} | {r['flops_paper']:.3g} | {fmt(r['GLUE'])} | "
                      f"{fmt(r['glue_min'])}-{fmt(r['glue_max'])} |")
+    if mixtures:
+        lines += ["", "## Mixture weights of the generator's exits", "",
+                  "Mean over masked positions of each exit's weight (learned: the mixture's softmax; random, equal: "
+                  "1/k; layer switch: the exit in use), logged every `train.log_every_n_steps` steps.", "",
+                  *exit_weight_lines(mixtures)]
     if meta.get("claims"):
         lines += ["", "## The paper's claims, on our numbers", "", "| claim | ours | GLUE [min, max over seeds] |",
                   "|---|---|---|", *[check_claim(c, final) for c in meta["claims"]]]
@@ -253,7 +304,46 @@ def render(out: Path) -> None:
               "runs).", "", "| command | commit | hardware | finished (UTC) | seconds |", "|---|---|---|---|---|"]
     for i in meta["invocations"]:
         lines.append(f"| `{i['command']}` | {i['commit']} | {i['hardware']} | {i['finished']} | {i['seconds']} |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+
+
+def finding(out: Path) -> str:
+    """One line for the index: final GLUE of each run (best first) and how many of the paper's claims agree."""
+    results = read_table(out / "results.csv")
+    meta = json.loads((out / "sweep.json").read_text())
+    _, glue, tasks = glue_table(results)
+    final = glue.sort_values("step").groupby("run", sort=False).tail(1).sort_values("GLUE", ascending=False)
+    scores = ", ".join(f"{r['run']} {r['GLUE']:.1f}" for _, r in final.iterrows())
+    line = f"final {glue_label(tasks)}: {scores}"
+    claims = [check_claim(c, final) for c in meta.get("claims", [])]
+    if claims:
+        agree = sum("| agrees" in c for c in claims)
+        conclusive = sum("| agrees" in c and "not conclusive" not in c for c in claims)
+        line += f"; the paper's claims: {agree} of {len(claims)} agree ({conclusive} outside the seed spread)"
+    return line
+
+
+def write_index(reports: Path = REPORTS) -> Path:
+    """analysis/reports/README.md: every report with its one-line finding, made from the reports themselves."""
+    lines = ["# Reports", "", "Made by the suite's own commands (`make <sweep> SCALE=...`; each summary says which, "
+             "with commit, hardware and wall time). `make reports` redraws every report and this index from the "
+             "results tables alone.", ""]
+    for scale in sorted({p.parent.parent.name for p in reports.glob("*/*/results.csv")}):
+        lines += [f"## Scale `{scale}`", ""]
+        if scale == "smoke":
+            lines += ["Pipeline checks on 2 CPU cores (2-layer, 64-wide models, a few hundred steps): differences "
+                      "between runs are noise, not findings.", ""]
+        for out in sorted(reports.glob(f"{scale}/*/results.csv")):
+            lines.append(f"- [{out.parent.name}]({scale}/{out.parent.name}/summary.md): {finding(out.parent)}")
+        lines.append("")
+    if (reports / "benchmark" / "benchmark.md").exists():
+        lines += ["## Throughput", "", "- [benchmark](benchmark/benchmark.md): pre-training tokens/s of every variant "
+                  "against a plain transformers baseline (`make benchmark`).", ""]
+    path = reports / "README.md"
+    tmp = path.with_name(".tmp-" + path.name)
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
 
 
 def main() -> None:
@@ -264,6 +354,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.sweep:
         print(build_report(args.sweep, args.scale, Path(args.results_dir)))
+        write_index()
         return
     outs = sorted(p.parent for p in REPORTS.glob("*/*/results.csv"))
     for out in outs:
@@ -271,6 +362,8 @@ def main() -> None:
         print(f"rendered {out}")
     if not outs:
         print(f"no reports under {REPORTS} yet: run a sweep first (make help)")
+        return
+    print(f"index: {write_index()}")
 
 
 if __name__ == "__main__":

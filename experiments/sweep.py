@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -28,8 +29,15 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from lightning_electra.config import CONFIG_ROOT, ConfigError, load_config
-from lightning_electra.results import COLUMNS, git_commit, hardware, read_table, write_json, write_table
-from lightning_electra.run import run
+from lightning_electra.pretrain import NonFiniteLossError
+from lightning_electra.data.corpus import CorpusError
+from lightning_electra.data.glue import GlueDataError
+from lightning_electra.data.tokenizer import VocabError
+from lightning_electra.results import COLUMNS, ResultsError, git_commit, hardware, read_table, write_json, write_table
+from lightning_electra.run import global_rank, leave_process_group, run
+
+# Errors in what the user gave (config, data, files), whose messages say what to do: printed without a traceback.
+INPUT_ERRORS = (ConfigError, CorpusError, GlueDataError, VocabError, ResultsError, NonFiniteLossError)
 
 SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "common", "runs"}
 
@@ -61,7 +69,7 @@ def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: 
 def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Path:
     """The sweep's table: this scale's runs as now configured, plus rows of other scales already there."""
     path = results_dir / name / "results.csv"
-    frames = [pd.read_csv(t) for t in tables]
+    frames = [read_table(t, sweep=name) for t in tables]
     if path.exists():
         frames.insert(0, read_table(path, sweep=name).query("scale != @scale"))
     write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS), path)
@@ -95,7 +103,29 @@ def main(argv: list[str] | None = None) -> None:
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     print(f"[sweep] {args.sweep} at scale {scale}: {len(configs)} runs ({', '.join(c.name for c in configs)})",
           flush=True)
-    tables = [run(cfg, args.sweep) for cfg in configs]
+    table_path, tables, current = results_dir / args.sweep / "results.csv", [], None
+    try:
+        if table_path.exists():  # another sweep's table in this one's place: say so before any training
+            read_table(table_path, sweep=args.sweep)
+        # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and takes
+        # part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between pre-trainings
+        # would leave the other ranks waiting in the next run's first collective, which times out (30 minutes).
+        for current in configs:
+            run(current, args.sweep, finetune=False)
+        leave_process_group()
+        if global_rank() != 0:
+            return
+        for current in configs:
+            tables.append(run(current, args.sweep))
+    except BaseException as err:
+        # Nothing is lost: every finished stage of every run is on disk, and the sweep's table is only written below
+        if current is not None:
+            print(f"[sweep] stopped at run {current.name}. Finished pre-trainings, fine-tunes and run tables are "
+                  f"kept ({results_dir / args.sweep / scale}) and {table_path} is as it was; running the same "
+                  "command again skips what is done.", file=sys.stderr, flush=True)
+        if isinstance(err, INPUT_ERRORS):  # a diverged run, bad data or config: the message says what to do
+            sys.exit(f"error: {err}")
+        raise
     table_path = collect(args.sweep, scale, tables, results_dir)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.sweep", *(argv or sys.argv[1:])])
     if os.environ.get("DATA_DIR"):
@@ -104,11 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     record_invocation(results_dir / args.sweep / scale / "sweep.json", sweep, runs, command, time.time() - start)
     print(f"[sweep] results: {table_path}", flush=True)
     if not args.no_report:
-        from analysis.report import REPORTS, build_report
+        from analysis.report import REPORTS, build_report, write_index
 
         reports = Path(args.reports_dir) if args.reports_dir else REPORTS
         print(f"[sweep] report: {build_report(args.sweep, scale, results_dir, reports)}", flush=True)
+        write_index(reports)
 
 
 if __name__ == "__main__":
+    # SIGTERM stops at once, as SIGKILL would (every file is written whole, so the same command resumes). Lightning's
+    # own handler only sets a flag its loops read between batches, and misses one sent after their last check (e.g.
+    # during a validation's last batch): the sweep would go on.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main()

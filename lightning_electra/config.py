@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -71,7 +72,10 @@ class DataConfig:
 class TrainConfig:
     """Pre-training optimisation (paper section 7 defaults) and the budget."""
 
-    batch_size: int = 128  # global: split over devices by Lightning's DDP
+    # Global: split over devices x nodes (each gets batch_size / (devices * num_nodes)), so a sweep means the same
+    # on 1 or 8 GPUs. When that share exceeds max_device_batch, gradients accumulate over equal micro-batches.
+    batch_size: int = 128
+    max_device_batch: Optional[int] = None  # the most examples one device takes per forward (null: no limit)
     # The budget: paper-convention FLOPs from which each variant derives its own steps (so BERT takes more steps than
     # ELECTRA for the same compute, as in the paper), or, when set, a fixed step count that overrides it (split
     # evenly over the stages of a multi-stage variant). Scales set a FLOPs budget; set train.steps to override it.
@@ -90,8 +94,13 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     accelerator: str = "auto"
-    devices: str = "auto"
+    devices: str = "${oc.env:DEVICES,auto}"  # per node: a count, a list (0,1) or auto (every GPU; 1 on CPU)
+    num_nodes: int = "${oc.env:NUM_NODES,1}"  # type: ignore[assignment]  # machines (SLURM: --nodes)
+    strategy: str = "auto"  # Lightning's: auto (ddp when more than one device), ddp, fsdp (GPU only), ...
     log_every_n_steps: int = 25
+    # Where pre-training metrics go: csv (pretrain/logs/metrics.csv) is always written, whatever this says;
+    # tensorboard (pretrain/tensorboard/); wandb (opt-in: needs `pip install wandb` and a login or WANDB_MODE=offline).
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
 
 
 @dataclass
@@ -101,6 +110,21 @@ class AdversarialConfig:
     mlm_weight: float = 0.0  # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
     mle_warmup_fraction: float = 0.0  # train G by MLM alone (no REINFORCE) for this fraction of the steps first
     baseline_weight: float = 1.0  # weight of the baseline's squared error to the reward
+
+
+@dataclass
+class AmosConfig:
+    """AMOS (Meng et al., 2022; notes section 4): one generator with MLM exits at several depths, mixed adversarially."""
+
+    # G layers after which an MLM exit reads (1-based). null: 4, 6 and 8 of a 12-layer G, scaled to D's depth.
+    exits: Optional[list[int]] = None
+    # learned: the adversarial mixture; ablations: random (an exit drawn uniformly per position), switch (exits in
+    # turn, shallow to deep, over training), equal (no mixture weights: tokens sampled from the exits' logits
+    # averaged with equal weights), single (one exit only: `single_exit`).
+    mixture: str = "learned"
+    single_exit: int = -1  # mixture=single: which of `exits` (an index; -1 the deepest)
+    temperature: float = 0.3  # of the hard Gumbel-softmax picking the exit and sampling the token
+    stop_gradient: bool = True  # each block between exits learns only from its own exit (false: through all)
 
 
 @dataclass
@@ -124,6 +148,9 @@ class FinetuneConfig:
     max_train_examples: Optional[int] = None  # cap per task (small scales)
     max_eval_examples: Optional[int] = None
     precision: str = "32-true"
+    # Train the seeds of a task together as one batched ensemble (torch.func.vmap over stacked weights): the same
+    # protocol, S times larger matmuls; other random draws than one-by-one fine-tunes (see lightning_electra/ensemble.py)
+    batched_seeds: bool = False
 
 
 @dataclass
@@ -136,12 +163,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    amos: AmosConfig = field(default_factory=AmosConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 # Keys that change where or how fast a run goes, not what it computes: left out of the config hash.
 RUNTIME_KEYS = {"results_dir", "data.data_dir", "data.cache_dir", "data.num_workers", "train.accelerator",
-                "train.devices", "train.log_every_n_steps", "train.compile"}
+                "train.devices", "train.num_nodes", "train.strategy", "train.max_device_batch",
+                "train.log_every_n_steps", "train.compile", "train.loggers"}
 
 
 def _schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:
@@ -187,7 +216,9 @@ def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"Bad value for '{key}' in {source}: {err.msg if hasattr(err, 'msg') else err}") from None
+        msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0].rstrip(".")  # the rest: OmegaConf internals
+        expected = f" Expected {SCHEMA_KEYS[key]} (see lightning_electra/config.py)." if key in SCHEMA_KEYS else ""
+        raise ConfigError(f"Bad value for '{key}' in {source}: {msg}.{expected}") from None
 
 
 def parse_overrides(overrides: list[str] | None) -> DictConfig:
@@ -234,7 +265,10 @@ def load_config(scale: str | None = None, variant: str | None = None, layers: li
     try:
         resolved = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"Config could not be resolved: {err}") from None
+        # e.g. an environment default of the wrong type (NUM_NODES=two): name the key, not OmegaConf's internals
+        key, msg = getattr(err, "full_key", None), getattr(err, "msg", str(err))
+        raise ConfigError(f"Config could not be resolved: bad value for '{key}': {msg.splitlines()[0]}" if key
+                          else f"Config could not be resolved: {err}") from None
     validate(resolved)  # type: ignore[arg-type]
     return resolved  # type: ignore[return-value]
 
@@ -260,12 +294,33 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.tie=all shares every encoder weight, so G and D must be the same size; "
                           f"got model.generator_fraction={m.generator_fraction}. Set model.generator_fraction=1.0 "
                           "or model.tie=embeddings.")
+    if not 0 < m.generator_fraction <= 1:
+        raise ConfigError(f"model.generator_fraction is G's width as a fraction of D's, in (0, 1]; got "
+                          f"{m.generator_fraction}.")
+    if m.generator == "learned":
+        from lightning_electra.models import generator_shape
+
+        generator_shape(m)  # refuses a G width its heads do not divide, now rather than when the model is built
+    if cfg.data.max_seq_length > m.max_position_embeddings:  # else an index error deep in the embeddings
+        raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} exceeds model.max_position_embeddings="
+                          f"{m.max_position_embeddings}: raise the latter or shorten the sequences.")
+    t = cfg.train
+    limit = 1 if t.max_device_batch is None else t.max_device_batch
+    for key, value in (("batch_size", t.batch_size), ("num_nodes", t.num_nodes), ("max_device_batch", limit)):
+        if value < 1:
+            raise ConfigError(f"train.{key} must be at least 1; got {value}.")
     if not 0 < cfg.data.mask_prob < 1 or not 0 <= cfg.data.mask_token_prob <= 1:
         raise ConfigError("data.mask_prob must be in (0, 1) and data.mask_token_prob in [0, 1].")
     if cfg.train.steps is None and cfg.train.flops_budget is None:
         raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
     if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
         raise ConfigError(f"train.checkpoint_fractions must lie in (0, 1]; got {cfg.train.checkpoint_fractions}.")
+    unknown_loggers = [name for name in cfg.train.loggers if name not in ("csv", "tensorboard", "wandb")]
+    if unknown_loggers:
+        raise ConfigError(f"Unknown logger(s) {unknown_loggers} in train.loggers; use csv, tensorboard, wandb.")
+    if "wandb" in cfg.train.loggers and importlib.util.find_spec("wandb") is None:  # before any work, not at fit
+        raise ConfigError("train.loggers includes wandb, which is not installed: `pip install wandb`, or leave it "
+                          "out (train.loggers=[csv,tensorboard]).")
     if cfg.finetune.source not in ("files", "hub"):
         raise ConfigError(f"finetune.source must be files or hub; got '{cfg.finetune.source}'.")
     unknown = [t for t in cfg.finetune.tasks if t not in GLUE_TASKS + ["WNLI"]]
@@ -295,8 +350,16 @@ def _hash(flat: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+# Sections only one variant reads: out of every other variant's hashes, so adding one never moves existing runs.
+VARIANT_SECTIONS = {"amos.": "amos"}
+# Switches added after results existed: out of the hashes while they keep this value, for the same reason.
+LATER_SWITCHES = {"finetune.batched_seeds": False}
+
+
 def _results_keys(cfg: Config) -> dict[str, Any]:
-    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS}
+    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
+            and all(not k.startswith(section) or cfg.variant == variant for section, variant in VARIANT_SECTIONS.items())
+            and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
 
 
 def config_hash(cfg: Config) -> str:
@@ -316,7 +379,9 @@ def finetune_hash(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # written, then renamed: a kill leaves no half file
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    os.replace(tmp, path)
 
 
 def resolve_data_path(cfg: Config, relative: str) -> Path:

@@ -107,6 +107,19 @@ def load_backbone(backbone_dir: Union[str, Path]) -> ElectraModel:
     return model
 
 
+def check_vocab(backbone_dir: Union[str, Path], tokenizer: Any) -> None:
+    """Refuse a tokenizer whose vocabulary is not the model's: ids past the embedding table crash mid-training,
+    and a different vocabulary of a size that fits would fine-tune on meaningless embeddings. Sizes are what both
+    sides record; equal sizes of different vocabularies (same size, other tokens) remain undetected."""
+    from transformers import ElectraConfig
+
+    model_size, tokens = ElectraConfig.from_pretrained(str(backbone_dir)).vocab_size, len(tokenizer)
+    if model_size != tokens:
+        raise ValueError(f"{backbone_dir} has a {model_size:,}-token vocabulary but the tokenizer has {tokens:,}: "
+                         "they were not trained together. Fine-tune with the model's own tokenizer (the files "
+                         "saved beside it) or the vocab.txt it was pre-trained with (data.vocab).")
+
+
 class GlueClassifier(L.LightningModule):
     """ElectraModel + dropout + Linear on the [CLS] state; cross-entropy, or MSE for STS-B (one output)."""
 
@@ -208,15 +221,18 @@ def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: st
 
 def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
                   cfg: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
-                  devices: Union[int, str] = 1, source: str = "files") -> dict[str, float]:
+                  devices: Union[int, str] = 1, source: str = "files",
+                  progress_bar: bool = False) -> dict[str, float]:
     """Fine-tune one task from one backbone with one seed; dev metrics (0-100), the main one also under "score".
 
     `tokenizer` is a transformers tokenizer, or a vocab.txt path to build one from. MNLI also reports
-    mismatched accuracy as "accuracy_mm".
+    mismatched accuracy as "accuracy_mm". No progress bar by default: a sweep runs hundreds of short fine-tunes
+    and reports each in one line; a single fine-tune from the command line asks for one.
     """
     spec = get_task(task)
     if isinstance(tokenizer, (str, Path)):
         tokenizer = build_tokenizer(tokenizer)
+    check_vocab(backbone_dir, tokenizer)  # before tokenising: a full task takes a while
     epochs = cfg.task_epochs.get(spec.name, cfg.epochs)
     with _quiet():
         L.seed_everything(seed, workers=True, verbose=False)
@@ -234,7 +250,7 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
         model = GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits)
         trainer = L.Trainer(accelerator=accelerator, devices=devices, max_epochs=epochs, precision=cfg.precision,
                             gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+                            enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
         trainer.fit(model, train_dataloaders=train)
         trainer.validate(model, dataloaders=dev, verbose=False)
     results = dict(model.dev_results)
@@ -242,5 +258,5 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
     return results
 
 
-__all__ = ["GlueClassifier", "load_backbone", "build_metrics", "layerwise_param_groups", "warmup_linear_decay",
-           "finetune_task"]
+__all__ = ["GlueClassifier", "load_backbone", "check_vocab", "build_metrics", "layerwise_param_groups",
+           "warmup_linear_decay", "finetune_task"]

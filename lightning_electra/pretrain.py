@@ -10,9 +10,13 @@ differs: which models it builds (`build`), its loss (`objective`), its paper-con
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
+from pathlib import Path
 
 import lightning as L
+import numpy as np
+from lightning.pytorch.strategies import FSDPStrategy
 import torch
 import torch.nn.functional as F
 from transformers import ElectraForMaskedLM, ElectraModel
@@ -21,6 +25,10 @@ from lightning_electra.config import Config
 from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape, measure_flops
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or a weight) stopped being finite; the checkpoints written before are kept, none after."""
 
 
 class PretrainModule(L.LightningModule):
@@ -37,6 +45,9 @@ class PretrainModule(L.LightningModule):
         self.measured_flops_per_step: float | None = None  # set from a real batch when training starts
         self._compiled_step = None  # torch.compile of `masked_objective`, made on first use when train.compile
         self._cuda_graphs = False  # whether that compiled step replays CUDA graphs
+        self._first_bad: torch.Tensor | None = None  # on the device: the first step with a non-finite loss (0: none)
+        self._good_step: int | None = None  # the step of the last checkpoint written (or resumed from)
+        self._rng_to_restore: dict | None = None  # RNG states from the checkpoint, set when training starts
 
     # --- what a variant states -------------------------------------------------------------------------------
     @classmethod
@@ -62,6 +73,10 @@ class PretrainModule(L.LightningModule):
 
     def start_from(self, previous_stage: dict) -> None:
         """Multi-stage variants: initialise from the state dict the previous stage ended with."""
+
+    def summary(self) -> dict:
+        """What the variant adds to pretrain.json for reports (e.g. AMOS's mixture weights along training)."""
+        return {}
 
     def budget_flops_per_step(self) -> float:
         """Paper FLOPs of one step of every stage together: how a FLOPs budget becomes a step count."""
@@ -99,10 +114,47 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         metrics = self.loss_step(batch)
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False)
+        self.watch_loss(metrics["loss"])
+        # sync_dist: averaged over the devices (a no-op on one), so the logs describe the global batch on any count
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False, sync_dist=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
+
+    def watch_loss(self, loss: torch.Tensor) -> None:
+        """Notes the first step whose loss is not finite and stops the run (NonFiniteLossError).
+
+        On the CPU every step is checked. On a GPU reading the flag would make the host wait for each step, so it
+        stays on the device and is read at log steps (which synchronise anyway) and before any checkpoint is
+        written: a few NaN steps may run, but NaN weights are never saved.
+        """
+        if self._first_bad is None:
+            self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
+        step = self.global_step + 1
+        self._first_bad = torch.where(~torch.isfinite(loss.detach()) & (self._first_bad == 0), step, self._first_bad)
+        if loss.device.type == "cpu" or step % self.cfg.train.log_every_n_steps == 0:
+            self.check_finite()
+
+    def check_finite(self, weights: bool = False) -> None:
+        """Raises NonFiniteLossError if a loss so far (or, with `weights`, a weight now) is not finite."""
+        bad = torch.zeros(2, dtype=torch.long, device=self.device)  # [first non-finite loss step, weights broken]
+        if self._first_bad is not None:
+            bad[0] = self._first_bad
+        if weights:
+            bad[1] = ~torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()
+        if self._trainer is not None and self.trainer.world_size > 1:  # every rank stops at the same step
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
+        step, broken = bad.tolist()
+        what = (f"non-finite loss at step {self.offset['step'] + step}" if step else
+                f"non-finite weights after step {self.offset['step'] + self.global_step}" if broken else None)
+        if what:
+            callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+            last = callback.last_model_path if callback else ""
+            kept = (f"the last good checkpoint, {last} (step {self.offset['step'] + self._good_step}), is kept; "
+                    "running the same command again resumes from it and meets the same step, so change e.g. "
+                    "train.lr (a new run)" if self._good_step is not None and last and Path(last).exists()
+                    else "no checkpoint had been written yet")
+            raise NonFiniteLossError(f"{self.cfg.name} ({self.cfg.variant}): {what}. Stopped: {kept}.")
 
     def on_fit_start(self) -> None:
         if self.measured_flops_per_step is None:
@@ -113,8 +165,12 @@ class PretrainModule(L.LightningModule):
         dm = self.trainer.datamodule
         rows = [dm.train_set[i] for i in range(min(len(dm.train_set), dm.per_device_batch()))]
         batch = {k: v.to(self.device) for k, v in dm.collate(rows).items()}
+        model = self
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            # sharded weights cannot run outside FSDP's forward; FLOPs depend on shapes, not values: count a copy
+            model = type(self)(self.cfg, self.special, stage=self.stage).to(self.device)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            flops = measure_flops(lambda: self.objective(batch, self.mask(batch))["loss"])
+            flops = measure_flops(lambda: model.objective(batch, model.mask(batch))["loss"])
         self.zero_grad(set_to_none=True)
         return flops * self.cfg.train.batch_size / len(rows)  # per global batch
 
@@ -127,11 +183,25 @@ class PretrainModule(L.LightningModule):
         return {k: v + self.offset[k] for k, v in done.items()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_finite(weights=True)  # raising here leaves the previous checkpoint file as it was
         checkpoint["flops"] = self.flops_done()
         checkpoint["measured_flops_per_step"] = self.measured_flops_per_step
+        # what the next step draws from (masking, G's sampling, dropout), so a resumed run continues identically
+        checkpoint["rng"] = rng_states()
+        self._good_step = self.global_step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.measured_flops_per_step = checkpoint.get("measured_flops_per_step")
+        self._rng_to_restore, self._good_step = checkpoint.get("rng"), checkpoint.get("global_step")
+
+    def on_train_start(self) -> None:
+        # set as late as possible, so nothing between loading the checkpoint and the first step draws from them
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_end(self) -> None:
+        self.check_finite(weights=True)  # on a GPU the last steps may not have been checked yet
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -166,6 +236,24 @@ def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: in
     if cfg.train.steps is not None:
         return max(1, int(cfg.train.steps) // stages)
     return max(1, round(cfg.train.flops_budget / flops_per_step_of_each_stage))
+
+
+def rng_states() -> dict:
+    """Every global RNG's state, in types a weights-only torch.load accepts (numpy's array as a list)."""
+    name, keys, *rest = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), *rest], "python": random.getstate()}
+    if torch.cuda.is_available():  # this process's device: ranks seeded alike draw alike, so rank 0's serves all
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 # --- pieces the objectives share --------------------------------------------------------------------------------

@@ -36,15 +36,26 @@ def write_table(rows: Iterable[dict[str, Any]] | pd.DataFrame, path: Path) -> pd
     return frame
 
 
+class ResultsError(ValueError):
+    """A results table that is not what its place says (another sweep's, or no results table at all)."""
+
+
+# Every table can be remade from what each run keeps (its fine-tune JSON files), so moving one away loses nothing.
+REBUILD = ("running the sweep again rebuilds a run's table from its saved fine-tunes and the sweep's table from the "
+           "runs' tables, without training")
+
+
 def read_table(path: Path, sweep: str | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"No results table at {path}: run the sweep first (e.g. make <sweep-target>).")
     frame = pd.read_csv(path)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path} is not a lightning_electra results table (missing columns {missing}).")
+        raise ResultsError(f"{path} is not a lightning_electra results table (missing columns {missing}). Move it "
+                           f"away: {REBUILD}.")
     if sweep is not None and len(frame) and set(frame["sweep"]) != {sweep}:
-        raise ValueError(f"{path} holds results of sweep(s) {sorted(set(frame['sweep']))}, not '{sweep}'.")
+        raise ResultsError(f"{path} holds results of sweep(s) {sorted(set(frame['sweep']))}, not '{sweep}' (a file "
+                           f"copied from elsewhere?). Move it away: {REBUILD}.")
     return frame
 
 

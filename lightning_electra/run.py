@@ -14,8 +14,11 @@ and asking for more seeds or tasks re-uses the fine-tunes already done.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -26,16 +29,36 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transformers.utils import logging as transformers_logging
 
-from lightning_electra.config import (Config, config_hash, finetune_hash, pretrain_hash, resolve_data_path,
-                                     save_config)
-from lightning_electra.data.datamodule import PretrainDataModule
-from lightning_electra.results import COLUMNS, git_commit, write_json, write_table
+from lightning_electra.config import (Config, ConfigError, config_hash, finetune_hash, pretrain_hash,
+                                     resolve_data_path, save_config)
+from lightning_electra.data.datamodule import PretrainDataModule, batch_layout
+from lightning_electra.results import COLUMNS, atomic_write_text, git_commit, read_table, write_json, write_table
 
 
 transformers_logging.disable_progress_bar()  # one bar per saved checkpoint is noise in a sweep's log
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning, not ours to fix
+# Lightning's warning on resuming mid-epoch with a plain DataLoader: ours skips the batches done (EpochSampler)
+warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+
+
+def global_rank() -> int:
+    """This process's rank in a distributed launch (0 when alone): Lightning's, once a Trainer has set up; before,
+    the launcher's environment (torchrun: RANK, Lightning's own children: LOCAL_RANK, srun: SLURM_PROCID)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank
+
+
+def leave_process_group() -> None:
+    """Ends this process's part in a distributed launch once pre-training is over: fine-tuning is rank 0's alone,
+    and torchmetrics, seeing a process group, would wait on ranks that have left to sync its metrics."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def run_dir(cfg: Config, sweep: str) -> Path:
@@ -54,22 +77,85 @@ class FractionCheckpoints(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step in self.steps and trainer.is_global_zero:
+        if step not in self.steps:
+            return
+        self.steps.discard(step)  # with gradient accumulation, the next micro-batches end at this step too
+        module.check_finite(weights=True)  # never a NaN encoder to fine-tune (on every rank: it is collective)
+        # on every rank: under FSDP this gathers the sharded weights onto rank 0; otherwise it is state_dict()
+        state = trainer.strategy.lightning_module_state_dict()
+        if trainer.is_global_zero:
             done = module.flops_done(step)  # counted from the start of pre-training, earlier stages included
             target = self.out_dir / f"step-{done['step']:07d}"
             tmp = target.with_name(target.name + ".tmp")
-            module.backbone().save_pretrained(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
+            prefix = next(name for name, m in module.named_modules() if m is module.backbone()) + "."
+            module.backbone().save_pretrained(tmp, state_dict={k[len(prefix):]: v for k, v in state.items()
+                                                               if k.startswith(prefix)})
             write_json(tmp / "meta.json", {**done, "variant": module.cfg.variant, "stage": module.stage})
             if target.exists():  # a resumed run may pass the same step again
                 shutil.rmtree(target)
             tmp.rename(target)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint beside its final name, then renames it into place, so a kill never leaves a truncated
+    last.ckpt. Lightning's own save writes to a file in the system temp dir and moves that: a copy, not a rename,
+    when the temp dir is on another filesystem (a tmpfs /tmp, a network results dir), and a leak on a kill."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        for stale in path.parent.glob(f".{path.name}.tmp*"):  # a killed save's (one process writes a run's)
+            stale.unlink(missing_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+
+class ResumedCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, but a resumed run keeps what the interrupted one logged: Lightning's deletes an
+    existing metrics.csv (see _ResumedWriter), and holds rows back for 100 steps, which a kill loses; this one
+    appends each row as it is logged."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"flush_logs_every_n_steps": 1, **kwargs})
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumedWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _ResumedWriter(ExperimentWriter):
+    """Keeps an existing metrics.csv until its first save, then drops only the rows at or after the first step
+    logged again (those since the checkpoint resumed from), so the file reads as an uninterrupted run's."""
+
+    def _check_log_dir_exists(self) -> None:  # called by __init__, where Lightning's deletes the file
+        path = Path(self.metrics_file_path)
+        with (path.open(newline="") if path.is_file() else io.StringIO()) as f:
+            reader = csv.DictReader(f)
+            self.previous, self.previous_keys = list(reader), reader.fieldnames
+
+    def save(self) -> None:
+        if self.previous_keys and self.metrics:
+            first = min(m["step"] for m in self.metrics)
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=self.previous_keys)
+            writer.writeheader()
+            writer.writerows(r for r in self.previous if int(r["step"]) < first)
+            atomic_write_text(Path(self.metrics_file_path), out.getvalue())
+            self.metrics_keys, self.previous, self.previous_keys = list(self.previous_keys), [], None
+        super().save()
+
+
 def make_module(cfg: Config, data: PretrainDataModule, stage: int = 1):
     """The variant's module, after the data is prepared (some variants read corpus statistics)."""
     from lightning_electra.variants import VARIANTS
 
-    data.prepare_data()
+    data.prepare_once()  # on each machine's local rank 0; its other ranks wait for the cache
     data.setup()
     module = VARIANTS[cfg.variant](cfg, data.special_ids, stage=stage)
     module.on_data(data)
@@ -84,6 +170,7 @@ def pretrain(cfg: Config, out: Path) -> dict:
     done = out / "pretrain.json"
     if done.exists():
         return json.loads(done.read_text())
+    check_hardware(cfg)  # before the corpus is packed: asking for GPUs that are not there fails at once
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside bf16 autocast
@@ -101,9 +188,39 @@ def pretrain(cfg: Config, out: Path) -> dict:
         stage_dir = out / ("pretrain" if module.stages == 1 else f"pretrain-stage{stage}")
         previous = fit_stage(cfg, module, data, stage_dir, out / "checkpoints", saves)
     summary = {**module.flops_done(module.steps), "seconds": round(time.time() - start, 1), "checkpoints": saves,
-               "generator_hidden": generator_width(cfg)}
-    write_json(done, summary)
+               "generator_hidden": generator_width(cfg), **module.summary()}
+    if global_rank() == 0:
+        write_json(done, summary)
     return summary
+
+
+def make_loggers(cfg: Config, stage_dir: Path) -> list:
+    """CSV always (pretrain/logs/metrics.csv: plain text, readable anywhere), then train.loggers' others.
+
+    TensorBoard gets its own folder, pretrain/tensorboard/, so `tensorboard --logdir results/` shows every run.
+    Weights & Biases is imported only when asked for: it is an optional dependency.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_electra.config import ConfigError, to_dict
+
+    loggers = [ResumedCSVLogger(stage_dir, name="logs", version="")]
+    if "tensorboard" in cfg.train.loggers:
+        loggers.append(TensorBoardLogger(stage_dir, name="tensorboard", version="", default_hp_metric=False))
+    if "wandb" in cfg.train.loggers:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("train.loggers includes wandb, which is not installed: `pip install wandb`, or leave "
+                              "it out (train.loggers=[csv,tensorboard]).") from None
+        from lightning.pytorch.loggers import WandbLogger
+
+        # one W&B run per stage, named like its directory: <sweep>/<run>-<hash>[/pretrain-stage<k>]
+        sweep, run_name = stage_dir.parts[-4], stage_dir.parts[-2]
+        name = f"{sweep}/{run_name}" + ("" if stage_dir.name == "pretrain" else f"/{stage_dir.name}")
+        loggers.append(WandbLogger(name=name, save_dir=str(stage_dir), group=cfg.scale, config=to_dict(cfg),
+                                   project=os.environ.get("WANDB_PROJECT", "lightning_electra")))
+    return loggers
 
 
 def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, checkpoints: Path,
@@ -118,24 +235,87 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
     local = [s - first for s in saves if first < s <= first + module.steps]
     every = max(1, min(module.steps // 10, 2000))
     last = ModelCheckpoint(dirpath=stage_dir, save_last=True, save_top_k=0, every_n_train_steps=every)
-    trainer = L.Trainer(
-        max_steps=module.steps, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip,
-        logger=CSVLogger(stage_dir, name="logs", version=""), log_every_n_steps=cfg.train.log_every_n_steps,
-        callbacks=[last, FractionCheckpoints(checkpoints, local)], enable_model_summary=False,
+    trainer = make_trainer(
+        cfg, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip,
+        logger=make_loggers(cfg, stage_dir), log_every_n_steps=cfg.train.log_every_n_steps,
+        callbacks=[last, FractionCheckpoints(checkpoints, local)], plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(), limit_val_batches=0, num_sanity_val_steps=0)
     resume = stage_dir / "last.ckpt"
     print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale})"
           + (f" stage {module.stage}/{module.stages}" if module.stages > 1 else "")
           + f": {module.steps} steps, {module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
           + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
+    if resume.exists():
+        check_resumable(resume, module)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    if trainer.is_global_zero and module.stage < module.stages:  # what the next stage starts from
-        tmp = final.with_name(final.name + ".tmp")
-        torch.save({"state": state, "measured_flops_per_step": module.measured_flops_per_step}, tmp)
-        tmp.rename(final)
+    # on every rank: under FSDP this gathers the sharded weights onto rank 0 (the other ranks get nothing)
+    state = {k: v.detach().cpu() for k, v in trainer.strategy.lightning_module_state_dict().items()}
+    if module.stage < module.stages:  # what the next stage starts from: rank 0 saves it, every rank reads it back
+        if trainer.is_global_zero:
+            tmp = final.with_name(final.name + ".tmp")
+            torch.save({"state": state, "measured_flops_per_step": module.measured_flops_per_step}, tmp)
+            tmp.rename(final)
+        trainer.strategy.barrier()
+        state = torch.load(final, map_location="cpu", weights_only=True)["state"]
     return state
+
+
+def make_trainer(cfg: Config, **kwargs) -> L.Trainer:
+    """A Trainer on train.accelerator, devices, num_nodes and strategy, with gradient accumulation when a device's
+    share of the global batch exceeds train.max_device_batch. Lightning's complaints about the hardware become a
+    ConfigError that names the keys."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    t = cfg.train
+    asked = (f"train.accelerator={t.accelerator} train.devices={t.devices} train.num_nodes={t.num_nodes} "
+             f"train.strategy={t.strategy}")
+    here = f"this machine has {torch.cuda.device_count()} visible GPU(s)"
+    try:
+        # our sampler gives each rank its share of every global batch (see EpochSampler): no DistributedSampler
+        trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                            strategy=t.strategy, use_distributed_sampler=False, **kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"Cannot run {asked}: {err} ({here}). Ask for devices that exist (DEVICES=N or "
+                          "train.devices=N; auto takes every GPU) or run on a machine that has them.") from None
+    if t.accelerator == "auto" and isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+        # Lightning would quietly start that many CPU processes: almost surely not what DEVICES=N meant
+        raise ConfigError(f"train.devices={t.devices} asks for {trainer.num_devices} devices, but {here}, so "
+                          "train.accelerator=auto picked the CPU. Use train.devices=1 (or auto) here, run on a "
+                          f"machine with the GPUs, or set train.accelerator=cpu to run {trainer.num_devices} CPU "
+                          "processes on purpose.")
+    # The Trainer knows the world size only once built; its fit loop reads this attribute when it runs
+    _, trainer.accumulate_grad_batches = batch_layout(t.batch_size, trainer.world_size, t.max_device_batch)
+    return trainer
+
+
+def check_hardware(cfg: Config) -> None:
+    """make_trainer's checks on their own, without Lightning's device lines (the real Trainer prints them)."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        make_trainer(cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    finally:
+        log.setLevel(level)
+
+
+def check_resumable(checkpoint: Path, module) -> None:
+    """Refuse a last.ckpt whose weights are not this module's (another variant or shape) before Lightning fails
+    on it with a long list of keys. Run directories are keyed by a hash that includes both, so only a copied or
+    moved file gets here."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("state_dict", {})
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ConfigError(f"{checkpoint} cannot be read ({type(err).__name__}: {err}); delete it to start this "
+                          "run's pre-training over.") from None
+    ours = module.state_dict()
+    wrong = sorted(set(saved) ^ set(ours)) or [k for k in ours if saved[k].shape != ours[k].shape]
+    if wrong:
+        raise ConfigError(f"{checkpoint} does not hold this run's model ({module.cfg.variant}; first mismatched "
+                          f"weights: {', '.join(wrong[:3])}): it was written by another variant or shape. Resume "
+                          "it with the config beside it (config.yaml), or delete it to start this run over.")
 
 
 def generator_width(cfg: Config) -> int | None:
@@ -147,17 +327,31 @@ def generator_width(cfg: Config) -> int | None:
     return generator_shape(cfg.model).hidden if cfg.model.generator == "learned" else 0
 
 
+def glue_tasks(cfg: Config, announce: bool = False) -> list[str]:
+    """The tasks of finetune.tasks to fine-tune: all from the hub; from files, those with train and dev files."""
+    from lightning_electra.data.glue import available_tasks, glue_root
+
+    if cfg.finetune.source == "hub":
+        return list(cfg.finetune.tasks)
+    root = glue_root(cfg.data.data_dir)
+    tasks, missing = available_tasks(cfg.data.data_dir, cfg.finetune.tasks)
+    if cfg.finetune.tasks and not tasks:  # else the run would pre-train, then write an empty table
+        raise ConfigError(f"None of the GLUE tasks in finetune.tasks ({', '.join(cfg.finetune.tasks)}) has train "
+                          f"and dev files under {root}. Set DATA_DIR to a folder holding glue/<TASK>/train.tsv and "
+                          "dev.tsv (e.g. DATA_DIR=../shared/data), or use finetune.source=hub (online).")
+    if missing and announce:
+        print(f"[finetune] skipping GLUE tasks without train and dev files under {root}: {', '.join(missing)}",
+              flush=True)
+    return tasks
+
+
 def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     """Fine-tune every saved checkpoint on every usable GLUE task, `finetune.seeds` times; one row per metric."""
-    from lightning_electra.data.glue import available_tasks, build_tokenizer
+    from lightning_electra.data.glue import build_tokenizer
     from lightning_electra.finetune import finetune_task
 
     data_dir = Path(cfg.data.data_dir)
-    hub = cfg.finetune.source == "hub"
-    tasks, missing = (cfg.finetune.tasks, []) if hub else available_tasks(data_dir, cfg.finetune.tasks)
-    if missing:
-        print(f"[finetune] skipping GLUE tasks without train and dev files under {data_dir / 'glue'}: "
-              f"{', '.join(missing)}", flush=True)
+    tasks = glue_tasks(cfg, announce=True)
     tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     base = {"sweep": sweep, "run": cfg.name, "variant": cfg.variant, "scale": cfg.scale, "seed": cfg.train.seed,
@@ -183,16 +377,30 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     return rows
 
 
-def run(cfg: Config, sweep: str) -> Path:
-    """Pre-train and fine-tune one run unless its results table already exists; returns that file."""
+def run(cfg: Config, sweep: str, finetune: bool = True) -> Path | None:
+    """Pre-train and fine-tune one run unless its results table already exists; returns that file.
+
+    Under a distributed launch (torchrun, srun, or Lightning's own for devices > 1) every rank runs this and takes
+    part in pre-training; only rank 0 writes files, fine-tunes (on one device) and returns the table. The other
+    ranks return None once pre-training is done. `finetune=False`: pre-train only (returns None).
+    """
     out = run_dir(cfg, sweep)
     table = out / f"results-{config_hash(cfg)}.csv"
     if table.exists():
+        read_table(table, sweep=sweep)  # a run directory copied from another sweep: refuse to mix its rows in
+        if not finetune or global_rank() != 0:
+            return None
         print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
         return table
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    resolve_data_path(cfg, cfg.data.vocab)  # no data directory: say so first (it would also lack GLUE)
+    glue_tasks(cfg)  # no GLUE task to fine-tune on: say so now, not after pre-training
+    if global_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     pretrain(cfg, out)
+    if not finetune or global_rank() != 0:
+        return None
+    leave_process_group()
     rows = finetune_checkpoints(cfg, out, sweep)
     write_table([{c: r[c] for c in COLUMNS} for r in rows], table)
     return table

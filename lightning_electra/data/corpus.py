@@ -41,6 +41,16 @@ def _hub_lines(spec: str) -> Iterator[str]:
         yield ""
 
 
+def _file_lines(path: Path) -> Iterator[str]:
+    """A local file's lines; a damaged file is a CorpusError naming it (the decoders' own errors do not)."""
+    try:
+        with _open_text(path) as f:
+            yield from (line.rstrip("\n") for line in f)
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, UnicodeDecodeError) as err:
+        raise CorpusError(f"Corpus file '{path}' cannot be read ({type(err).__name__}: {err}): it is truncated, "
+                          "damaged or not UTF-8 text. Download it again, or leave it out of data.corpus.") from None
+
+
 def iter_lines(data_dir: Path, sources: list[str], max_bytes: int | None = None) -> Iterator[str]:
     """Lines of every source in order, stopping at the first document end after `max_bytes` of text."""
     read = 0
@@ -52,7 +62,7 @@ def iter_lines(data_dir: Path, sources: list[str], max_bytes: int | None = None)
             if not path.is_file():
                 raise CorpusError(f"Corpus file '{path}' not found. Set DATA_DIR to the folder holding corpus/ "
                                   "(e.g. DATA_DIR=../shared/data) or fix data.corpus.")
-            lines = (line.rstrip("\n") for line in _open_text(path))
+            lines = _file_lines(path)
         for line in lines:
             line = line.strip()
             if not line and max_bytes is not None and read >= max_bytes:

@@ -20,12 +20,12 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_electra.config import Config, DataConfig, resolve_data_path
+from lightning_electra.config import Config, ConfigError, DataConfig, resolve_data_path
 from lightning_electra.data.corpus import CorpusError, iter_lines
 from lightning_electra.data.packing import ExampleBuilder, pack, to_array, token_type_ids
-from lightning_electra.data.tokenizer import SpecialIds, special_ids, wordpiece
+from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
 
 PACKING_VERSION = 1  # bump when packing changes, so stale caches are not reused
 LINES_PER_BATCH = 4096
@@ -57,6 +57,9 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
     data_dir = Path(data.data_dir)
     vocab_path = data_dir / data.vocab
     ids = special_ids(vocab_path)
+    if ids.vocab_size > 2**16:  # the cache stores uint16 ids: larger ones would wrap around silently
+        raise VocabError(f"Vocabulary {vocab_path} has {ids.vocab_size:,} tokens; the packed corpus stores token ids "
+                         "in 16 bits, so at most 65,536. Use a WordPiece vocabulary of that size (BERT's has 30,522).")
     tokenizer = wordpiece(vocab_path)
     builder = ExampleBuilder(ids, data.max_seq_length, data.single_segment_prob, data.short_seq_prob, data.seed)
     start = time.time()
@@ -87,6 +90,28 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
     return out_dir
 
 
+def local_rank() -> int:
+    """This process's rank on its machine in a distributed launch (torchrun and Lightning: LOCAL_RANK; srun:
+    SLURM_LOCALID); 0 when alone."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+
+
+def batch_layout(batch_size: int, world: int, max_device_batch: int | None = None) -> tuple[int, int]:
+    """(examples per forward on one device, micro-batches accumulated per optimizer step) for a global batch.
+
+    train.batch_size is global: each of the `world` processes (devices x nodes) takes an equal share, in as few
+    equal micro-batches as keep each within max_device_batch. An optimizer step thus always sees batch_size
+    examples, so steps, schedule and FLOPs budget mean the same on 1 or 8 GPUs.
+    """
+    if batch_size % world:
+        raise ConfigError(f"train.batch_size={batch_size} is global and must split evenly over the {world} processes "
+                          f"(train.devices x train.num_nodes): use a batch size divisible by {world}, or other "
+                          "devices or nodes.")
+    share = batch_size // world
+    accumulate = next(k for k in range(1, share + 1) if share % k == 0 and share // k <= (max_device_batch or share))
+    return share // accumulate, accumulate
+
+
 class PackedExamples(Dataset):
     def __init__(self, path: Path):
         self.array = np.load(path, mmap_mode="r")
@@ -98,12 +123,47 @@ class PackedExamples(Dataset):
         return torch.from_numpy(self.array[i].astype(np.int64))
 
 
+class EpochSampler(Sampler[int]):
+    """A fresh permutation each epoch, drawn from `seed + epoch`, starting after the `done()` batches already trained.
+
+    A run resumed mid-epoch thus sees exactly the batches an uninterrupted one would: Lightning restores its step
+    counters but restarts a shuffled DataLoader, whose carried-over generator it cannot rewind.
+    """
+
+    def __init__(self, size: int, batch: int, seed: int, done=lambda: 0, rank: int = 0, world: int = 1,
+                 global_batch: int | None = None):
+        self.size, self.batch, self.seed, self.done, self.rank, self.world = size, batch, seed, done, rank, world
+        # an epoch is whole optimizer steps (global batches, of several micro-batches when gradients accumulate)
+        self.batches = size // (global_batch or batch * world) * (global_batch or batch * world) // (batch * world)
+        self.rest = size - self.batches * batch * world  # kept when less than a batch (the DataLoader drops it)
+        self.rest = self.rest if self.rest < batch else 0
+
+    def __len__(self) -> int:
+        # a whole epoch, also when resuming: Lightning counts the skipped batches as done
+        return self.batches * self.batch + self.rest
+
+    def __iter__(self):
+        epoch, skip = divmod(self.done(), self.batches)
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+        # Several processes: a batch's examples are a consecutive run of the permutation and each rank takes its
+        # slice, so an optimizer step sees the same examples on any number of devices (each rank's share is the
+        # micro-batch one device would accumulate)
+        batches = order[: self.batches * self.batch * self.world].view(self.batches, self.world, self.batch)
+        rest = order[len(order) - self.rest:] if self.rest else order[:0]
+        return iter(batches[skip:, self.rank].flatten().tolist() + rest.tolist())
+
+
 class PretrainDataModule(L.LightningDataModule):
-    """Packed corpus batches of `input_ids`, `token_type_ids` and `attention_mask` (no masking: that is on device)."""
+    """Packed corpus batches of `input_ids`, `token_type_ids` and `attention_mask` (no masking: that is on device).
+
+    It counts the batches handed to training and keeps the count in Lightning's checkpoints, so a resumed run's
+    sampler continues where the interrupted one stopped.
+    """
 
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        self.batches_done = 0
         self.vocab_path = resolve_data_path(cfg, cfg.data.vocab)
         self.special = special_ids(self.vocab_path)
         self.cache = Path(cfg.data.cache_dir) / "packed" / cache_key(cfg.data, self.vocab_path)
@@ -111,6 +171,20 @@ class PretrainDataModule(L.LightningDataModule):
     @property
     def special_ids(self) -> SpecialIds:
         return self.special
+
+    def prepare_once(self, poll_seconds: float = 2.0) -> None:
+        """`prepare_data` on each machine's local rank 0; its other ranks wait for that cache.
+
+        Lightning calls prepare_data on local rank 0 only, but run.make_module needs the data before any Trainer
+        exists; under torchrun or srun every rank gets there at once and each would pack the whole corpus.
+        """
+        if local_rank() == 0:
+            return self.prepare_data()
+        if not (self.cache / "examples.npy").exists():
+            print(f"[data] rank {local_rank()}: waiting for local rank 0 to pack the corpus into {self.cache}",
+                  flush=True)
+        while not (self.cache / "examples.npy").exists():  # the cache appears whole (built aside, then renamed)
+            time.sleep(poll_seconds)
 
     def prepare_data(self) -> None:
         if not (self.cache / "examples.npy").exists():
@@ -121,16 +195,26 @@ class PretrainDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = PackedExamples(self.cache / "examples.npy")
+        self.batches_done = 0  # each fit (stage) starts its own count; a resumed one loads it from the checkpoint
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        self.batches_done += 1  # called when the loop takes a batch to train on, not when a worker prefetches it
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches_done = state["batches_done"]
 
     def token_counts(self) -> np.ndarray:
         """Corpus frequency of every vocabulary id (for the unigram generator)."""
         return np.load(self.cache / "token_counts.npy")
 
     def per_device_batch(self) -> int:
+        """Examples in one forward on one device (a micro-batch when gradients accumulate)."""
         world = self.trainer.world_size if self.trainer is not None else 1
-        if self.cfg.train.batch_size % world:
-            raise ValueError(f"train.batch_size={self.cfg.train.batch_size} is not divisible by the {world} devices.")
-        return self.cfg.train.batch_size // world
+        return batch_layout(self.cfg.train.batch_size, world, self.cfg.train.max_device_batch)[0]
 
     def collate(self, rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         input_ids = torch.stack(rows)
@@ -139,11 +223,18 @@ class PretrainDataModule(L.LightningDataModule):
                 "attention_mask": (input_ids != self.special.pad).long()}
 
     def train_dataloader(self) -> DataLoader:
-        if len(self.train_set) < self.per_device_batch():
+        batch, seed = self.per_device_batch(), self.cfg.train.seed
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if len(self.train_set) < self.cfg.train.batch_size:
             raise ValueError(f"The packed corpus has {len(self.train_set)} examples, fewer than one batch of "
-                             f"{self.per_device_batch()}: read more text (data.max_corpus_bytes) or lower the batch.")
-        generator = torch.Generator().manual_seed(self.cfg.train.seed)
+                             f"{self.cfg.train.batch_size}: read more text (data.max_corpus_bytes) or lower the "
+                             "batch.")
+        # Each rank draws its own share of every global batch (make_trainer turns Lightning's distributed sampler
+        # off), so a resumed run skips the batches done on any number of devices
+        sampler = EpochSampler(len(self.train_set), batch, seed, done=lambda: self.batches_done, rank=rank,
+                               world=world, global_batch=self.cfg.train.batch_size)
+        generator = torch.Generator().manual_seed(seed)  # only for worker seeds: the global RNG stays untouched
         workers = self.cfg.data.num_workers
-        return DataLoader(self.train_set, batch_size=self.per_device_batch(), shuffle=True, drop_last=True,
+        return DataLoader(self.train_set, batch_size=batch, sampler=sampler, drop_last=True,
                           generator=generator, collate_fn=self.collate, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())

@@ -127,7 +127,9 @@ def _parse_label(spec: GlueTask, raw: str, where: str) -> Union[int, float]:
             raise GlueDataError(f"{where}: the {spec.name} score {raw!r} is not a number.") from None
     if raw not in spec.labels:
         raise GlueDataError(f"{where}: unknown {spec.name} label {raw!r}; expected one of {', '.join(spec.labels)}. "
-                            "Is this the glue_data file for this task?")
+                            "Is this the glue_data file for this task, and whole (a file cut mid-row ends in a "
+                            "partial label)? Restore it from a fresh GLUE download or drop the task from "
+                            "finetune.tasks.")
     return spec.labels.index(raw)
 
 
@@ -141,7 +143,11 @@ def _read_tsv(path: Path, mtime_ns: int, task_name: str) -> tuple[Example, ...]:
     # (an unmatched one would make a csv reader swallow the following lines) and could hold a stray "\r".
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            try:
+                line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+            except UnicodeDecodeError as err:
+                raise GlueDataError(f"{path}, line {lineno}: not UTF-8 text ({err}); restore the file from a fresh "
+                                    "GLUE download, or drop the task from finetune.tasks.") from None
             if lineno == 1:
                 line = line.lstrip("\ufeff")  # MRPC's header starts with a BOM
             if not line:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def read_vocab(path: Path) -> dict[str, int]:
     if not tokens:
         raise VocabError(f"Vocabulary {path} is empty; use a BERT WordPiece vocab.txt (one token a line).")
     vocab = {tok: i for i, tok in enumerate(tokens)}
+    if len(vocab) != len(tokens):  # a repeated token would leave ids past the end of the embedding table
+        repeated = sorted(t for t, n in Counter(tokens).items() if n > 1)[:5]
+        raise VocabError(f"Vocabulary {path} repeats token(s) {repeated}: every line must be a distinct token. "
+                         "Use bert-base-uncased-vocab.txt or remove the repeats.")
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise VocabError(f"Vocabulary {path} lacks the special token(s) {', '.join(missing)}: ELECTRA needs "

@@ -1,0 +1,273 @@
+"""Bad inputs, one test each: the error's type, that its message says what is wrong, and what to do about it.
+
+Cases already covered elsewhere are not repeated here: unknown or mistyped keys, a wrong-typed batch size, a
+malformed override, hidden size vs heads, tie=all and two-stage with unequal G and D, unknown variants and tasks
+(test_config.py); a row with too few columns and a missing GLUE file (test_glue.py).
+"""
+
+import lzma
+
+import pandas as pd
+import pytest
+import torch
+
+from lightning_electra.config import ConfigError, config_hash, load_config
+from lightning_electra.data.corpus import CorpusError
+from lightning_electra.data.datamodule import PretrainDataModule, build_packed_corpus
+from lightning_electra.data.glue import GlueDataError, load_examples
+from lightning_electra.data.tokenizer import VocabError
+from lightning_electra.results import COLUMNS, ResultsError
+
+RTE_HEADER = "index\tsentence1\tsentence2\tlabel"
+
+
+def error(kind, call, *args, **kwargs) -> str:
+    with pytest.raises(kind) as err:
+        call(*args, **kwargs)
+    return str(err.value)
+
+
+@pytest.fixture
+def own_data(data_dir, tmp_path):
+    """A data directory of our own: the real vocabulary, a small corpus file, RTE only."""
+    root = tmp_path / "data"
+    (root / "vocab").mkdir(parents=True)
+    (root / "vocab" / "v.txt").write_bytes((data_dir / "vocab" / "bert-base-uncased-vocab.txt").read_bytes())
+    (root / "corpus").mkdir()
+    (root / "corpus" / "c.txt").write_text("A first paragraph of text.\nA second one.\n\nAnother document.\n" * 200)
+    for split in ("train", "dev"):
+        (root / "glue" / "RTE").mkdir(parents=True, exist_ok=True)
+        (root / "glue" / "RTE" / f"{split}.tsv").write_text(f"{RTE_HEADER}\n0\ta\tb\tentailment\n")
+    return root
+
+
+def own_cfg(root, tmp_path, *overrides):
+    return load_config("smoke", overrides=[f"data.data_dir={root}", "data.vocab=vocab/v.txt",
+                                           "data.corpus=[corpus/c.txt]", f"data.cache_dir={tmp_path / 'cache'}",
+                                           f"results_dir={tmp_path / 'results'}", "finetune.tasks=[RTE]", *overrides])
+
+
+# --------------------------------------------------------------------------------------------- config values
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.lr=fast", "float"), ("train.steps=ten", "Optional[int]"), ("train.compile=maybe", "bool"),
+    ("data.corpus=5", "list[str]"), ("train.devices=[0,1]", "str"),
+])
+def test_a_value_of_the_wrong_type_names_the_key_and_the_type_expected(override, expected):
+    key = override.split("=")[0]
+    msg = error(ConfigError, load_config, "smoke", overrides=[override])
+    assert f"'{key}'" in msg and f"Expected {expected}" in msg and "reference_type" not in msg  # no OmegaConf dump
+
+
+def test_an_environment_default_of_the_wrong_type_names_the_key_and_the_variable(monkeypatch):
+    monkeypatch.setenv("NUM_NODES", "two")
+    msg = error(ConfigError, load_config, "smoke")
+    assert "'train.num_nodes'" in msg and "NUM_NODES" in msg and "'two'" in msg
+
+
+def test_an_unknown_key_in_a_sweep_file_names_the_file():
+    msg = error(ConfigError, load_config, "smoke", layers=[({"train": {"lrate": 1e-3}}, "sweep x run y")])
+    assert "'train.lrate'" in msg and "sweep x run y" in msg and "train.lr" in msg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.generator_fraction=0"], r"generator_fraction .* \(0, 1\]"),
+    (["data.max_seq_length=1024"], r"max_seq_length=1024 exceeds model\.max_position_embeddings=512: raise"),
+    (["model.hidden_size=516", "model.num_heads=4"], r"Generator hidden size 129 .* pick a fraction"),  # G: 2 heads
+    (["train.num_nodes=0"], r"train\.num_nodes must be at least 1"),
+    (["train.max_device_batch=0"], r"train\.max_device_batch must be at least 1"),
+])
+def test_impossible_sizes_say_what_to_change(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", overrides=overrides)
+
+
+# --------------------------------------------------------------------------------------------- hardware
+
+
+def hardware(*overrides):
+    from lightning_electra.run import check_hardware
+
+    return error(ConfigError, check_hardware, load_config("smoke", overrides=list(overrides)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine auto picks the GPUs")
+def test_more_devices_than_exist():
+    # auto on a machine without GPUs: Lightning would quietly start 4 CPU processes
+    msg = hardware("train.devices=4")
+    assert "train.devices=4" in msg and "0 visible GPU" in msg and "train.accelerator=cpu" in msg
+    msg = hardware("train.accelerator=gpu", "train.devices=2")
+    assert "train.accelerator=gpu train.devices=2" in msg and "Ask for devices that exist" in msg
+
+
+def test_fsdp_without_a_gpu_is_a_config_error():
+    msg = hardware("train.accelerator=cpu", "train.devices=2", "train.strategy=fsdp")
+    assert "train.strategy=fsdp" in msg and "GPU" in msg
+
+
+def test_a_global_batch_that_does_not_split_over_the_devices():
+    msg = hardware("train.accelerator=cpu", "train.devices=3")  # the smoke batch is 16
+    assert "train.batch_size=16" in msg and "divisible by 3" in msg
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def test_a_missing_data_directory_stops_a_run_before_any_work(smoke_cfg):
+    from lightning_electra.run import run, run_dir
+
+    cfg = smoke_cfg("data.data_dir=/nonexistent/data")
+    msg = error(ConfigError, run, cfg, "s")
+    assert "'/nonexistent/data' does not exist" in msg and "DATA_DIR=" in msg
+    assert not run_dir(cfg, "s").exists()
+
+
+def test_a_missing_glue_task_stops_a_run_before_pretraining(own_data, tmp_path):
+    from lightning_electra.run import run, run_dir
+
+    cfg = own_cfg(own_data, tmp_path, "finetune.tasks=[CoLA,MRPC]")  # own_data has RTE only
+    msg = error(ConfigError, run, cfg, "s")
+    assert "CoLA, MRPC" in msg and str(own_data / "glue") in msg and "DATA_DIR" in msg and "source=hub" in msg
+    assert not run_dir(cfg, "s").exists()
+
+
+def test_a_glue_row_with_a_stray_tab(tmp_path):
+    path = tmp_path / "glue" / "RTE" / "dev.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{RTE_HEADER}\n0\ta\tb\tentailment\n1\ta\tb\tx\tentailment\n")
+    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    assert "line 3" in msg and "expected 4" in msg and "found 5" in msg and "fresh GLUE download" in msg
+
+
+def test_a_glue_file_cut_mid_row(tmp_path):
+    path = tmp_path / "glue" / "RTE" / "dev.tsv"
+    path.parent.mkdir(parents=True)
+    whole = f"{RTE_HEADER}\n0\ta\tb\tentailment\n1\tThe second premise.\tIts hypothesis.\tnot_entailment\n"
+    path.write_text(whole[:-8])  # cut inside the last label
+    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    assert "line 3" in msg and "'not_ent'" in msg and "cut mid-row" in msg and "fresh GLUE download" in msg
+    path.write_text(whole[: whole.index("premise")])  # cut inside a sentence: two columns short
+    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    assert "line 3" in msg and "found 2" in msg and "truncated" in msg
+
+
+def test_a_glue_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "glue" / "RTE" / "dev.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(f"{RTE_HEADER}\n0\tcaf\xe9\tb\tentailment\n".encode("latin-1"))
+    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    assert "line 2" in msg and "not UTF-8" in msg and "fresh GLUE download" in msg
+
+
+def test_an_empty_corpus(own_data, tmp_path):
+    (own_data / "corpus" / "c.txt").write_text("\n\n")
+    msg = error(CorpusError, PretrainDataModule(own_cfg(own_data, tmp_path)).prepare_data)
+    assert "holds no text" in msg and "data.corpus" in msg
+
+
+def test_a_truncated_corpus_file(own_data, tmp_path):
+    packed = lzma.compress(("A paragraph of text.\n" * 20000).encode())
+    (own_data / "corpus" / "c.txt.xz").write_bytes(packed[: len(packed) // 2])  # an interrupted download
+    cfg = own_cfg(own_data, tmp_path, "data.corpus=[corpus/c.txt.xz]")
+    msg = error(CorpusError, PretrainDataModule(cfg).prepare_data)
+    assert str(own_data / "corpus" / "c.txt.xz") in msg and "truncated" in msg and "Download it again" in msg
+
+
+def test_a_vocabulary_without_the_special_tokens(own_data, tmp_path):
+    vocab = own_data / "vocab" / "v.txt"
+    vocab.write_text("\n".join(t for t in vocab.read_text().splitlines() if t != "[MASK]") + "\n")
+    msg = error(VocabError, PretrainDataModule, own_cfg(own_data, tmp_path))
+    assert "[MASK]" in msg and "bert-base-uncased-vocab.txt" in msg
+
+
+def test_a_vocabulary_with_a_repeated_token(own_data, tmp_path):
+    vocab = own_data / "vocab" / "v.txt"
+    vocab.write_text(vocab.read_text() + "hello\n")  # ids past the embedding table otherwise
+    msg = error(VocabError, PretrainDataModule, own_cfg(own_data, tmp_path))
+    assert "repeats" in msg and "'hello'" in msg and "remove the repeats" in msg
+
+
+def test_a_vocabulary_too_large_for_the_packed_cache(own_data, tmp_path):
+    vocab = own_data / "vocab" / "v.txt"
+    vocab.write_text(vocab.read_text() + "".join(f"extra{i}\n" for i in range(40_000)))  # 70,522 tokens
+    msg = error(VocabError, build_packed_corpus, own_cfg(own_data, tmp_path).data, tmp_path / "out")
+    assert "70,522 tokens" in msg and "65,536" in msg
+
+
+# --------------------------------------------------------------------------------------------- results, checkpoints
+
+
+def table(sweep: str, run: str = "tie-none") -> pd.DataFrame:
+    return pd.DataFrame([{**{c: 0 for c in COLUMNS}, "sweep": sweep, "run": run, "scale": "smoke"}])
+
+
+def sweep_main(tmp_path, data_dir):
+    from experiments.sweep import main
+
+    main(["weight-sharing", "--scale", "smoke", "--no-report", f"results_dir={tmp_path / 'results'}",
+          f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path / 'cache'}"])
+
+
+def test_a_sweep_table_of_another_sweep_stops_the_sweep_before_training(tmp_path, data_dir):
+    path = tmp_path / "results" / "weight-sharing" / "results.csv"
+    path.parent.mkdir(parents=True)
+    table("efficiency").to_csv(path, index=False)
+    with pytest.raises(SystemExit) as err:
+        sweep_main(tmp_path, data_dir)
+    msg = str(err.value.code)
+    assert str(path) in msg and "['efficiency']" in msg and "Move it away" in msg and "rebuilds" in msg
+    assert not (tmp_path / "results" / "weight-sharing" / "smoke").exists()  # nothing trained
+
+
+def test_a_run_table_of_another_sweep_is_not_mixed_in(smoke_cfg):
+    from lightning_electra.run import run, run_dir
+
+    cfg = smoke_cfg()
+    path = run_dir(cfg, "weight-sharing") / f"results-{config_hash(cfg)}.csv"
+    path.parent.mkdir(parents=True)
+    table("efficiency").to_csv(path, index=False)  # a run directory copied over from another sweep
+    msg = error(ResultsError, run, cfg, "weight-sharing")
+    assert str(path) in msg and "not 'weight-sharing'" in msg and "Move it away" in msg
+
+
+def test_a_checkpoint_of_another_variant_is_refused_before_training(smoke_cfg, tmp_path):
+    from lightning_electra.run import fit_stage, make_module
+
+    bert_cfg, cfg = smoke_cfg(variant="bert"), smoke_cfg()
+    stage_dir = tmp_path / "run" / "pretrain"
+    stage_dir.mkdir(parents=True)
+    torch.save({"state_dict": make_module(bert_cfg, PretrainDataModule(bert_cfg)).state_dict()},
+               stage_dir / "last.ckpt")
+    data = PretrainDataModule(cfg)
+    msg = error(ConfigError, fit_stage, cfg, make_module(cfg, data), data, stage_dir, tmp_path / "ckpts", [1])
+    assert str(stage_dir / "last.ckpt") in msg and "electra" in msg and "another variant" in msg
+    assert "config.yaml" in msg and "delete it" in msg
+    (stage_dir / "last.ckpt").write_bytes(b"half a checkpoint")  # a damaged file: the same advice
+    msg = error(ConfigError, fit_stage, cfg, make_module(cfg, data), data, stage_dir, tmp_path / "ckpts", [1])
+    assert "cannot be read" in msg and "delete it" in msg
+
+
+def test_an_error_in_one_run_keeps_what_earlier_runs_did(tmp_path, data_dir, monkeypatch, capsys):
+    """A sweep stopped by a run's error leaves every finished result, and the sweep's table, as they were."""
+    import experiments.sweep as sweep
+
+    previous = tmp_path / "results" / "weight-sharing" / "results.csv"
+    previous.parent.mkdir(parents=True)
+    table("weight-sharing").to_csv(previous, index=False)
+    before = previous.read_text()
+    done = tmp_path / "tie-none.csv"
+
+    def fake_run(cfg, name, finetune=True):
+        if finetune and cfg.name == "tie-embeddings":  # the second run's fine-tuning meets a bad GLUE file
+            raise GlueDataError("glue/RTE/dev.tsv, line 3: ...")
+        if finetune:
+            table(name, cfg.name).to_csv(done, index=False)
+            return done
+    monkeypatch.setattr(sweep, "run", fake_run)
+    with pytest.raises(SystemExit) as err:
+        sweep_main(tmp_path, data_dir)
+    assert "line 3" in str(err.value.code)
+    assert previous.read_text() == before and done.exists()
+    note = capsys.readouterr().err
+    assert "stopped at run tie-embeddings" in note and "kept" in note and "same command again" in note

@@ -1,0 +1,149 @@
+"""Exported checkpoints load with `from_pretrained` and compute what the module computed; GLUE from any ELECTRA
+directory; pre-training loggers. One real 2-step pre-training run is shared by the tests that need one."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
+
+from lightning_electra.__main__ import main
+from lightning_electra.config import ConfigError, load_config, save_config
+from lightning_electra.data.glue import build_tokenizer
+from lightning_electra.export import ExportError, build_module, export, load_module, load_run_config
+from lightning_electra.finetune import finetune_task
+from lightning_electra.run import pretrain, run_dir
+
+SENTENCES = ["the quick brown fox jumps over the lazy dog .", "electra detects replaced tokens"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_dir, tmp_path_factory):
+    """A real 2-step ELECTRA pre-training (Trainer, last.ckpt, step checkpoints, loggers) at smoke shapes."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = load_config("smoke", overrides=[
+        f"data.data_dir={data_dir}", f"results_dir={tmp / 'results'}", f"data.cache_dir={tmp / 'cache'}",
+        "data.max_corpus_bytes=200000", "train.flops_budget=null", "train.steps=2", "train.log_every_n_steps=1"])
+    out = run_dir(cfg, "export-test")
+    out.mkdir(parents=True)
+    save_config(cfg, out / "config.yaml")
+    pretrain(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported")
+    main(["export", str(trained_run), str(out)])  # through the command line; a run directory gives its last.ckpt
+    return out
+
+
+def encode(model_dir):
+    return AutoTokenizer.from_pretrained(str(model_dir))(SENTENCES, padding=True, return_tensors="pt")
+
+
+def test_export_reloads_with_the_modules_logits(trained_run, exported, data_dir):
+    meta = json.loads((exported / "export.json").read_text())
+    assert meta["models"] == {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+    assert meta["step"] == 2 and meta["variant"] == "electra" and meta["not_exported"] == []
+    module, _ = load_module(trained_run / "pretrain" / "last.ckpt", load_run_config(trained_run / "config.yaml"), None)
+    batch = encode(exported / "discriminator")
+    # the exported tokenizer is the suite's vocabulary, lower-cased like pre-training's
+    ours = build_tokenizer(data_dir / "vocab" / "bert-base-uncased-vocab.txt")(SENTENCES, padding=True,
+                                                                              return_tensors="pt")
+    assert torch.equal(batch["input_ids"], ours["input_ids"])
+    d = ElectraForPreTraining.from_pretrained(exported / "discriminator").eval()
+    g = ElectraForMaskedLM.from_pretrained(exported / "generator").eval()
+    with torch.no_grad():
+        assert torch.allclose(d(**batch).logits, module.discriminator(**batch).logits, atol=1e-5)
+        assert torch.allclose(g(**batch).logits, module.generator(**batch).logits, atol=1e-5)
+        # last.ckpt holds the final weights: the encoder saved from the live module at step 2 is the same
+        live = ElectraModel.from_pretrained(trained_run / "checkpoints" / "step-0000002").eval()
+        assert torch.allclose(live(**batch).last_hidden_state, d.electra(**batch).last_hidden_state, atol=1e-5)
+
+
+def test_pretraining_writes_csv_and_tensorboard_logs(trained_run):
+    assert (trained_run / "pretrain" / "logs" / "metrics.csv").stat().st_size > 0
+    assert list((trained_run / "pretrain" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_step_directory_exports_its_encoder_only(trained_run, tmp_path):
+    meta = export(trained_run / "checkpoints" / "step-0000001", tmp_path / "out")
+    assert meta["models"] == {"encoder": "ElectraModel"} and meta["step"] == 1
+    assert not (tmp_path / "out" / "discriminator").exists()  # no head to give: not a random one with a warning
+    ElectraModel.from_pretrained(tmp_path / "out" / "encoder")
+
+
+def test_a_checkpoint_of_another_variant_is_a_clear_error(trained_run, tmp_path):
+    cfg = load_run_config(trained_run / "config.yaml")
+    cfg.variant = "bert"
+    save_config(cfg, tmp_path / "config.yaml")
+    with pytest.raises(ExportError, match=r"does not fit variant 'bert'.*fit electra"):
+        export(trained_run / "pretrain" / "last.ckpt", tmp_path / "out", config=tmp_path / "config.yaml")
+    with pytest.raises(ExportError, match="not an earlier export"):  # never writes into an unrelated directory
+        export(trained_run, trained_run / "checkpoints")
+
+
+@pytest.mark.parametrize("variant, stage, roles", [
+    ("bert", 1, {"mlm"}),
+    ("two-stage", 1, {"generator"}),
+    ("two-stage", 2, {"discriminator", "generator"}),
+    ("replace-mlm", 1, {"mlm", "generator"}),
+    ("all-tokens-mlm", 1, {"discriminator", "mlm", "generator"}),
+])
+def test_each_variant_exports_the_models_it_has(variant, stage, roles, smoke_cfg, tmp_path):
+    """Untrained modules saved as Lightning would (state_dict under a run directory): the layout is what counts."""
+    cfg = smoke_cfg(*(["model.generator_fraction=1.0"] if variant == "two-stage" else []), variant=variant)
+    run = tmp_path / "run"
+    stage_dir = run / ("pretrain" if variant != "two-stage" else f"pretrain-stage{stage}")  # as run.py names them
+    stage_dir.mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    torch.manual_seed(0)
+    module = build_module(cfg, stage).eval()
+    torch.save({"state_dict": module.state_dict(), "global_step": 0}, stage_dir / "last.ckpt")
+    meta = export(run, tmp_path / "out")
+    assert set(meta["models"]) == roles
+    batch = encode(tmp_path / "out" / next(iter(roles)))
+    reference = {"generator": lambda: module.generator(**batch).logits,
+                 "discriminator": lambda: module.discriminator(**batch).logits,
+                 "mlm": lambda: (module.mlm(**batch).logits if variant == "bert"
+                                 else module.discriminator(**batch).logits if variant == "replace-mlm"  # D is an MLM
+                                 else module.mlm_logits(module.discriminator.electra(**batch).last_hidden_state))}
+    with torch.no_grad():
+        for role in roles:
+            cls = ElectraForPreTraining if role == "discriminator" else ElectraForMaskedLM
+            loaded = cls.from_pretrained(tmp_path / "out" / role).eval()
+            assert torch.allclose(loaded(**batch).logits, reference[role](), atol=1e-5), role
+
+
+def test_finetune_from_an_exported_directory(exported, data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    out = tmp_path / "glue.json"
+    main(["finetune", str(exported / "discriminator"), "--tasks", "RTE", "--seeds", "1", "finetune.epochs=1",
+          "finetune.task_epochs.RTE=1", "finetune.max_train_examples=32", "finetune.max_eval_examples=32",
+          "train.accelerator=cpu", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["tokenizer"] == str(exported / "discriminator")  # the model's own tokenizer files
+    assert math.isfinite(result["glue"]) and 0 <= result["tasks"]["RTE"]["score"] <= 100
+    assert "GLUE-1" in capsys.readouterr().out
+
+
+def test_a_tokenizer_of_another_vocabulary_is_refused(tmp_path, data_dir):
+    model = ElectraModel(ElectraConfig(vocab_size=1000, embedding_size=16, hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=1, intermediate_size=32))
+    model.save_pretrained(tmp_path / "small-vocab")
+    cfg = load_run_config(None, [f"data.data_dir={data_dir}"])
+    with pytest.raises(ValueError, match="1,000-token vocabulary but the tokenizer has 30,522"):
+        finetune_task(tmp_path / "small-vocab", "RTE", data_dir, cfg.finetune,
+                      data_dir / "vocab" / "bert-base-uncased-vocab.txt", seed=0, accelerator="cpu")
+
+
+def test_unknown_or_missing_loggers_are_config_errors(smoke_cfg):
+    assert smoke_cfg().train.loggers == ["csv", "tensorboard"]
+    with pytest.raises(ConfigError, match="Unknown logger.*mlflow"):
+        smoke_cfg("train.loggers=[csv,mlflow]")
+    if importlib.util.find_spec("wandb") is None:  # opt-in and not installed: refused before any work
+        with pytest.raises(ConfigError, match="wandb, which is not installed"):
+            smoke_cfg("train.loggers=[csv,tensorboard,wandb]")
