@@ -2,6 +2,7 @@
 
 from lightning_electra.variants.adversarial import Adversarial
 from lightning_electra.variants.all_tokens_mlm import AllTokensMLM
+from lightning_electra.variants.amos import Amos
 from lightning_electra.variants.bert import BertMLM
 from lightning_electra.variants.electra import Electra
 from lightning_electra.variants.electra_15 import Electra15
@@ -16,4 +17,5 @@ VARIANTS = {
     "electra-15": Electra15,
     "replace-mlm": ReplaceMLM,
     "all-tokens-mlm": AllTokensMLM,
+    "amos": Amos,
 }

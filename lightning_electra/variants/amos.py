@@ -1,0 +1,214 @@
+"""AMOS (Meng et al., ICLR 2022; notes section 4): an adversarial mixture of generators of different depths.
+
+One generator transformer has MLM exits after several layers (4, 6, 8 of 12 by default), all through one shared MLM
+head. The hidden state passed from one block of layers to the next is detached, so each exit learns as its own MLM of
+its depth: shallow exits make easy replacements, deep ones hard ones. At each masked position a learned vector scores
+the exits from their (detached) hidden states; a hard Gumbel-softmax picks one exit, and a hard Gumbel-softmax over
+that exit's (detached) logits samples the token. D reads the sample as a straight-through one-hot times its embedding
+matrix, behind a gradient-reversal layer, so D's loss trains the mixture to *raise* D's loss while the exits learn
+only by MLM. Ablations (`amos.mixture`): random exit, layer switch over training, equal weights, one exit only; and
+`amos.stop_gradient=false` lets gradients flow through all blocks.
+
+Where we differ from the official code (microsoft/AMOS), following the notes: the official mixture is soft (softmax
+weights over the exits' logits, one hard Gumbel over the vocabulary) and its scorer's gradient reaches the generator;
+here a hard Gumbel picks the exit and the scorer reads detached states. The official soft mixture with uniform
+weights is our `equal` ablation. G's width is `model.generator_fraction` of D's as in ELECTRA (official: D's width;
+set model.generator_fraction=1.0 for that); its depth is the deepest exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from transformers.masking_utils import create_bidirectional_mask
+
+from lightning_electra.config import ConfigError
+from lightning_electra.corruption import replace_at
+from lightning_electra.flops import mlm_train_flops
+from lightning_electra.models import build_mlm, generator_shape, share_weights
+from lightning_electra.pretrain import discriminator_metrics, mlm_metrics, sampled_accuracy
+from lightning_electra.variants.electra import Electra
+
+MIXTURES = ("learned", "random", "switch", "equal", "single")
+PAPER_EXITS, PAPER_DEPTH = (4, 6, 8), 12
+
+
+def amos_exits(cfg) -> list[int]:
+    """The G layers that feed an exit: `amos.exits`, or 4, 6, 8 of 12 scaled to D's depth; one for `single`."""
+    a, depth = cfg.amos, cfg.model.num_layers
+    exits = list(a.exits) if a.exits is not None else [max(1, round(e * depth / PAPER_DEPTH)) for e in PAPER_EXITS]
+    if a.exits is None and len(set(exits)) < len(exits):
+        raise ConfigError(f"AMOS's default exits (layers 4, 6, 8 of 12) scaled to {depth} layers collide ({exits}); "
+                          f"set amos.exits explicitly, e.g. amos.exits=[{','.join(map(str, range(1, depth + 1)))}].")
+    if exits != sorted(set(exits)) or not all(1 <= e <= depth for e in exits):
+        raise ConfigError(f"amos.exits={exits} must be increasing layer numbers between 1 and model.num_layers={depth}.")
+    if a.mixture == "single":
+        if not -len(exits) <= a.single_exit < len(exits):
+            raise ConfigError(f"amos.single_exit={a.single_exit} is not an index into amos.exits={exits}.")
+        return [exits[a.single_exit]]
+    if len(exits) < 2:
+        raise ConfigError(f"amos.mixture={a.mixture} mixes several exits; amos.exits={exits} has one. Add exits or "
+                          "use amos.mixture=single.")
+    return exits
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
+    """Identity forward; the gradient's sign flipped backward (the gradient-reversal layer)."""
+    return _ReverseGradient.apply(x)
+
+
+def switch_exit(step: int, steps: int, k: int) -> int:
+    """The layer-switch ablation's exit at `step`: equal shares of training, shallow to deep."""
+    return min(k - 1, k * step // steps)
+
+
+def one_hot_choice(index: torch.Tensor, k: int) -> torch.Tensor:
+    return F.one_hot(index, k).float()
+
+
+class Amos(Electra):
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.amos.mixture not in MIXTURES:
+            raise ConfigError(f"amos.mixture must be one of {', '.join(MIXTURES)}; got '{cfg.amos.mixture}'.")
+        if cfg.model.generator != "learned":
+            raise ConfigError("AMOS's exits are layers of a network generator: set model.generator=learned.")
+        if cfg.model.tie == "all":
+            raise ConfigError("AMOS's generator is shallower than D, so it cannot share all weights: set "
+                              "model.tie=embeddings (the official choice) or none.")
+        if not cfg.amos.temperature > 0:
+            raise ConfigError(f"amos.temperature must be positive; got {cfg.amos.temperature}.")
+        amos_exits(cfg)
+
+    def build(self) -> None:
+        m, vocab = self.cfg.model, self.special.vocab_size
+        self.exits = amos_exits(self.cfg)
+        self.discriminator = self.build_discriminator()
+        self.generator = build_mlm(replace(generator_shape(m), layers=self.exits[-1]), m, vocab)
+        share_weights(self.generator, self.discriminator, m.tie)
+        # the learned vector scoring each exit at each masked position from that exit's hidden state
+        self.mixture = torch.nn.Linear(self.generator.config.hidden_size, 1, bias=False)
+        self.switch_exit = 0  # mixture=switch: the exit in use, set outside the (maybe compiled) objective
+        self.exit_weights: list[list[float]] = []  # [step, weight of each exit] at log steps, for reports
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self.switch_exit = switch_exit(self.global_step, self.steps, len(self.exits))
+
+    # --- the generator's exits -------------------------------------------------------------------------------
+    def exit_states(self, input_ids, batch, positions) -> list[torch.Tensor]:
+        """Hidden states after each exit's layer at the masked slots, (B, P, H) each; blocks detached between."""
+        g = self.generator.electra
+        hidden = g.embeddings(input_ids=input_ids, token_type_ids=batch["token_type_ids"])
+        if hasattr(g, "embeddings_project"):
+            hidden = g.embeddings_project(hidden)
+        mask = create_bidirectional_mask(config=g.config, inputs_embeds=hidden, attention_mask=batch["attention_mask"])
+        states = []
+        for depth, layer in enumerate(g.encoder.layer[:self.exits[-1]], 1):
+            hidden = layer(hidden, mask)
+            if depth in self.exits:
+                states.append(hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1])))
+                if self.cfg.amos.stop_gradient:
+                    hidden = hidden.detach()
+        return states
+
+    def choose_exits(self, states: list[torch.Tensor], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(choice, mixture weights): a one-hot (B, P, K) exit per slot (straight-through when learned), and the
+        softmax weights the choice was drawn from (B, P, K)."""
+        k, (b, p) = len(self.exits), weights.shape
+        mode = self.cfg.amos.mixture
+        if mode == "learned":
+            scores = self.mixture(torch.stack(states, 2).detach()).squeeze(-1).float()  # exits feel no mixture
+            return F.gumbel_softmax(scores, tau=self.cfg.amos.temperature, hard=True), scores.softmax(-1)
+        uniform = torch.full((b, p, k), 1 / k, device=weights.device)
+        if mode == "random":
+            return one_hot_choice(torch.randint(k, (b, p), device=weights.device), k), uniform
+        if mode == "switch":
+            index = torch.full((b, p), self.switch_exit, device=weights.device, dtype=torch.long)
+            return one_hot_choice(index, k), one_hot_choice(index, k)
+        return uniform, uniform  # equal (a soft mixture, no choice) and single (k = 1)
+
+    def objective(self, batch, masked):
+        w = masked.weights
+        states = self.exit_states(masked.input_ids, batch, masked.positions)
+        head = self.generator
+        exit_logits = [head.generator_lm_head(head.generator_predictions(s)) for s in states]  # one shared head
+        metrics, mlm_loss = {}, 0
+        for depth, logits in zip(self.exits, exit_logits):
+            exit_metrics = mlm_metrics(logits, masked)
+            mlm_loss = mlm_loss + exit_metrics["mlm_loss"]  # each exit its own MLM, weight 1 as in ELECTRA
+            metrics.update({f"{k}_exit{depth}": v for k, v in exit_metrics.items()})
+        metrics["mlm_loss"] = mlm_loss
+
+        choice, mixture_weights = self.choose_exits(states, w)
+        # the chosen exit's logits, differentiable in the choice only: exits learn by MLM alone
+        logits = (choice[..., None] * torch.stack(exit_logits, 2).detach().float()).sum(2)
+        sample = F.gumbel_softmax(logits, tau=self.cfg.amos.temperature, hard=True)  # (B, P, V) straight-through
+        sampled = sample.argmax(-1)
+        corrupted = replace_at(batch["input_ids"], masked.positions, sampled, w)
+        replaced = corrupted != batch["input_ids"]
+        d_logits = self.discriminate_sample(batch, corrupted, masked, sample)
+        metrics.update(discriminator_metrics(d_logits, replaced, batch["attention_mask"].bool()))
+        metrics["sampled_accuracy"] = sampled_accuracy(sampled, masked)
+        n = w.sum().clamp_min(1)
+        for i, depth in enumerate(self.exits):
+            metrics[f"exit{depth}_weight"] = (mixture_weights[..., i] * w).sum().detach() / n
+            metrics[f"exit{depth}_share"] = (choice[..., i].detach() * w).sum() / n  # how often it was used
+        metrics["loss"] = mlm_loss + self.cfg.train.disc_weight * metrics["disc_loss"]
+        return metrics
+
+    def discriminate_sample(self, batch, corrupted, masked, sample):
+        """D's logits on the corrupted input. With a learned mixture the sampled slots' embeddings carry the
+        straight-through path: E[token] forward, and backward D's gradient, reversed, into the one-hot sample."""
+        if self.cfg.amos.mixture != "learned":
+            return self.discriminate(batch, corrupted)
+        d = self.discriminator.electra
+        table = d.embeddings.word_embeddings.weight
+        # zero forward (so the input is exactly the looked-up embedding), identity-then-reversed gradient backward
+        straight_through = reverse_gradient(sample - sample.detach()) @ table.to(sample.dtype)  # (B, P, E)
+        embeds = d.embeddings.word_embeddings(corrupted)
+        index = masked.positions[..., None].expand(-1, -1, embeds.shape[-1])
+        embeds = embeds.scatter_add(1, index, (straight_through * masked.weights[..., None]).to(embeds.dtype))
+        hidden = d(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                   token_type_ids=batch["token_type_ids"]).last_hidden_state
+        return self.discriminator.discriminator_predictions(hidden)
+
+    def loss_step(self, batch):
+        metrics = super().loss_step(batch)
+        if (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0:  # a host sync at log steps only
+            self.exit_weights.append([self.global_step + 1] + [metrics[f"exit{d}_weight"].item() for d in self.exits])
+        return metrics
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["exit_weights"] = self.exit_weights
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.exit_weights = checkpoint.get("exit_weights", [])
+
+    def summary(self) -> dict:
+        """For pretrain.json (and so the report): the mixture weights of each exit along training."""
+        return {"exits": self.exits, "exit_weights": self.exit_weights}
+
+    def generator_flops_per_step(self) -> float:
+        """G up to its deepest exit with one MLM output per exit; with a learned mixture also the straight-through
+        one-hot times the embedding table (forward and the backward into the sample) at the masked slots."""
+        shape = self.shape(replace(generator_shape(self.cfg.model), layers=self.exits[-1]))
+        batch = self.cfg.train.batch_size
+        flops = mlm_train_flops(shape, batch, 1)
+        flops += 2 * batch * (len(self.exits) - 1) * shape.embedding_flops(output=True)
+        if self.cfg.amos.mixture == "learned":
+            flops += batch * 2 * 2 * shape.vocab * self.cfg.model.embedding_size * shape.output_frac * shape.seq
+        return flops
