@@ -258,5 +258,27 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
     return results
 
 
+def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
+                        cfg: FinetuneConfig, tokenizer: Any, seeds: Sequence[int], accelerator: str = "auto",
+                        source: str = "files") -> list[dict[str, float]]:
+    """`finetune_task` for several seeds: one after another, or together as one batched ensemble when
+    `finetune.batched_seeds` (lightning_electra/ensemble.py). One result dict per seed, in order."""
+    if not cfg.batched_seeds or len(seeds) < 2:
+        return [finetune_task(backbone_dir, task, data_dir, cfg, tokenizer, seed, accelerator=accelerator,
+                              source=source) for seed in seeds]
+    from lightning_electra.ensemble import finetune_seeds
+
+    spec = get_task(task)
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = build_tokenizer(tokenizer)
+    check_vocab(backbone_dir, tokenizer)
+    splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
+    data = {split: encoded(data_dir, spec, split, cfg.max_eval_examples if split != "train" else cfg.max_train_examples,
+                           source, tokenizer, cfg.max_seq_length) for split in ["train", *splits]}
+    with _quiet():
+        return finetune_seeds(backbone_dir, spec, cfg, list(seeds), data["train"], [data[s] for s in splits], splits,
+                              tokenizer.pad_token_id, accelerator=accelerator)
+
+
 __all__ = ["GlueClassifier", "load_backbone", "check_vocab", "build_metrics", "layerwise_param_groups",
-           "warmup_linear_decay", "finetune_task"]
+           "warmup_linear_decay", "finetune_task", "finetune_task_seeds"]

@@ -348,7 +348,7 @@ def glue_tasks(cfg: Config, announce: bool = False) -> list[str]:
 def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     """Fine-tune every saved checkpoint on every usable GLUE task, `finetune.seeds` times; one row per metric."""
     from lightning_electra.data.glue import build_tokenizer
-    from lightning_electra.finetune import finetune_task
+    from lightning_electra.finetune import finetune_task_seeds
 
     data_dir = Path(cfg.data.data_dir)
     tasks = glue_tasks(cfg, announce=True)
@@ -361,15 +361,20 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     for n, checkpoint in enumerate(checkpoints, 1):
         meta = json.loads((checkpoint / "meta.json").read_text())
         for task in tasks:
-            for seed in range(cfg.finetune.seeds):
-                result = out / "finetune" / finetune_hash(cfg) / checkpoint.name / f"{task}-seed{seed}.json"
-                if not result.exists():
-                    start = time.time()
-                    scores = finetune_task(checkpoint, task, data_dir, cfg.finetune, tokenizer, seed,
-                                           accelerator=cfg.train.accelerator, source=cfg.finetune.source)
-                    write_json(result, {"scores": scores, "seconds": round(time.time() - start, 2)})
+            results = {seed: out / "finetune" / finetune_hash(cfg) / checkpoint.name / f"{task}-seed{seed}.json"
+                       for seed in range(cfg.finetune.seeds)}
+            missing = [seed for seed, result in results.items() if not result.exists()]
+            # seeds one by one (each result saved as it comes), or together (finetune.batched_seeds)
+            for group in [missing] if cfg.finetune.batched_seeds and missing else [[seed] for seed in missing]:
+                start = time.time()
+                all_scores = finetune_task_seeds(checkpoint, task, data_dir, cfg.finetune, tokenizer, group,
+                                                 accelerator=cfg.train.accelerator, source=cfg.finetune.source)
+                seconds = round((time.time() - start) / len(group), 2)
+                for seed, scores in zip(group, all_scores):
+                    write_json(results[seed], {"scores": scores, "seconds": seconds})
                     print(f"[finetune] {cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task} seed {seed}: "
                           f"{scores['score']:.1f}", flush=True)
+            for seed, result in results.items():
                 scores = json.loads(result.read_text())["scores"]
                 rows += [{**base, **{k: meta[k] for k in ("step", "tokens", "flops_paper", "flops_measured")},
                           "task": task, "metric": metric, "value": value, "finetune_seed": seed}

@@ -1,0 +1,159 @@
+"""GLUE fine-tuning of several seeds at once, as one batched ensemble (`finetune.batched_seeds=true`).
+
+Each seed is still its own model: its own classifier initialisation, data order and dropout. But the S models' weights
+are stacked along a new first dimension and run with `torch.func.vmap`, so every matmul is S times larger. An
+ELECTRA-Small fine-tune at batch 32 leaves a large GPU mostly idle; S of them in one pass do not. The protocol is
+`finetune_task`'s: AdamW (element-wise, so stacking changes nothing) with layer-wise decay, warm-up then linear decay,
+gradient clipping at 1.0 *per seed*, and dev metrics per seed.
+
+Attention runs in transformers' eager implementation with a 4-D additive mask: its mask helpers branch on tensor
+values, which vmap cannot trace.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import lightning as L
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+from torch.utils.data import DataLoader
+
+from lightning_electra.config import FinetuneConfig
+from lightning_electra.data.glue import GlueCollator, GlueTask
+from lightning_electra.finetune import (GlueClassifier, _SUFFIX, build_metrics, layerwise_param_groups,
+                                        warmup_linear_decay)
+
+
+def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) 1/0 padding mask -> (B, 1, 1, L) float mask: 0 where attended, the dtype's minimum where padded."""
+    return (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+
+
+class SeedBatches:
+    """One loader per seed (each shuffled by its own generator), zipped: each step holds every seed's batch, padded
+    to one width and stacked to (S, B, L)."""
+
+    def __init__(self, data, seeds: Sequence[int], batch_size: int, pad_id: int):
+        collate = GlueCollator(pad_id)
+        self.loaders = [DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                                   generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self):
+        for batches in zip(*self.loaders):
+            width = max(b["input_ids"].shape[1] for b in batches)
+            pad = {"input_ids": self.pad_id, "token_type_ids": 0, "attention_mask": 0}
+            yield {**{k: torch.stack([nn.functional.pad(b[k], (0, width - b[k].shape[1]), value=v) for b in batches])
+                      for k, v in pad.items()},
+                   "labels": torch.stack([b["labels"] for b in batches])}
+
+
+class SeedEnsemble(L.LightningModule):
+    """S GlueClassifiers (one per seed) trained and evaluated together through vmap over their stacked weights."""
+
+    def __init__(self, members: list[GlueClassifier]):
+        super().__init__()
+        first = members[0]
+        self.task, self.cfg, self.dev_splits, self.seeds = first.task, first.cfg, first.dev_splits, len(members)
+        for m in members:
+            m.backbone.set_attn_implementation("eager")
+        params, buffers = stack_module_state(members)
+        self.names = list(params)
+        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach()) for n in self.names)
+        self.buffer_names = list(buffers)
+        for i, n in enumerate(self.buffer_names):
+            self.register_buffer(f"buffer{i}", buffers[n], persistent=False)
+        # the member's structure without weights: functional_call supplies each seed's slice
+        self._template = [copy.deepcopy(first).to("meta")]
+        self._groups = layerwise_param_groups(first, first.cfg.lr, first.cfg.layer_decay,
+                                              first.backbone.config.num_hidden_layers, first.cfg.weight_decay,
+                                              official=first.cfg.official_layer_decay)
+        self.dev_metrics = nn.ModuleList(nn.ModuleList(build_metrics(self.task) for _ in members)
+                                         for _ in self.dev_splits)
+        self.dev_results: list[dict[str, float]] = [{} for _ in members]
+
+    def logits(self, batch: dict[str, torch.Tensor], shared_inputs: bool = False) -> torch.Tensor:
+        """(S, B, labels): each seed's logits on its own batch (S, B, L), or on one batch (B, L) for all."""
+        template = self._template[0]
+        template.train(self.training)
+
+        def member(params, buffers, input_ids, mask, token_type_ids):
+            return functional_call(template, (params, buffers), (input_ids, mask, token_type_ids))
+
+        params = dict(zip(self.names, self.stacked))
+        buffers = {n: getattr(self, f"buffer{i}") for i, n in enumerate(self.buffer_names)}
+        mask = additive_mask(batch["attention_mask"].flatten(0, -2)).view(*batch["attention_mask"].shape[:-1], 1, 1, -1)
+        data = (0, 0, 0) if not shared_inputs else (None, None, None)
+        return torch.vmap(member, in_dims=(0, 0, *data), randomness="different")(
+            params, buffers, batch["input_ids"], mask, batch["token_type_ids"]).float()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.logits(batch)
+        if self.task.is_regression:
+            losses = ((logits.squeeze(-1) - batch["labels"]) ** 2).mean(-1)
+        else:
+            losses = nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], reduction="none").mean(-1)
+        return losses.sum()  # members are independent: each one's gradient is that of its own loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self.logits(batch, shared_inputs=True)
+        preds = logits.squeeze(-1) if self.task.is_regression else logits.argmax(-1)
+        for metrics, member_preds in zip(self.dev_metrics[dataloader_idx], preds):
+            metrics.update(member_preds, batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        for split, per_member in zip(self.dev_splits, self.dev_metrics):
+            for results, metrics in zip(self.dev_results, per_member):
+                if any(m.update_called for m in metrics.values()):
+                    suffix = _SUFFIX.get(split, "_" + split)
+                    results.update({k + suffix: 100.0 * float(v) for k, v in metrics.compute().items()})
+                metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        index = {n: i for i, n in enumerate(self.names)}
+        groups = [{"params": [self.stacked[index[n]] for n in g["names"]], "lr": g["lr"],
+                   "weight_decay": g["weight_decay"]} for g in self._groups]
+        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, eps=self.cfg.adam_eps, betas=(0.9, 0.999))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, self.cfg.warmup_fraction))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip each seed's gradient by its own global norm, as a separate fine-tune would."""
+        if not gradient_clip_val:
+            return
+        grads = [p.grad for p in self.stacked if p.grad is not None]
+        norms = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()  # (S,)
+        scale = (gradient_clip_val / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.ndim - 1)).to(g.dtype))
+
+
+def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, cfg: FinetuneConfig, seeds: Sequence[int],
+                   train_data, dev_data: list, splits: list[str], pad_id: int, accelerator: str = "auto",
+                   devices: Union[int, str] = 1, progress_bar: bool = False) -> list[dict[str, float]]:
+    """Fine-tune `seeds` together on one task (see the module docstring); one result dict per seed, in order."""
+    members = []
+    for seed in seeds:
+        torch.manual_seed(seed)  # each seed's classifier initialisation
+        members.append(GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits))
+    model = SeedEnsemble(members)
+    del members
+    L.seed_everything(seeds[0], workers=True, verbose=False)  # dropout: one stream, different per member (vmap)
+    epochs = cfg.task_epochs.get(spec.name, cfg.epochs)
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, max_epochs=epochs, precision=cfg.precision,
+                        gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, cfg.batch_size, pad_id))
+    collate = GlueCollator(pad_id)
+    dev = [DataLoader(d, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate) for d in dev_data]
+    trainer.validate(model, dataloaders=dev, verbose=False)
+    return [{**r, "score": r.get(spec.main_metric, math.nan)} for r in model.dev_results]

@@ -1,0 +1,82 @@
+"""Seeds fine-tuned together as one batched ensemble behave as independent models (issue 4)."""
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from lightning_electra.config import FinetuneConfig
+from lightning_electra.data.glue import build_tokenizer, get_task
+from lightning_electra.ensemble import SeedBatches, SeedEnsemble, finetune_seeds
+from lightning_electra.finetune import GlueClassifier, encoded
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data_dir):
+    return build_tokenizer(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    from transformers import ElectraConfig, ElectraModel
+
+    torch.manual_seed(0)
+    model = ElectraModel(ElectraConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=1, intermediate_size=64))
+    path = tmp_path_factory.mktemp("backbone")
+    model.save_pretrained(path)
+    return path
+
+
+def test_each_member_gets_its_own_gradient_and_clipping(backbone, tokenizer, data_dir):
+    cfg = FinetuneConfig(dropout=0.0)
+    spec = get_task("RTE")
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        member = GlueClassifier(backbone, spec, cfg)
+        for m in member.modules():  # no dropout: the same function both ways
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        members.append(member)
+    references = [copy.deepcopy(m) for m in members]
+    ensemble = SeedEnsemble(members)
+    data = encoded(data_dir, spec, "train", 16, "files", tokenizer, 128)
+    batch = next(iter(SeedBatches(data, [0, 1], 8, tokenizer.pad_token_id)))
+    assert batch["input_ids"].shape[:2] == (2, 8) and not torch.equal(*batch["input_ids"])  # own data order each
+    ensemble.training_step(batch, 0).backward()
+    index = {n: i for i, n in enumerate(ensemble.names)}
+    for k, reference in enumerate(references):  # each on its own seed's batch
+        member_batch = {key: value[k] for key, value in batch.items()}
+        logits = reference(member_batch["input_ids"], member_batch["attention_mask"], member_batch["token_type_ids"])
+        torch.nn.functional.cross_entropy(logits, member_batch["labels"]).backward()
+        for name, p in reference.named_parameters():
+            torch.testing.assert_close(ensemble.stacked[index[name]].grad[k], p.grad, atol=2e-5, rtol=1e-4)
+    norms = [torch.cat([p.grad.flatten() for p in r.parameters()]).norm() for r in references]
+    ensemble.configure_gradient_clipping(None, gradient_clip_val=min(norms).item() / 2)
+    for k in range(2):  # every member clipped to the limit by its own norm
+        clipped = torch.cat([p.grad[k].flatten() for p in ensemble.stacked]).norm()
+        torch.testing.assert_close(clipped, min(norms) / 2, rtol=1e-4, atol=0)
+
+
+def test_finetune_seeds_returns_a_result_per_seed(backbone, tokenizer, data_dir):
+    cfg = FinetuneConfig(epochs=1, batch_size=8)
+    spec = get_task("STS-B")  # regression: the other loss
+    train = encoded(data_dir, spec, "train", 32, "files", tokenizer, 128)
+    dev = encoded(data_dir, spec, "dev", 32, "files", tokenizer, 128)
+    results = finetune_seeds(backbone, spec, cfg, [0, 1, 2], train, [dev], ["dev"], tokenizer.pad_token_id,
+                             accelerator="cpu")
+    assert len(results) == 3 and all(set(r) >= {"spearman", "pearson", "score"} for r in results)
+    assert len({round(r["score"], 6) for r in results}) > 1  # three different models
+
+
+def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg):
+    from lightning_electra.run import run
+
+    cfg = smoke_cfg("train.steps=2", "train.checkpoint_fractions=[1.0]", "finetune.tasks=[RTE]",
+                    "finetune.seeds=2", "finetune.batched_seeds=true", "finetune.max_train_examples=16",
+                    "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1")
+    table = pd.read_csv(run(cfg, "ensemble-test"))
+    assert sorted(table.query("metric == 'score'")["finetune_seed"]) == [0, 1]
