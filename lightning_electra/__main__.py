@@ -46,7 +46,7 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.config import finetune_hash, load_config, to_dict
     from lightning_electra.data.glue import available_tasks
     from lightning_electra.export import load_run_config
-    from lightning_electra.finetune import finetune_task
+    from lightning_electra.finetune import finetune_task, finetune_task_seeds
     from lightning_electra.results import write_json
 
     overrides = list(overrides) + ([f"finetune.tasks=[{','.join(args.tasks)}]"] if args.tasks else []) \
@@ -63,12 +63,14 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     tokenizer, tokenizer_source = model_tokenizer(args.model, args.tokenizer, cfg)
     results: dict[str, Any] = {}
     for task in tasks:
-        runs = []
-        for seed in range(ft.seeds):
-            runs.append(finetune_task(args.model, task, data_dir, ft, tokenizer, seed,
-                                      accelerator=cfg.train.accelerator, source=ft.source,
-                                      progress_bar=sys.stderr.isatty()))
-            print(f"[finetune] {task} seed {seed}: {runs[-1]['score']:.2f}", flush=True)
+        if ft.batched_seeds:  # all seeds at once, one batched ensemble
+            runs = finetune_task_seeds(args.model, task, data_dir, ft, tokenizer, range(ft.seeds),
+                                       accelerator=cfg.train.accelerator, source=ft.source)
+        else:
+            runs = [finetune_task(args.model, task, data_dir, ft, tokenizer, seed, accelerator=cfg.train.accelerator,
+                                  source=ft.source, progress_bar=sys.stderr.isatty()) for seed in range(ft.seeds)]
+        for seed, scores in enumerate(runs):
+            print(f"[finetune] {task} seed {seed}: {scores['score']:.2f}", flush=True)
         results[task] = {"score": statistics.median(r["score"] for r in runs), "seeds": runs}
     glue = statistics.mean(r["score"] for r in results.values())
     out = Path(args.out) if args.out else (

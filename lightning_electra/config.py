@@ -373,9 +373,10 @@ def pretrain_hash(cfg: Config) -> str:
 
 
 def finetune_hash(cfg: Config) -> str:
-    """What one fine-tuning result depends on (the protocol), not which seeds or tasks are asked for."""
-    return _hash({k: v for k, v in _results_keys(cfg).items()
-                  if k.startswith("finetune.") and k not in SELECTION_KEYS})
+    """What one fine-tuning result depends on (the protocol), not which seeds or tasks are asked for. Seeds
+    trained as one batched ensemble share their random draws, so there the number of seeds is protocol too."""
+    selection = SELECTION_KEYS - ({"finetune.seeds"} if cfg.finetune.batched_seeds else set())
+    return _hash({k: v for k, v in _results_keys(cfg).items() if k.startswith("finetune.") and k not in selection})
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -64,7 +64,10 @@ class SeedEnsemble(L.LightningModule):
         first = members[0]
         self.task, self.cfg, self.dev_splits, self.seeds = first.task, first.cfg, first.dev_splits, len(members)
         for m in members:
-            m.backbone.set_attn_implementation("eager")
+            if hasattr(m.backbone, "set_attn_implementation"):
+                m.backbone.set_attn_implementation("eager")
+            else:  # older transformers read it from the config
+                m.backbone.config._attn_implementation = "eager"
         params, buffers = stack_module_state(members)
         self.names = list(params)
         self.stacked = nn.ParameterList(nn.Parameter(params[n].detach()) for n in self.names)

@@ -115,8 +115,10 @@ class PretrainModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         metrics = self.loss_step(batch)
         self.watch_loss(metrics["loss"])
-        # sync_dist: averaged over the devices (a no-op on one), so the logs describe the global batch on any count
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False, sync_dist=True)
+        # averaged over the devices, so the logs describe the global batch on any count; only at the steps the
+        # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)
+        sync = (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False, sync_dist=sync)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
@@ -187,7 +189,7 @@ class PretrainModule(L.LightningModule):
         checkpoint["flops"] = self.flops_done()
         checkpoint["measured_flops_per_step"] = self.measured_flops_per_step
         # what the next step draws from (masking, G's sampling, dropout), so a resumed run continues identically
-        checkpoint["rng"] = rng_states()
+        checkpoint["rng"] = {"ranks": self.gather_rng_states()}
         self._good_step = self.global_step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -196,9 +198,26 @@ class PretrainModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # set as late as possible, so nothing between loading the checkpoint and the first step draws from them
-        if self._rng_to_restore is not None:
-            set_rng_states(self._rng_to_restore)
-            self._rng_to_restore = None
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        saved = self._rng_to_restore or {}
+        saved = saved.get("ranks", [saved] if saved else [])  # checkpoints before per-rank states held one dict
+        if len(saved) == world:
+            set_rng_states(saved[rank])
+        elif world > 1:  # each rank its own masking, sampling and dropout draws, as one process has per example
+            offset = 7919 * rank + (self.global_step if saved else 0)  # resumed on another device count: a new stream
+            torch.manual_seed(self.cfg.train.seed + offset)
+        elif saved:
+            set_rng_states(saved[0])
+        self._rng_to_restore = None
+
+    def gather_rng_states(self) -> list[dict]:
+        """Every rank's RNG states (Lightning builds a checkpoint on every rank; rank 0 writes it)."""
+        states = rng_states()
+        if self._trainer is None or self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return [states]
+        gathered: list = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, states)
+        return gathered
 
     def on_train_end(self) -> None:
         self.check_finite(weights=True)  # on a GPU the last steps may not have been checked yet

@@ -42,6 +42,8 @@ from lightning_electra.results import COLUMNS, atomic_write_text, git_commit, re
 
 transformers_logging.disable_progress_bar()  # one bar per saved checkpoint is noise in a sweep's log
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning, not ours to fix
+# Lightning advertises a cloud logger at every Trainer it builds: a sweep builds dozens
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 # Lightning's warning on resuming mid-epoch with a plain DataLoader: ours skips the batches done (EpochSampler)
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
@@ -306,7 +308,7 @@ def check_resumable(checkpoint: Path, module) -> None:
     on it with a long list of keys. Run directories are keyed by a hash that includes both, so only a copied or
     moved file gets here."""
     try:
-        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("state_dict", {})
+        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True).get("state_dict", {})
     except Exception as err:  # torch raises several types for a damaged file
         raise ConfigError(f"{checkpoint} cannot be read ({type(err).__name__}: {err}); delete it to start this "
                           "run's pre-training over.") from None
@@ -364,8 +366,10 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
             results = {seed: out / "finetune" / finetune_hash(cfg) / checkpoint.name / f"{task}-seed{seed}.json"
                        for seed in range(cfg.finetune.seeds)}
             missing = [seed for seed, result in results.items() if not result.exists()]
-            # seeds one by one (each result saved as it comes), or together (finetune.batched_seeds)
-            for group in [missing] if cfg.finetune.batched_seeds and missing else [[seed] for seed in missing]:
+            # seeds one by one (each result saved as it comes), or all together (finetune.batched_seeds: the
+            # ensemble's draws depend on its members, so a lost seed is redone with the whole group)
+            batched = cfg.finetune.batched_seeds and missing
+            for group in [list(results)] if batched else [[seed] for seed in missing]:
                 start = time.time()
                 all_scores = finetune_task_seeds(checkpoint, task, data_dir, cfg.finetune, tokenizer, group,
                                                  accelerator=cfg.train.accelerator, source=cfg.finetune.source)

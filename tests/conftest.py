@@ -36,3 +36,31 @@ def smoke_cfg(data_dir, tmp_path):
             f"data.cache_dir={tmp_path / 'cache'}", "data.max_corpus_bytes=200000", *overrides])
 
     return make
+
+
+@pytest.fixture
+def variant_setup():
+    """cfg -> (the variant's module, a collated batch of 8 real packed examples)."""
+    from lightning_electra.data.datamodule import PretrainDataModule
+    from lightning_electra.run import make_module
+
+    def make(cfg):
+        dm = PretrainDataModule(cfg)
+        module = make_module(cfg, dm)
+        return module, dm.collate([dm.train_set[i] for i in range(8)])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide ElectraModel saved in transformers' format (random weights, the real vocabulary's size)."""
+    import torch
+    from transformers import ElectraConfig, ElectraModel
+
+    torch.manual_seed(0)
+    model = ElectraModel(ElectraConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=1, intermediate_size=64))
+    path = tmp_path_factory.mktemp("backbone")
+    model.save_pretrained(path)
+    return path

@@ -5,16 +5,8 @@ import pytest
 import torch
 
 from lightning_electra.config import ConfigError
-from lightning_electra.data.datamodule import PretrainDataModule
-from lightning_electra.run import make_module
 from lightning_electra.variants import amos as amos_module
 from lightning_electra.variants.amos import reverse_gradient, switch_exit
-
-
-def setup(cfg):
-    dm = PretrainDataModule(cfg)
-    module = make_module(cfg, dm)
-    return module, dm.collate([dm.train_set[i] for i in range(8)])
 
 
 def objective(module, batch, seed=0):
@@ -34,8 +26,8 @@ def test_reverse_gradient_flips_the_sign():
     assert torch.equal(x.grad, -torch.arange(5.0))
 
 
-def test_the_mixture_learns_to_raise_the_discriminators_loss(smoke_cfg, monkeypatch):
-    module, batch = setup(smoke_cfg(variant="amos"))
+def test_the_mixture_learns_to_raise_the_discriminators_loss(smoke_cfg, monkeypatch, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="amos"))
     grads = []
     for reverse in (True, False):
         if not reverse:
@@ -47,8 +39,8 @@ def test_the_mixture_learns_to_raise_the_discriminators_loss(smoke_cfg, monkeypa
     torch.testing.assert_close(grads[0], -grads[1])
 
 
-def test_exits_get_no_gradient_from_the_discriminator(smoke_cfg):
-    module, batch = setup(smoke_cfg(variant="amos"))
+def test_exits_get_no_gradient_from_the_discriminator(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="amos"))
     objective(module, batch)["disc_loss"].backward()
     exits = generator_own_params(module)
     assert exits and all(p.grad is None or not p.grad.any() for p in exits.values())
@@ -58,8 +50,8 @@ def test_exits_get_no_gradient_from_the_discriminator(smoke_cfg):
     assert all(p.grad is not None and p.grad.any() for n, p in exits.items() if "layer.0." in n)
 
 
-def test_the_one_hot_sample_is_the_sampled_token(smoke_cfg):
-    module, batch = setup(smoke_cfg(variant="amos"))
+def test_the_one_hot_sample_is_the_sampled_token(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="amos"))
     seen = {}
     real = module.discriminate_sample
 
@@ -81,8 +73,9 @@ def test_the_one_hot_sample_is_the_sampled_token(smoke_cfg):
     torch.testing.assert_close(seen["embeds"], embeddings.word_embeddings(corrupted), rtol=0, atol=0)
 
 
-def test_random_exit_ablation_picks_exits_uniformly(smoke_cfg):
-    module, _ = setup(smoke_cfg("model.num_layers=3", "amos.exits=[1,2,3]", "amos.mixture=random", variant="amos"))
+def test_random_exit_ablation_picks_exits_uniformly(smoke_cfg, variant_setup):
+    module, _ = variant_setup(smoke_cfg("model.num_layers=3", "amos.exits=[1,2,3]", "amos.mixture=random",
+                                        variant="amos"))
     states = [torch.zeros(200, 100, 16)] * 3
     torch.manual_seed(0)
     choice, _ = module.choose_exits(states, torch.ones(200, 100))
@@ -95,17 +88,17 @@ def test_layer_switch_goes_from_shallow_to_deep():
     assert [switch_exit(s, 90, 3) for s in (0, 29, 30, 59, 60, 89)] == [0, 0, 1, 1, 2, 2]
 
 
-def test_stop_gradient_between_blocks(smoke_cfg):
+def test_stop_gradient_between_blocks(smoke_cfg, variant_setup):
     for stop in (True, False):
-        module, batch = setup(smoke_cfg(f"amos.stop_gradient={stop}", variant="amos"))
+        module, batch = variant_setup(smoke_cfg(f"amos.stop_gradient={stop}", variant="amos"))
         objective(module, batch)["mlm_loss_exit2"].backward()
         first_block = [p for n, p in generator_own_params(module).items() if "layer.0." in n]
         reached = any(p.grad is not None and p.grad.any() for p in first_block)
         assert reached is (not stop)
 
 
-def test_exit_states_match_the_transformers_forward(smoke_cfg):
-    module, batch = setup(smoke_cfg("amos.mixture=single", "model.dropout=0", "model.attention_dropout=0",
+def test_exit_states_match_the_transformers_forward(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg("amos.mixture=single", "model.dropout=0", "model.attention_dropout=0",
                                     variant="amos"))
     masked = module.mask(batch)
     (state,) = module.exit_states(masked.input_ids, batch, masked.positions)

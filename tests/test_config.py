@@ -91,3 +91,24 @@ def test_fine_tuning_settings_never_move_the_pretraining_directory():
     assert finetune_hash(base) == finetune_hash(more_seeds) != finetune_hash(other_lr)
     assert config_hash(base) != config_hash(more_seeds)
     assert pretrain_hash(base) != pretrain_hash(load_config("smoke", overrides=["model.tie=none"]))
+
+
+def test_new_switches_do_not_move_existing_runs(monkeypatch, tmp_path):
+    """Hashes of the shipped sweeps, as first recorded: adding a config key must not re-run anyone's results
+    (new variant sections and switches stay out of the hash while unused)."""
+    from experiments.sweep import sweep_configs
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    _, configs = sweep_configs("training-algorithms", "smoke", [])
+    assert [config_hash(c) for c in configs] == ["ee118e5ed1", "77c122eda4", "5039af372f", "d9faf1f25d"]
+
+
+def test_batched_seeds_make_the_seed_count_part_of_the_protocol(tmp_path):
+    from lightning_electra.config import finetune_hash
+
+    def ft_hash(*overrides):
+        return finetune_hash(load_config("smoke", overrides=[f"data.data_dir={tmp_path}", *overrides]))
+
+    assert ft_hash("finetune.seeds=2") == ft_hash("finetune.seeds=3")  # one by one: more seeds reuse the rest
+    batched = "finetune.batched_seeds=true"
+    assert ft_hash(batched, "finetune.seeds=2") != ft_hash(batched, "finetune.seeds=3")

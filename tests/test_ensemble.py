@@ -19,15 +19,8 @@ def tokenizer(data_dir):
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    from transformers import ElectraConfig, ElectraModel
-
-    torch.manual_seed(0)
-    model = ElectraModel(ElectraConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=1, intermediate_size=64))
-    path = tmp_path_factory.mktemp("backbone")
-    model.save_pretrained(path)
-    return path
+def backbone(tiny_backbone) -> Path:
+    return tiny_backbone
 
 
 def test_each_member_gets_its_own_gradient_and_clipping(backbone, tokenizer, data_dir):

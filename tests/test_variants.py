@@ -11,20 +11,14 @@ from lightning_electra.variants import VARIANTS
 from lightning_electra.variants.all_tokens_mlm import copy_log_prob
 
 
-def setup(cfg):
-    dm = PretrainDataModule(cfg)
-    module = make_module(cfg, dm)
-    return module, dm.collate([dm.train_set[i] for i in range(8)])
-
-
 def run_objective(module, batch, seed=0):
     torch.manual_seed(seed)
     return module.objective(batch, module.mask(batch))
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_every_variant_trains_one_step(smoke_cfg, variant):
-    module, batch = setup(smoke_cfg(variant=variant))
+def test_every_variant_trains_one_step(smoke_cfg, variant, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant=variant))
     loss = run_objective(module, batch)["loss"]
     assert torch.isfinite(loss)
     loss.backward()
@@ -32,8 +26,8 @@ def test_every_variant_trains_one_step(smoke_cfg, variant):
     assert module.paper_flops_per_step() > 0
 
 
-def test_electra_15_ignores_unmasked_positions(smoke_cfg):
-    module, batch = setup(smoke_cfg(variant="electra-15"))
+def test_electra_15_ignores_unmasked_positions(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="electra-15"))
     torch.manual_seed(0)
     masked = module.mask(batch)
     real = module.discriminate
@@ -46,8 +40,8 @@ def test_electra_15_ignores_unmasked_positions(smoke_cfg):
     assert torch.isclose(losses[0], losses[1])
 
 
-def test_replace_mlm_inputs_hold_no_mask_token(smoke_cfg):
-    module, batch = setup(smoke_cfg(variant="replace-mlm"))
+def test_replace_mlm_inputs_hold_no_mask_token(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="replace-mlm"))
     seen = []
     module.discriminator.electra.register_forward_pre_hook(lambda m, args, kw: seen.append(kw["input_ids"]),
                                                            with_kwargs=True)
@@ -67,10 +61,10 @@ def test_all_tokens_copy_probability_at_the_extremes():
     assert torch.isclose(mid.exp(), torch.tensor([0.5 + 0.5 * 0.2]))
 
 
-def test_all_tokens_mlm_scores_every_position(smoke_cfg, monkeypatch):
+def test_all_tokens_mlm_scores_every_position(smoke_cfg, monkeypatch, variant_setup):
     import lightning_electra.variants.all_tokens_mlm as all_tokens
 
-    module, batch = setup(smoke_cfg(variant="all-tokens-mlm"))
+    module, batch = variant_setup(smoke_cfg(variant="all-tokens-mlm"))
     seen = []
     monkeypatch.setattr(all_tokens, "copy_log_prob", lambda *args: seen.append(copy_log_prob(*args)) or seen[-1])
     metrics = run_objective(module, batch)
@@ -87,26 +81,26 @@ def generator_grads(module, loss):
             for n, p in module.generator.named_parameters() if "embeddings" not in n]
 
 
-def test_adversarial_generator_learns_from_the_reward_only(smoke_cfg):
-    module, batch = setup(smoke_cfg(variant="adversarial"))
+def test_adversarial_generator_learns_from_the_reward_only(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="adversarial"))
     total = generator_grads(module, run_objective(module, batch)["loss"])
     reward_only = generator_grads(module, run_objective(module, batch)["reinforce_loss"])
     assert any(g.abs().sum() > 0 for g in reward_only), "REINFORCE gives G a gradient"
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(total, reward_only)), "no MLM, no D gradient"
-    module, batch = setup(smoke_cfg("adversarial.mlm_weight=1.0", variant="adversarial"))
+    module, batch = variant_setup(smoke_cfg("adversarial.mlm_weight=1.0", variant="adversarial"))
     with_mlm = generator_grads(module, run_objective(module, batch)["loss"])
     reward_only = generator_grads(module, run_objective(module, batch)["reinforce_loss"])
     assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(with_mlm, reward_only))
 
 
-def test_adversarial_logs_accuracy_and_entropy(smoke_cfg):
-    module, batch = setup(smoke_cfg(variant="adversarial"))
+def test_adversarial_logs_accuracy_and_entropy(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg(variant="adversarial"))
     m = run_objective(module, batch)
     assert 0 <= m["mlm_accuracy"] <= 1 and 0 < m["generator_entropy"] <= math.log(module.special.vocab_size) + 1e-3
 
 
-def test_unigram_generator_samples_follow_corpus_frequencies(smoke_cfg):
-    module, batch = setup(smoke_cfg("model.generator=unigram"))
+def test_unigram_generator_samples_follow_corpus_frequencies(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg("model.generator=unigram"))
     assert module.generator is None and module.generator_flops_per_step() == 0
     probs = module.sampling_probs
     s = module.special
@@ -118,13 +112,13 @@ def test_unigram_generator_samples_follow_corpus_frequencies(smoke_cfg):
     assert "mlm_loss" not in m and torch.isclose(m["loss"], 50 * m["disc_loss"])
 
 
-def test_uniform_generator_spreads_over_the_vocabulary(smoke_cfg):
-    module, _ = setup(smoke_cfg("model.generator=uniform"))
+def test_uniform_generator_spreads_over_the_vocabulary(smoke_cfg, variant_setup):
+    module, _ = variant_setup(smoke_cfg("model.generator=uniform"))
     nonzero = module.sampling_probs[module.sampling_probs > 0]
     assert len(nonzero) == module.special.vocab_size - 4 and torch.allclose(nonzero, nonzero[0])
 
 
-def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg):
+def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg, variant_setup):
     from lightning_electra.config import ConfigError
 
     cfg = smoke_cfg(variant="two-stage")
@@ -146,11 +140,11 @@ def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg):
     assert stage2.discriminator.electra.embeddings.word_embeddings.weight.grad.abs().sum() > 0, "D trains"
     assert stage2.paper_flops_per_step() > stage1.paper_flops_per_step() / 2, "stage 2 counts G's forward too"
     with pytest.raises(ConfigError, match="generator_fraction=1.0"):
-        setup(smoke_cfg("model.generator_fraction=0.25", variant="two-stage"))
+        variant_setup(smoke_cfg("model.generator_fraction=0.25", variant="two-stage"))
 
 
-def test_adversarial_mle_warm_up_trains_g_by_mlm(smoke_cfg):
-    module, batch = setup(smoke_cfg("adversarial.mle_warmup_fraction=0.5", variant="adversarial"))
+def test_adversarial_mle_warm_up_trains_g_by_mlm(smoke_cfg, variant_setup):
+    module, batch = variant_setup(smoke_cfg("adversarial.mle_warmup_fraction=0.5", variant="adversarial"))
     assert module.mle_warm_up
     total = generator_grads(module, run_objective(module, batch)["loss"])
     mlm = generator_grads(module, run_objective(module, batch)["mlm_loss"])

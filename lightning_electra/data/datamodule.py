@@ -202,10 +202,17 @@ class PretrainDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        return {"batches_done": self.batches_done}
+        # also in examples: a run may resume on another number of devices or another accumulation
+        return {"batches_done": self.batches_done, "examples_done": self.batches_done * self._batch_spread()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.batches_done = state["batches_done"]
+        examples = state.get("examples_done")
+        self.batches_done = state["batches_done"] if examples is None else examples // self._batch_spread()
+
+    def _batch_spread(self) -> int:
+        """Examples one counted batch stands for: a micro-batch on every device."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return self.per_device_batch() * world
 
     def token_counts(self) -> np.ndarray:
         """Corpus frequency of every vocabulary id (for the unigram generator)."""

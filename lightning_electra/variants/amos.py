@@ -22,10 +22,9 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from transformers.masking_utils import create_bidirectional_mask
 
 from lightning_electra.config import ConfigError
-from lightning_electra.corruption import replace_at
+from lightning_electra.corruption import replace_at, sample_tokens
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import build_mlm, generator_shape, share_weights
 from lightning_electra.pretrain import discriminator_metrics, mlm_metrics, sampled_accuracy
@@ -54,6 +53,16 @@ def amos_exits(cfg) -> list[int]:
     return exits
 
 
+def layer_attention_mask(model, hidden: torch.Tensor, attention_mask: torch.Tensor):
+    """The mask transformers' encoder layers take, as ElectraModel.forward builds it (4.x: the extended additive
+    mask; 5.x: whatever its attention implementation wants)."""
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:
+        return model.get_extended_attention_mask(attention_mask, attention_mask.shape)
+    return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=attention_mask)
+
+
 class _ReverseGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -74,6 +83,15 @@ def switch_exit(step: int, steps: int, k: int) -> int:
     return min(k - 1, k * step // steps)
 
 
+def hard_gumbel_softmax(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """`F.gumbel_softmax(hard=True)`: a one-hot sample of softmax(logits) forward, the gradient of the tempered soft
+    sample backward. Its noise from torch.rand (fp32, as `sample_tokens`): exponential_ is ~10x slower on CPU."""
+    uniform = torch.rand_like(logits, dtype=torch.float32).clamp_min(torch.finfo(torch.float32).tiny)
+    soft = ((logits.float() - torch.log(-torch.log(uniform))) / tau).softmax(-1)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
 def one_hot_choice(index: torch.Tensor, k: int) -> torch.Tensor:
     return F.one_hot(index, k).float()
 
@@ -88,6 +106,9 @@ class Amos(Electra):
         if cfg.model.tie == "all":
             raise ConfigError("AMOS's generator is shallower than D, so it cannot share all weights: set "
                               "model.tie=embeddings (the official choice) or none.")
+        if cfg.train.temperature != 1.0:
+            raise ConfigError("AMOS samples at the exits' own temperature (amos.temperature shapes only the "
+                              f"straight-through gradient); train.temperature={cfg.train.temperature} would be ignored.")
         if not cfg.amos.temperature > 0:
             raise ConfigError(f"amos.temperature must be positive; got {cfg.amos.temperature}.")
         amos_exits(cfg)
@@ -98,8 +119,12 @@ class Amos(Electra):
         self.discriminator = self.build_discriminator()
         self.generator = build_mlm(replace(generator_shape(m), layers=self.exits[-1]), m, vocab)
         share_weights(self.generator, self.discriminator, m.tie)
-        # the learned vector scoring each exit at each masked position from that exit's hidden state
-        self.mixture = torch.nn.Linear(self.generator.config.hidden_size, 1, bias=False)
+        # the learned vector scoring each exit at each masked position from that exit's hidden state; only built
+        # when used (DDP refuses parameters without gradients), initialised as transformers' weights (near-uniform)
+        self.mixture = None
+        if self.cfg.amos.mixture == "learned":
+            self.mixture = torch.nn.Linear(self.generator.config.hidden_size, 1, bias=False)
+            torch.nn.init.normal_(self.mixture.weight, std=self.generator.config.initializer_range)
         self.switch_exit = 0  # mixture=switch: the exit in use, set outside the (maybe compiled) objective
         self.exit_weights: list[list[float]] = []  # [step, weight of each exit] at log steps, for reports
 
@@ -113,10 +138,11 @@ class Amos(Electra):
         hidden = g.embeddings(input_ids=input_ids, token_type_ids=batch["token_type_ids"])
         if hasattr(g, "embeddings_project"):
             hidden = g.embeddings_project(hidden)
-        mask = create_bidirectional_mask(config=g.config, inputs_embeds=hidden, attention_mask=batch["attention_mask"])
+        mask = layer_attention_mask(g, hidden, batch["attention_mask"])
         states = []
         for depth, layer in enumerate(g.encoder.layer[:self.exits[-1]], 1):
             hidden = layer(hidden, mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers 4.x layers return tuples
             if depth in self.exits:
                 states.append(hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1])))
                 if self.cfg.amos.stop_gradient:
@@ -130,7 +156,7 @@ class Amos(Electra):
         mode = self.cfg.amos.mixture
         if mode == "learned":
             scores = self.mixture(torch.stack(states, 2).detach()).squeeze(-1).float()  # exits feel no mixture
-            return F.gumbel_softmax(scores, tau=self.cfg.amos.temperature, hard=True), scores.softmax(-1)
+            return hard_gumbel_softmax(scores, self.cfg.amos.temperature), scores.softmax(-1)
         uniform = torch.full((b, p, k), 1 / k, device=weights.device)
         if mode == "random":
             return one_hot_choice(torch.randint(k, (b, p), device=weights.device), k), uniform
@@ -152,10 +178,14 @@ class Amos(Electra):
         metrics["mlm_loss"] = mlm_loss
 
         choice, mixture_weights = self.choose_exits(states, w)
-        # the chosen exit's logits, differentiable in the choice only: exits learn by MLM alone
-        logits = (choice[..., None] * torch.stack(exit_logits, 2).detach().float()).sum(2)
-        sample = F.gumbel_softmax(logits, tau=self.cfg.amos.temperature, hard=True)  # (B, P, V) straight-through
-        sampled = sample.argmax(-1)
+        # the chosen exit's logits, differentiable in the choice only: exits learn by MLM alone (a sum over exits,
+        # not a (B, P, K, V) stack: the vocabulary dimension dominates memory)
+        logits = sum(choice[..., i, None] * exit.detach().float() for i, exit in enumerate(exit_logits))
+        if self.mixture is not None:  # the straight-through one-hot sample (B, P, V) that carries D's gradient
+            sample = hard_gumbel_softmax(logits, self.cfg.amos.temperature)
+            sampled = sample.argmax(-1)
+        else:  # no gradient to carry: sample the ids alone
+            sample, sampled = None, sample_tokens(logits)
         corrupted = replace_at(batch["input_ids"], masked.positions, sampled, w)
         replaced = corrupted != batch["input_ids"]
         d_logits = self.discriminate_sample(batch, corrupted, masked, sample)
@@ -171,7 +201,7 @@ class Amos(Electra):
     def discriminate_sample(self, batch, corrupted, masked, sample):
         """D's logits on the corrupted input. With a learned mixture the sampled slots' embeddings carry the
         straight-through path: E[token] forward, and backward D's gradient, reversed, into the one-hot sample."""
-        if self.cfg.amos.mixture != "learned":
+        if sample is None:
             return self.discriminate(batch, corrupted)
         d = self.discriminator.electra
         table = d.embeddings.word_embeddings.weight
@@ -186,8 +216,10 @@ class Amos(Electra):
 
     def loss_step(self, batch):
         metrics = super().loss_step(batch)
-        if (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0:  # a host sync at log steps only
-            self.exit_weights.append([self.global_step + 1] + [metrics[f"exit{d}_weight"].item() for d in self.exits])
+        step = self.global_step + 1
+        logged = self.exit_weights and self.exit_weights[-1][0] == step  # accumulation: a step's later micro-batches
+        if step % self.cfg.train.log_every_n_steps == 0 and not logged:  # a host sync at log steps only
+            self.exit_weights.append([step] + [metrics[f"exit{d}_weight"].item() for d in self.exits])
         return metrics
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -198,17 +230,19 @@ class Amos(Electra):
         super().on_load_checkpoint(checkpoint)
         self.exit_weights = checkpoint.get("exit_weights", [])
 
-    def summary(self) -> dict:
-        """For pretrain.json (and so the report): the mixture weights of each exit along training."""
-        return {"exits": self.exits, "exit_weights": self.exit_weights}
+    def summary(self, points: int = 200) -> dict:
+        """For pretrain.json (and so the report): the mixture weights of each exit along training, at most
+        `points` rows evenly spread (a base-scale run logs tens of thousands), the last one always kept."""
+        every = max(1, -(-len(self.exit_weights) // points))
+        rows = self.exit_weights[::every]
+        if self.exit_weights and rows[-1] is not self.exit_weights[-1]:
+            rows.append(self.exit_weights[-1])
+        return {"exits": self.exits, "exit_weights": rows}
 
     def generator_flops_per_step(self) -> float:
-        """G up to its deepest exit with one MLM output per exit; with a learned mixture also the straight-through
-        one-hot times the embedding table (forward and the backward into the sample) at the masked slots."""
+        """G up to its deepest exit with one MLM output per exit. The straight-through one-hot times D's embedding
+        table adds nothing: the paper's convention already counts every lookup as that dense product."""
         shape = self.shape(replace(generator_shape(self.cfg.model), layers=self.exits[-1]))
         batch = self.cfg.train.batch_size
-        flops = mlm_train_flops(shape, batch, 1)
-        flops += 2 * batch * (len(self.exits) - 1) * shape.embedding_flops(output=True)
-        if self.cfg.amos.mixture == "learned":
-            flops += batch * 2 * 2 * shape.vocab * self.cfg.model.embedding_size * shape.output_frac * shape.seq
-        return flops
+        return (mlm_train_flops(shape, batch, 1)
+                + 2 * batch * (len(self.exits) - 1) * shape.embedding_flops(output=True))
