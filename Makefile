@@ -19,7 +19,7 @@ endif
 SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(1) $(OVERRIDES)
 
 .PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
-	small-model amos all-sweeps benchmark reports export clean-results
+	small-model amos all-sweeps benchmark benchmark-finetune reports export clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ all-sweeps: ablation-training-algorithms weight-sharing generator-size efficienc
 
 benchmark:  ## pre-training throughput of every variant vs a plain transformers baseline -> analysis/reports/benchmark/
 	$(PYTHON) -m experiments.benchmark $(OVERRIDES)
+
+benchmark-finetune:  ## GLUE fine-tuning time, seeds one by one vs one batched ensemble -> analysis/reports/benchmark/
+	$(PYTHON) -m experiments.finetune_benchmark $(if $(SCALE),--scale $(SCALE)) $(OVERRIDES)
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
 	$(PYTHON) -m analysis.report

@@ -117,3 +117,14 @@ def test_exit_states_match_the_transformers_forward(smoke_cfg, variant_setup):
 def test_impossible_amos_configs_are_refused(smoke_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         smoke_cfg(*overrides, variant="amos")
+
+
+def test_one_exit_at_full_depth_is_joint_electra(smoke_cfg, variant_setup):
+    """AMOS with only its deepest exit, at D's depth, is ELECTRA's generator: same weights, same draws, same loss."""
+    losses = []
+    for variant, extra in (("electra", []), ("amos", ["amos.mixture=single"])):
+        torch.manual_seed(0)
+        module, batch = variant_setup(smoke_cfg(*extra, variant=variant))
+        metrics = objective(module, batch)
+        losses.append((metrics["disc_loss"], metrics["mlm_loss"]))
+    torch.testing.assert_close(losses[0], losses[1])

@@ -73,3 +73,13 @@ def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg):
                     "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1")
     table = pd.read_csv(run(cfg, "ensemble-test"))
     assert sorted(table.query("metric == 'score'")["finetune_seed"]) == [0, 1]
+
+
+def test_the_finetune_benchmark_times_both_modes(data_dir, tmp_path, monkeypatch):
+    from experiments.finetune_benchmark import main
+
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    table = main(["--scale", "smoke", "--tasks", "RTE", "--seeds", "2", "--out", str(tmp_path),
+                  "finetune.max_train_examples=16", "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1"])
+    assert list(table["mode"]) == ["sequential", "batched"] and (table["seconds"] > 0).all()
+    assert "batched" in (tmp_path / "finetune.md").read_text()

@@ -1,0 +1,100 @@
+"""GLUE fine-tuning time: a task's seeds one after another against the same seeds as one batched ensemble.
+
+    python -m experiments.finetune_benchmark                       # GPU: scale tiny's protocol, every task, 10 seeds
+    python -m experiments.finetune_benchmark --tasks RTE,MRPC --seeds 3 --scale smoke     # CPU: capped, a minute
+    make benchmark-finetune OVERRIDES="--seeds 10"
+
+The backbone is `--model` (a transformers ELECTRA directory) or, by default, a freshly initialised encoder of the
+scale's discriminator shape: time does not depend on the weights. Each mode fine-tunes every task present under
+DATA_DIR with the scale's fine-tuning protocol (epochs per task, caps, precision) and records wall time, so the
+issue's targets read directly: one seed of all tasks, and the median's seeds of all tasks. Writes
+`finetune.csv` and `finetune.md` (with command, commit, hardware, date) to analysis/reports/benchmark/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from lightning_electra.config import load_config, resolve_data_path
+from lightning_electra.results import atomic_write_text, git_commit, hardware
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "analysis" / "reports" / "benchmark"
+
+
+def random_backbone(cfg, vocab_size: int, where: Path) -> Path:
+    from transformers import ElectraModel
+    from transformers.utils import logging as transformers_logging
+
+    from lightning_electra.models import discriminator_shape, electra_config
+
+    transformers_logging.disable_progress_bar()
+    ElectraModel(electra_config(discriminator_shape(cfg.model), cfg.model, vocab_size)).save_pretrained(where)
+    return where
+
+
+def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokenizer) -> dict:
+    from lightning_electra.finetune import finetune_task_seeds
+
+    ft = replace(cfg.finetune, batched_seeds=mode == "batched")
+    start = time.perf_counter()
+    scores = {task: finetune_task_seeds(model, task, Path(cfg.data.data_dir), ft, tokenizer, list(range(seeds)),
+                                        accelerator=cfg.train.accelerator, source=ft.source) for task in tasks}
+    seconds = time.perf_counter() - start
+    print(f"[finetune-benchmark] {mode}: {len(tasks)} task(s) x {seeds} seed(s) in {seconds:.1f} s", flush=True)
+    return {"mode": mode, "tasks": ",".join(tasks), "seeds": seeds, "seconds": round(seconds, 1),
+            "seconds_per_seed": round(seconds / seeds, 1), "device": hardware(), "precision": ft.precision,
+            "median_score": round(sum(sorted(r["score"] for r in s)[len(s) // 2] for s in scores.values())
+                                  / len(tasks), 2)}
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", default=None, help="whose fine-tuning protocol and model shape (default: auto)")
+    p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with data)")
+    p.add_argument("--seeds", type=int, default=10, help="seeds per task (the paper's median takes 10)")
+    p.add_argument("--model", type=Path, default=None, help="a transformers ELECTRA directory (default: random)")
+    p.add_argument("--modes", default="sequential,batched")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. finetune.precision=bf16-mixed)")
+    args = p.parse_args(argv)
+
+    from lightning_electra.data.glue import available_tasks, build_tokenizer
+
+    cfg = load_config(args.scale, overrides=args.overrides, announce=True)
+    tasks, _ = available_tasks(Path(cfg.data.data_dir), args.tasks.split(",") if args.tasks else cfg.finetune.tasks)
+    tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or random_backbone(cfg, len(tokenizer), Path(tmp))
+        rows = [time_mode(mode, model, tasks, args.seeds, cfg, tokenizer) for mode in args.modes.split(",")]
+    table = pd.DataFrame(rows)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.finetune_benchmark",
+                                                 *(argv if argv is not None else sys.argv[1:])])
+    if os.environ.get("DATA_DIR"):
+        command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"
+    atomic_write_text(args.out / "finetune.csv", table.to_csv(index=False))
+    source = f"model {args.model}" if args.model else "a random encoder of the scale's discriminator shape"
+    lines = ["# GLUE fine-tuning time: seeds one by one vs one batched ensemble", "",
+             f"Scale `{cfg.scale}`'s protocol ({cfg.finetune.epochs} epochs, per task {cfg.finetune.task_epochs}, "
+             f"caps {cfg.finetune.max_train_examples}/{cfg.finetune.max_eval_examples}, batch "
+             f"{cfg.finetune.batch_size}), {source}. median_score: mean over tasks of the median seed's score (a "
+             "sanity check, not a result).", "", "| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|",
+             *("| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)), "",
+             f"Command: `{command}`; commit {git_commit()}; {hardware()}; "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}."]
+    atomic_write_text(args.out / "finetune.md", "\n".join(lines) + "\n")
+    print(table.to_string(index=False))
+    return table
+
+
+if __name__ == "__main__":
+    main()
