@@ -3,6 +3,7 @@
 #   DATA_DIR=/path/to/data        (holds corpus/, glue/, vocab/; e.g. ../shared/data)
 #   OVERRIDES="key=value ..."     (any config key, e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
 #   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
+#   RUNS=a,b                      (a sweep in pieces: only these runs now; the table and report take all finished)
 SHELL := /bin/bash
 PYTHON ?= python3
 SCALE ?=
@@ -16,7 +17,7 @@ endif
 ifneq ($(NUM_NODES),)
 export NUM_NODES
 endif
-SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(1) $(OVERRIDES)
+SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) $(1) $(OVERRIDES)
 
 .PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
 	small-model amos all-sweeps benchmark benchmark-finetune reports export clean-results

@@ -339,6 +339,9 @@ def write_index(reports: Path = REPORTS) -> Path:
     if (reports / "benchmark" / "benchmark.md").exists():
         lines += ["## Throughput", "", "- [benchmark](benchmark/benchmark.md): pre-training tokens/s of every variant "
                   "against a plain transformers baseline (`make benchmark`).", ""]
+    if (reports / "benchmark" / "finetune.md").exists():
+        lines[-1:-1] = ["- [fine-tuning](benchmark/finetune.md): GLUE fine-tuning time, a task's seeds one by one "
+                        "against one batched ensemble (`make benchmark-finetune`)."]
     path = reports / "README.md"
     tmp = path.with_name(".tmp-" + path.name)
     tmp.write_text("\n".join(lines))

@@ -28,13 +28,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from lightning_electra.config import CONFIG_ROOT, ConfigError, load_config
+from lightning_electra.config import CONFIG_ROOT, ConfigError, config_hash, load_config
 from lightning_electra.pretrain import NonFiniteLossError
 from lightning_electra.data.corpus import CorpusError
 from lightning_electra.data.glue import GlueDataError
 from lightning_electra.data.tokenizer import VocabError
 from lightning_electra.results import COLUMNS, ResultsError, git_commit, hardware, read_table, write_json, write_table
-from lightning_electra.run import global_rank, leave_process_group, run
+from lightning_electra.run import global_rank, leave_process_group, run, run_dir
 
 # Errors in what the user gave (config, data, files), whose messages say what to do: printed without a traceback.
 INPUT_ERRORS = (ConfigError, CorpusError, GlueDataError, VocabError, ResultsError, NonFiniteLossError)
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
     parser.add_argument("--no-report", action="store_true", help="only run and collect; skip the report")
     parser.add_argument("--reports-dir", default=None, help="where reports go (default: analysis/reports)")
+    parser.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
+                        "pieces, e.g. one per command on a lent machine); the table and report take every finished run")
     args = parser.parse_intermixed_args(argv)
     start = time.time()
     try:
@@ -101,22 +103,28 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         sys.exit(f"error: {err}")
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    print(f"[sweep] {args.sweep} at scale {scale}: {len(configs)} runs ({', '.join(c.name for c in configs)})",
-          flush=True)
-    table_path, tables, current = results_dir / args.sweep / "results.csv", [], None
+    wanted = args.runs.split(",") if args.runs else [c.name for c in configs]
+    unknown = sorted(set(wanted) - {c.name for c in configs})
+    if unknown:
+        sys.exit(f"error: no run named {', '.join(unknown)} in sweep {args.sweep}; its runs: "
+                 f"{', '.join(c.name for c in configs)}.")
+    selected = [c for c in configs if c.name in wanted]
+    print(f"[sweep] {args.sweep} at scale {scale}: {len(selected)} of {len(configs)} runs "
+          f"({', '.join(c.name for c in selected)})", flush=True)
+    table_path, current = results_dir / args.sweep / "results.csv", None
     try:
         if table_path.exists():  # another sweep's table in this one's place: say so before any training
             read_table(table_path, sweep=args.sweep)
         # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and takes
         # part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between pre-trainings
         # would leave the other ranks waiting in the next run's first collective, which times out (30 minutes).
-        for current in configs:
+        for current in selected:
             run(current, args.sweep, finetune=False)
         leave_process_group()
         if global_rank() != 0:
             return
-        for current in configs:
-            tables.append(run(current, args.sweep))
+        for current in selected:
+            run(current, args.sweep)
     except BaseException as err:
         # Nothing is lost: every finished stage of every run is on disk, and the sweep's table is only written below
         if current is not None:
@@ -126,11 +134,15 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(err, INPUT_ERRORS):  # a diverged run, bad data or config: the message says what to do
             sys.exit(f"error: {err}")
         raise
+    # every run of the sweep finished so far (this command's and earlier pieces'), in the sweep file's order
+    finished = [(cfg, run_dir(cfg, args.sweep) / f"results-{config_hash(cfg)}.csv") for cfg in configs]
+    finished = [(cfg, table) for cfg, table in finished if table.exists()]
+    tables = [table for _, table in finished]
     table_path = collect(args.sweep, scale, tables, results_dir)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.sweep", *(argv or sys.argv[1:])])
     if os.environ.get("DATA_DIR"):
         command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"
-    runs = {cfg.name: json.loads((table.parent / "pretrain.json").read_text()) for cfg, table in zip(configs, tables)}
+    runs = {cfg.name: json.loads((table.parent / "pretrain.json").read_text()) for cfg, table in finished}
     record_invocation(results_dir / args.sweep / scale / "sweep.json", sweep, runs, command, time.time() - start)
     print(f"[sweep] results: {table_path}", flush=True)
     if not args.no_report:

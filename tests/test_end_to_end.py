@@ -11,6 +11,9 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
             f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", f"data.data_dir={data_dir}",
             "data.max_corpus_bytes=200000", "train.flops_budget=4e11", "finetune.tasks=[RTE,STS-B]",
             "finetune.seeds=2", "finetune.max_train_examples=64", "finetune.max_eval_examples=64"]
+    main([*args, "--runs", "bert,electra"])  # a sweep in pieces: whole runs each, the table holds what is done
+    table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
+    assert set(table["run"]) == {"bert", "electra"}
     main(args)
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert list(table.columns) == COLUMNS
