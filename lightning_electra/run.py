@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import logging
+import re
 import os
 import shutil
 import sys
@@ -196,11 +197,12 @@ def pretrain(cfg: Config, out: Path) -> dict:
     return summary
 
 
-def make_loggers(cfg: Config, stage_dir: Path) -> list:
+def make_loggers(cfg: Config, stage_dir: Path, resume_step: int | None = None) -> list:
     """CSV always (pretrain/logs/metrics.csv: plain text, readable anywhere), then train.loggers' others.
 
     TensorBoard gets its own folder, pretrain/tensorboard/, so `tensorboard --logdir results/` shows every run.
-    Weights & Biases is imported only when asked for: it is an optional dependency.
+    Weights & Biases is imported only when asked for: it is an optional dependency. A resumed fit continues the
+    same TensorBoard curves (events from the steps it re-runs are purged) and the same W&B run.
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -208,7 +210,8 @@ def make_loggers(cfg: Config, stage_dir: Path) -> list:
 
     loggers = [ResumedCSVLogger(stage_dir, name="logs", version="")]
     if "tensorboard" in cfg.train.loggers:
-        loggers.append(TensorBoardLogger(stage_dir, name="tensorboard", version="", default_hp_metric=False))
+        loggers.append(TensorBoardLogger(stage_dir, name="tensorboard", version="", default_hp_metric=False,
+                                         purge_step=resume_step))
     if "wandb" in cfg.train.loggers:
         try:
             import wandb  # noqa: F401
@@ -221,7 +224,8 @@ def make_loggers(cfg: Config, stage_dir: Path) -> list:
         sweep, run_name = stage_dir.parts[-4], stage_dir.parts[-2]
         name = f"{sweep}/{run_name}" + ("" if stage_dir.name == "pretrain" else f"/{stage_dir.name}")
         loggers.append(WandbLogger(name=name, save_dir=str(stage_dir), group=cfg.scale, config=to_dict(cfg),
-                                   project=os.environ.get("WANDB_PROJECT", "lightning_electra")))
+                                   project=os.environ.get("WANDB_PROJECT", "lightning_electra"),
+                                   id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{name}-{cfg.scale}")[-64:], resume="allow"))
     return loggers
 
 
@@ -237,19 +241,18 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
     local = [s - first for s in saves if first < s <= first + module.steps]
     every = max(1, min(module.steps // 10, 2000))
     last = ModelCheckpoint(dirpath=stage_dir, save_last=True, save_top_k=0, every_n_train_steps=every)
+    resume = stage_dir / "last.ckpt"
+    resume_step = check_resumable(resume, module) if resume.exists() else None
     trainer = make_trainer(
         cfg, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip,
-        logger=make_loggers(cfg, stage_dir), log_every_n_steps=cfg.train.log_every_n_steps,
+        logger=make_loggers(cfg, stage_dir, resume_step), log_every_n_steps=cfg.train.log_every_n_steps,
         callbacks=[last, FractionCheckpoints(checkpoints, local)], plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(), limit_val_batches=0, num_sanity_val_steps=0)
-    resume = stage_dir / "last.ckpt"
     print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale})"
           + (f" stage {module.stage}/{module.stages}" if module.stages > 1 else "")
           + f": {module.steps} steps, {module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
           + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
-    if resume.exists():
-        check_resumable(resume, module)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
     # on every rank: under FSDP this gathers the sharded weights onto rank 0 (the other ranks get nothing)
     state = {k: v.detach().cpu() for k, v in trainer.strategy.lightning_module_state_dict().items()}
@@ -303,12 +306,13 @@ def check_hardware(cfg: Config) -> None:
         log.setLevel(level)
 
 
-def check_resumable(checkpoint: Path, module) -> None:
+def check_resumable(checkpoint: Path, module) -> int:
     """Refuse a last.ckpt whose weights are not this module's (another variant or shape) before Lightning fails
-    on it with a long list of keys. Run directories are keyed by a hash that includes both, so only a copied or
-    moved file gets here."""
+    on it with a long list of keys; returns its step. Run directories are keyed by a hash that includes both, so
+    only a copied or moved file gets here."""
     try:
-        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True).get("state_dict", {})
+        whole = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+        saved = whole.get("state_dict", {})
     except Exception as err:  # torch raises several types for a damaged file
         raise ConfigError(f"{checkpoint} cannot be read ({type(err).__name__}: {err}); delete it to start this "
                           "run's pre-training over.") from None
@@ -318,6 +322,7 @@ def check_resumable(checkpoint: Path, module) -> None:
         raise ConfigError(f"{checkpoint} does not hold this run's model ({module.cfg.variant}; first mismatched "
                           f"weights: {', '.join(wrong[:3])}): it was written by another variant or shape. Resume "
                           "it with the config beside it (config.yaml), or delete it to start this run over.")
+    return int(whole.get("global_step", 0))
 
 
 def generator_width(cfg: Config) -> int | None:
