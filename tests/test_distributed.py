@@ -62,6 +62,18 @@ def test_other_ranks_wait_for_the_cache_instead_of_packing_it(smoke_cfg, monkeyp
     assert (dm.cache / "examples.npy").exists() and time.time() - start >= 0.3
 
 
+def test_other_ranks_stop_when_rank_0_cannot_pack(smoke_cfg, monkeypatch):
+    from lightning_electra.data.corpus import CorpusError
+
+    dm = PretrainDataModule(smoke_cfg())
+    monkeypatch.setattr(dm, "prepare_data", lambda: (_ for _ in ()).throw(CorpusError("the corpus is empty")))
+    with pytest.raises(CorpusError, match="empty"):
+        dm.prepare_once()  # local rank 0: fails, and says so for the others
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(CorpusError, match="Local rank 0 could not pack the corpus.*empty"):
+        dm.prepare_once(poll_seconds=0.05)
+
+
 def test_two_ddp_ranks_train_like_one_process(data_dir, tmp_path):
     """DDP over 2 CPU ranks of 8 = one process accumulating 2 micro-batches of 8 (the same sums, in another
     order), and within the per-micro-batch loss normalisation of one process taking all 16 at once."""

@@ -178,12 +178,21 @@ class PretrainDataModule(L.LightningDataModule):
         Lightning calls prepare_data on local rank 0 only, but run.make_module needs the data before any Trainer
         exists; under torchrun or srun every rank gets there at once and each would pack the whole corpus.
         """
+        failed = self.cache.with_name(self.cache.name + ".failed")  # what local rank 0 leaves when packing fails
         if local_rank() == 0:
-            return self.prepare_data()
+            try:
+                failed.unlink(missing_ok=True)
+                return self.prepare_data()
+            except Exception as err:
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                failed.write_text(f"{type(err).__name__}: {err}")
+                raise
         if not (self.cache / "examples.npy").exists():
             print(f"[data] rank {local_rank()}: waiting for local rank 0 to pack the corpus into {self.cache}",
                   flush=True)
         while not (self.cache / "examples.npy").exists():  # the cache appears whole (built aside, then renamed)
+            if failed.exists():  # rather than wait for ever on a launcher that leaves the other ranks running
+                raise CorpusError(f"Local rank 0 could not pack the corpus ({failed.read_text()}); see its error.")
             time.sleep(poll_seconds)
 
     def prepare_data(self) -> None:
