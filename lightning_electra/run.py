@@ -283,7 +283,8 @@ def make_trainer(cfg: Config, **kwargs) -> L.Trainer:
                             strategy=t.strategy, use_distributed_sampler=False, **kwargs)
     except (MisconfigurationException, ValueError, TypeError) as err:
         raise ConfigError(f"Cannot run {asked}: {err} ({here}). Ask for devices that exist (DEVICES=N or "
-                          "train.devices=N; auto takes every GPU) or run on a machine that has them.") from None
+                          "train.devices=N; auto takes every GPU) and a strategy they support (fsdp needs GPUs), or "
+                          "run on a machine that has them.") from None
     if t.accelerator == "auto" and isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
         # Lightning would quietly start that many CPU processes: almost surely not what DEVICES=N meant
         raise ConfigError(f"train.devices={t.devices} asks for {trainer.num_devices} devices, but {here}, so "
