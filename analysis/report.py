@@ -316,10 +316,13 @@ def finding(out: Path) -> str:
     scores = ", ".join(f"{r['run']} {r['GLUE']:.1f}" for _, r in final.iterrows())
     line = f"final {glue_label(tasks)}: {scores}"
     claims = [check_claim(c, final) for c in meta.get("claims", [])]
+    tested = [c for c in claims if "not tested" not in c]
     if claims:
-        agree = sum("| agrees" in c for c in claims)
-        conclusive = sum("| agrees" in c and "not conclusive" not in c for c in claims)
-        line += f"; the paper's claims: {agree} of {len(claims)} agree ({conclusive} outside the seed spread)"
+        agree = sum("| agrees" in c for c in tested)
+        conclusive = sum("| agrees" in c and "not conclusive" not in c for c in tested)
+        line += f"; the paper's claims: {agree} of {len(tested)} tested agree ({conclusive} outside the seed spread)"
+        if len(tested) < len(claims):
+            line += f", {len(claims) - len(tested)} not tested (runs missing)"
     return line
 
 
@@ -336,12 +339,13 @@ def write_index(reports: Path = REPORTS) -> Path:
         for out in sorted(reports.glob(f"{scale}/*/results.csv")):
             lines.append(f"- [{out.parent.name}]({scale}/{out.parent.name}/summary.md): {finding(out.parent)}")
         lines.append("")
-    if (reports / "benchmark" / "benchmark.md").exists():
-        lines += ["## Throughput", "", "- [benchmark](benchmark/benchmark.md): pre-training tokens/s of every variant "
-                  "against a plain transformers baseline (`make benchmark`).", ""]
-    if (reports / "benchmark" / "finetune.md").exists():
-        lines[-1:-1] = ["- [fine-tuning](benchmark/finetune.md): GLUE fine-tuning time, a task's seeds one by one "
-                        "against one batched ensemble (`make benchmark-finetune`)."]
+    benchmarks = [f"- [{title}](benchmark/{file}): {what}" for file, title, what in [
+        ("benchmark.md", "benchmark", "pre-training tokens/s of every variant against a plain transformers baseline "
+         "(`make benchmark`)."),
+        ("finetune.md", "fine-tuning", "GLUE fine-tuning time, a task's seeds one by one against one batched "
+         "ensemble (`make benchmark-finetune`).")] if (reports / "benchmark" / file).exists()]
+    if benchmarks:
+        lines += ["## Throughput", "", *benchmarks, ""]
     path = reports / "README.md"
     tmp = path.with_name(".tmp-" + path.name)
     tmp.write_text("\n".join(lines))

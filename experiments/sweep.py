@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         sys.exit(f"error: {err}")
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    wanted = args.runs.split(",") if args.runs else [c.name for c in configs]
+    wanted = [name.strip() for name in args.runs.split(",")] if args.runs else [c.name for c in configs]
     unknown = sorted(set(wanted) - {c.name for c in configs})
     if unknown:
         sys.exit(f"error: no run named {', '.join(unknown)} in sweep {args.sweep}; its runs: "
@@ -137,8 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     # every run of the sweep finished so far (this command's and earlier pieces'), in the sweep file's order
     finished = [(cfg, run_dir(cfg, args.sweep) / f"results-{config_hash(cfg)}.csv") for cfg in configs]
     finished = [(cfg, table) for cfg, table in finished if table.exists()]
-    tables = [table for _, table in finished]
-    table_path = collect(args.sweep, scale, tables, results_dir)
+    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
+    if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
+        print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these settings: "
+              f"{', '.join(missing)}", flush=True)
+    try:
+        table_path = collect(args.sweep, scale, [table for _, table in finished], results_dir)
+    except INPUT_ERRORS as err:
+        sys.exit(f"error: {err}")
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.sweep", *(argv or sys.argv[1:])])
     if os.environ.get("DATA_DIR"):
         command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"

@@ -74,7 +74,8 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
         results[task] = {"score": statistics.median(r["score"] for r in runs), "seeds": runs}
     glue = statistics.mean(r["score"] for r in results.values())
     out = Path(args.out) if args.out else (
-        Path(args.model) if Path(args.model).is_dir() else Path.cwd()) / f"glue-{finetune_hash(cfg)}.json"
+        Path(args.model) if Path(args.model).is_dir() else Path.cwd()) \
+        / f"glue-{finetune_hash(cfg)}-{'-'.join(tasks)}-seeds{ft.seeds}.json"  # other tasks or seeds: another file
     write_json(out, {"model": args.model, "tokenizer": tokenizer_source, "glue": glue, "tasks": results,
                      "missing_tasks": missing, "finetune": to_dict(cfg)["finetune"]})
     print("\n".join(f"  {task:6s} {r['score']:6.2f}  (median of {len(r['seeds'])})" for task, r in results.items()))

@@ -205,7 +205,8 @@ class PretrainModule(L.LightningModule):
             set_rng_states(saved[rank])
         elif world > 1:  # each rank its own masking, sampling and dropout draws, as one process has per example
             offset = 7919 * rank + (self.global_step if saved else 0)  # resumed on another device count: a new stream
-            torch.manual_seed(self.cfg.train.seed + offset)
+            stage = self.stage if self.stage > 1 else 0  # as run.pretrain seeds a later stage
+            torch.manual_seed(self.cfg.train.seed + stage + offset)
         elif saved:
             set_rng_states(saved[0])
         self._rng_to_restore = None

@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import logging
-import re
+import uuid
 import os
 import shutil
 import sys
@@ -225,8 +225,16 @@ def make_loggers(cfg: Config, stage_dir: Path, resume_step: int | None = None) -
         name = f"{sweep}/{run_name}" + ("" if stage_dir.name == "pretrain" else f"/{stage_dir.name}")
         loggers.append(WandbLogger(name=name, save_dir=str(stage_dir), group=cfg.scale, config=to_dict(cfg),
                                    project=os.environ.get("WANDB_PROJECT", "lightning_electra"),
-                                   id=re.sub(r"[^A-Za-z0-9_-]", "-", f"{name}-{cfg.scale}")[-64:], resume="allow"))
+                                   id=wandb_run_id(stage_dir), resume="allow"))
     return loggers
+
+
+def wandb_run_id(stage_dir: Path) -> str:
+    """A new W&B run id for a new fit, the same one when it resumes (kept in the stage's directory)."""
+    path = stage_dir / "wandb_id"
+    if not path.exists():
+        atomic_write_text(path, uuid.uuid4().hex[:16])
+    return path.read_text().strip()
 
 
 def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, checkpoints: Path,

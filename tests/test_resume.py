@@ -67,6 +67,24 @@ def test_the_sampler_resumes_mid_epoch_with_that_epochs_permutation():
     assert order(4) == order(3)[3:] and order(2) == order(0)[6:], "resuming skips the batches already done"
 
 
+def test_a_resume_that_would_change_the_accumulation_is_refused(smoke_cfg):
+    from types import SimpleNamespace
+
+    from lightning_electra.config import ConfigError
+    from lightning_electra.data.datamodule import PretrainDataModule
+
+    dm = PretrainDataModule(smoke_cfg())
+    dm.trainer = SimpleNamespace(world_size=1, accumulate_grad_batches=1)
+    dm.batches_done = 6
+    state = dm.state_dict()
+    dm.trainer = SimpleNamespace(world_size=2, accumulate_grad_batches=1)  # more devices, same accumulation: fine
+    dm.load_state_dict(state)
+    assert dm.batches_done == 6, "the same global batches done, each device now taking half of each"
+    dm.trainer = SimpleNamespace(world_size=1, accumulate_grad_batches=2)
+    with pytest.raises(ConfigError, match="accumulating 1 .*accumulating 2"):
+        dm.load_state_dict(state)
+
+
 class InfiniteGradient(torch.autograd.Function):
     """Adds nothing to the loss, but an infinite gradient: after clipping, NaN weights from a finite loss."""
 

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_electra.config import Config, ConfigError, DataConfig, resolve_data_path
+from lightning_electra.results import atomic_write_text
 from lightning_electra.data.corpus import CorpusError, iter_lines
 from lightning_electra.data.packing import ExampleBuilder, pack, to_array, token_type_ids
 from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
@@ -179,20 +180,23 @@ class PretrainDataModule(L.LightningDataModule):
         exists; under torchrun or srun every rank gets there at once and each would pack the whole corpus.
         """
         failed = self.cache.with_name(self.cache.name + ".failed")  # what local rank 0 leaves when packing fails
+        # this launch's id, so a marker an earlier launch left behind is not taken for news
+        launch = next((os.environ[k] for k in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "MASTER_PORT")
+                       if os.environ.get(k)), "")
         if local_rank() == 0:
             try:
                 failed.unlink(missing_ok=True)
                 return self.prepare_data()
             except Exception as err:
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                failed.write_text(f"{type(err).__name__}: {err}")
+                atomic_write_text(failed, f"{launch}\n{type(err).__name__}: {err}")
                 raise
         if not (self.cache / "examples.npy").exists():
             print(f"[data] rank {local_rank()}: waiting for local rank 0 to pack the corpus into {self.cache}",
                   flush=True)
         while not (self.cache / "examples.npy").exists():  # the cache appears whole (built aside, then renamed)
-            if failed.exists():  # rather than wait for ever on a launcher that leaves the other ranks running
-                raise CorpusError(f"Local rank 0 could not pack the corpus ({failed.read_text()}); see its error.")
+            marker = failed.read_text().split("\n", 1) if failed.exists() else None
+            if marker and marker[0] == launch:  # rather than wait for ever on a launcher that leaves ranks running
+                raise CorpusError(f"Local rank 0 could not pack the corpus ({marker[1]}); see its error.")
             time.sleep(poll_seconds)
 
     def prepare_data(self) -> None:
@@ -211,12 +215,21 @@ class PretrainDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        # also in examples: a run may resume on another number of devices or another accumulation
-        return {"batches_done": self.batches_done, "examples_done": self.batches_done * self._batch_spread()}
+        # also in examples: a run may resume on another number of devices
+        return {"batches_done": self.batches_done, "examples_done": self.batches_done * self._batch_spread(),
+                "accumulate": self._accumulate()}
 
     def load_state_dict(self, state: dict) -> None:
+        saved, now = state.get("accumulate", self._accumulate()), self._accumulate()
+        if saved != now:  # Lightning's own step counters are in micro-batches: they would straddle global batches
+            raise ConfigError(f"This run was checkpointed accumulating {saved} micro-batch(es) a step and would resume "
+                              f"accumulating {now}: resume with the devices and train.max_device_batch it had, "
+                              "which may differ in device count only where the accumulation stays the same.")
         examples = state.get("examples_done")
         self.batches_done = state["batches_done"] if examples is None else examples // self._batch_spread()
+
+    def _accumulate(self) -> int:
+        return int(self.trainer.accumulate_grad_batches) if self.trainer is not None else 1
 
     def _batch_spread(self) -> int:
         """Examples one counted batch stands for: a micro-batch on every device."""
