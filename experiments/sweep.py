@@ -34,7 +34,8 @@ from lightning_electra.data.corpus import CorpusError
 from lightning_electra.data.glue import GlueDataError
 from lightning_electra.data.tokenizer import VocabError
 from lightning_electra.results import COLUMNS, ResultsError, git_commit, hardware, read_table, write_json, write_table
-from lightning_electra.run import global_rank, leave_process_group, run, run_dir
+from lightning_electra.run import run, run_dir
+from lightning_electra.trainer import global_rank, leave_process_group
 
 # Errors in what the user gave (config, data, files), whose messages say what to do: printed without a traceback.
 INPUT_ERRORS = (ConfigError, CorpusError, GlueDataError, VocabError, ResultsError, NonFiniteLossError)

@@ -87,7 +87,7 @@ def test_impossible_sizes_say_what_to_change(overrides, message):
 
 
 def hardware(*overrides):
-    from lightning_electra.run import check_hardware
+    from lightning_electra.trainer import check_hardware
 
     return error(ConfigError, check_hardware, load_config("smoke", overrides=list(overrides)))
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from lightning_electra import run as run_module
 from lightning_electra.data.datamodule import EpochSampler
 from lightning_electra.pretrain import NonFiniteLossError
-from lightning_electra.run import AtomicCheckpointIO, pretrain
+from lightning_electra.run import pretrain
+from lightning_electra.trainer import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 
