@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if set(modes) - {"sequential", "batched"}:
         p.error(f"--modes takes sequential and/or batched, not {args.modes}")
 
-    from lightning_electra.data.glue import available_tasks, build_tokenizer, get_task, task_file
-    from lightning_electra.finetune import encoded
+    from lightning_electra.data.glue import available_tasks, build_tokenizer, get_task
+    from lightning_electra.finetune import task_splits
 
     cfg = load_config(args.scale, overrides=args.overrides, announce=True)
     tasks, _ = available_tasks(Path(cfg.data.data_dir), args.tasks.split(",") if args.tasks else cfg.finetune.tasks)
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         p.error(f"no GLUE task with train and dev files under {cfg.data.data_dir}/glue: set DATA_DIR")
     tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab))
     for task in tasks:  # read and tokenise outside the timing, so the first mode pays no more than the second
-        for split in ["train", *get_task(task).dev_splits]:
-            if task_file(Path(cfg.data.data_dir), get_task(task), split).is_file():
-                cap = cfg.finetune.max_train_examples if split == "train" else cfg.finetune.max_eval_examples
-                encoded(Path(cfg.data.data_dir), get_task(task), split, cap, cfg.finetune.source, tokenizer,
-                        cfg.finetune.max_seq_length)
+        task_splits(Path(cfg.data.data_dir), get_task(task), cfg.finetune, tokenizer, cfg.finetune.source)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_backbone(cfg, len(tokenizer), Path(tmp))
         rows = [time_mode(mode, model, tasks, args.seeds, cfg, tokenizer) for mode in modes]

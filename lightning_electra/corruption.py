@@ -53,14 +53,18 @@ def mask_tokens(input_ids: torch.Tensor, special: SpecialIds, mask_prob: float, 
     return Masked(masked_ids, positions, labels, weights, is_masked)
 
 
+def gumbel_noise(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel noise in float32, from torch.rand (torch's exponential_ is ~10x slower on a CPU)."""
+    uniform = torch.rand(shape, device=device, generator=generator)
+    return -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))  # rand < 1: finite
+
+
 @torch.no_grad()
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """One sample per row of softmax(logits / T) by the Gumbel-max trick, in float32 (bf16 logits bias samples)."""
     logits = logits.float() / temperature
-    uniform = torch.rand(logits.shape, device=logits.device, generator=generator)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float32).tiny)))  # rand < 1: finite
-    return (logits + gumbel).argmax(-1)
+    return (logits + gumbel_noise(logits.shape, logits.device, generator)).argmax(-1)
 
 
 def replace_at(input_ids: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor,

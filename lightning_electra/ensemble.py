@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import GlueCollator, GlueTask
-from lightning_electra.finetune import (GlueClassifier, _SUFFIX, build_metrics, layerwise_param_groups,
-                                        warmup_linear_decay)
+from lightning_electra.finetune import (GlueClassifier, build_metrics, dev_scores, glue_optimizer, glue_trainer,
+                                        layerwise_param_groups)
 
 
 def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -115,19 +115,13 @@ class SeedEnsemble(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for split, per_member in zip(self.dev_splits, self.dev_metrics):
             for results, metrics in zip(self.dev_results, per_member):
-                if any(m.update_called for m in metrics.values()):
-                    suffix = _SUFFIX.get(split, "_" + split)
-                    results.update({k + suffix: 100.0 * float(v) for k, v in metrics.compute().items()})
-                metrics.reset()
+                results.update(dev_scores(split, metrics))
 
     def configure_optimizers(self) -> Any:
         index = {n: i for i, n in enumerate(self.names)}
         groups = [{"params": [self.stacked[index[n]] for n in g["names"]], "lr": g["lr"],
                    "weight_decay": g["weight_decay"]} for g in self._groups]
-        optimizer = torch.optim.AdamW(groups, lr=self.cfg.lr, eps=self.cfg.adam_eps, betas=(0.9, 0.999))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, self.cfg.warmup_fraction))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return glue_optimizer(groups, self.cfg, self.trainer)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip each seed's gradient by its own global norm, as a separate fine-tune would."""
@@ -151,10 +145,7 @@ def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, cfg: Finetune
     model = SeedEnsemble(members)
     del members
     L.seed_everything(seeds[0], workers=True, verbose=False)  # dropout: one stream, different per member (vmap)
-    epochs = cfg.task_epochs.get(spec.name, cfg.epochs)
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, max_epochs=epochs, precision=cfg.precision,
-                        gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
     trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, cfg.batch_size, pad_id))
     collate = GlueCollator(pad_id)
     dev = [DataLoader(d, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate) for d in dev_data]

@@ -21,7 +21,6 @@ probabilities) are listed in export.json, not written.
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 import re
@@ -92,16 +91,9 @@ def build_tokenizer(vocab_path: Path, max_length: int) -> Any:
     """ElectraTokenizerFast (uncased WordPiece) from a vocab.txt: what `AutoTokenizer` gives back for ELECTRA."""
     from transformers import ElectraTokenizerFast
 
-    from lightning_electra.data.tokenizer import read_vocab
+    from lightning_electra.data import glue
 
-    vocab = read_vocab(vocab_path)
-    # transformers 5 takes `vocab` and ignores `vocab_file`; 4.x wants `vocab_file` (see data.glue.build_tokenizer)
-    source = {"vocab": vocab} if "vocab" in inspect.signature(ElectraTokenizerFast.__init__).parameters \
-        else {"vocab_file": str(vocab_path)}
-    tok = ElectraTokenizerFast(**source, do_lower_case=True, model_max_length=max_length)
-    if len(tok) != len(vocab):
-        raise ExportError(f"Tokenizer from {vocab_path} has {len(tok)} tokens, the file {len(vocab)}.")
-    return tok
+    return glue.build_tokenizer(vocab_path, ElectraTokenizerFast, model_max_length=max_length)
 
 
 def build_module(cfg: Config, stage: int, device: str | torch.device = "cpu"):

@@ -163,19 +163,32 @@ class GlueClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for split, metrics in zip(self.dev_splits, self.dev_metrics):
-            if any(m.update_called for m in metrics.values()):
-                suffix = _SUFFIX.get(split, "_" + split)
-                self.dev_results.update({k + suffix: 100.0 * float(v) for k, v in metrics.compute().items()})
-            metrics.reset()
+            self.dev_results.update(dev_scores(split, metrics))
 
     def configure_optimizers(self) -> Any:
         c = self.cfg
         groups = layerwise_param_groups(self, c.lr, c.layer_decay, self.backbone.config.num_hidden_layers,
                                         c.weight_decay, official=c.official_layer_decay)
-        optimizer = torch.optim.AdamW(groups, lr=c.lr, eps=c.adam_eps, betas=(0.9, 0.999))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, c.warmup_fraction))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return glue_optimizer(groups, c, self.trainer)
+
+
+def dev_scores(split: str, metrics: torchmetrics.MetricCollection) -> dict[str, float]:
+    """One dev split's metrics on the 0-100 scale, keyed with the split's suffix (MNLI mismatched: _mm); then
+    reset for the next evaluation. Empty when the split was not evaluated."""
+    scores = {}
+    if any(m.update_called for m in metrics.values()):
+        suffix = _SUFFIX.get(split, "_" + split)
+        scores = {k + suffix: 100.0 * float(v) for k, v in metrics.compute().items()}
+    metrics.reset()
+    return scores
+
+
+def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L.Trainer) -> dict[str, Any]:
+    """AdamW over the layer-wise groups, warm-up then linear decay over the fit's optimizer steps."""
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, betas=(0.9, 0.999))
+    total = max(1, int(trainer.estimated_stepping_batches))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, cfg.warmup_fraction))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 @contextlib.contextmanager
@@ -219,6 +232,23 @@ def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: st
     return _ENCODED[key]
 
 
+def glue_trainer(cfg: FinetuneConfig, task: GlueTask, accelerator: str = "auto", devices: Union[int, str] = 1,
+                 progress_bar: bool = False) -> L.Trainer:
+    """The protocol's Trainer: the task's epochs, clipping at 1.0, no logger or checkpoints (a fine-tune reports its
+    dev metrics, nothing else)."""
+    return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=cfg.task_epochs.get(task.name, cfg.epochs),
+                     precision=cfg.precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+
+
+def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, source: str) -> dict[str, GlueDataset]:
+    """A task's tokenised train split and the dev splits it reports on, by name (train first). Extra dev splits
+    (MNLI mismatched) are reported when their file is there; "dev" itself is required."""
+    splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
+    return {split: encoded(data_dir, spec, split, cfg.max_train_examples if split == "train" else cfg.max_eval_examples,
+                           source, tokenizer, cfg.max_seq_length) for split in ["train", *splits]}
+
+
 def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
                   cfg: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
                   devices: Union[int, str] = 1, source: str = "files",
@@ -233,24 +263,19 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
     if isinstance(tokenizer, (str, Path)):
         tokenizer = build_tokenizer(tokenizer)
     check_vocab(backbone_dir, tokenizer)  # before tokenising: a full task takes a while
-    epochs = cfg.task_epochs.get(spec.name, cfg.epochs)
     with _quiet():
         L.seed_everything(seed, workers=True, verbose=False)
         collate = GlueCollator(tokenizer.pad_token_id)
+        data = task_splits(data_dir, spec, cfg, tokenizer, source)
+        train, *splits = data
 
-        def loader(split: str, cap: Optional[int], shuffle: bool) -> DataLoader:
-            data = encoded(data_dir, spec, split, cap, source, tokenizer, cfg.max_seq_length)
-            return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate)
+        def loader(split: str, shuffle: bool) -> DataLoader:
+            return DataLoader(data[split], batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate)
 
-        train = loader("train", cfg.max_train_examples, shuffle=True)
-        # Extra dev splits (MNLI mismatched) are reported when their file is there; "dev" itself is required.
-        splits = [s for s in spec.dev_splits
-                  if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
-        dev = [loader(s, cfg.max_eval_examples, shuffle=False) for s in splits]
+        train = loader(train, shuffle=True)
+        dev = [loader(s, shuffle=False) for s in splits]
         model = GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits)
-        trainer = L.Trainer(accelerator=accelerator, devices=devices, max_epochs=epochs, precision=cfg.precision,
-                            gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+        trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
         trainer.fit(model, train_dataloaders=train)
         trainer.validate(model, dataloaders=dev, verbose=False)
     results = dict(model.dev_results)
@@ -272,13 +297,12 @@ def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTas
     if isinstance(tokenizer, (str, Path)):
         tokenizer = build_tokenizer(tokenizer)
     check_vocab(backbone_dir, tokenizer)
-    splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
-    data = {split: encoded(data_dir, spec, split, cfg.max_eval_examples if split != "train" else cfg.max_train_examples,
-                           source, tokenizer, cfg.max_seq_length) for split in ["train", *splits]}
+    data = task_splits(data_dir, spec, cfg, tokenizer, source)
+    splits = list(data)[1:]
     with _quiet():
         return finetune_seeds(backbone_dir, spec, cfg, list(seeds), data["train"], [data[s] for s in splits], splits,
                               tokenizer.pad_token_id, accelerator=accelerator)
 
 
 __all__ = ["GlueClassifier", "load_backbone", "check_vocab", "build_metrics", "layerwise_param_groups",
-           "warmup_linear_decay", "finetune_task", "finetune_task_seeds"]
+           "warmup_linear_decay", "task_splits", "finetune_task", "finetune_task_seeds"]

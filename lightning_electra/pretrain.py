@@ -117,8 +117,8 @@ class PretrainModule(L.LightningModule):
         self.watch_loss(metrics["loss"])
         # averaged over the devices, so the logs describe the global batch on any count; only at the steps the
         # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)
-        sync = (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False, sync_dist=sync)
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False,
+                      sync_dist=self.is_log_step())
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
@@ -134,8 +134,12 @@ class PretrainModule(L.LightningModule):
             self._first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
         step = self.global_step + 1
         self._first_bad = torch.where(~torch.isfinite(loss.detach()) & (self._first_bad == 0), step, self._first_bad)
-        if loss.device.type == "cpu" or step % self.cfg.train.log_every_n_steps == 0:
+        if loss.device.type == "cpu" or self.is_log_step():
             self.check_finite()
+
+    def is_log_step(self) -> bool:
+        """Whether the step now being trained is one the logger writes (host syncs are cheap there)."""
+        return (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0
 
     def check_finite(self, weights: bool = False) -> None:
         """Raises NonFiniteLossError if a loss so far (or, with `weights`, a weight now) is not finite."""

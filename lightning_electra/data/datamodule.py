@@ -233,8 +233,10 @@ class PretrainDataModule(L.LightningDataModule):
 
     def _batch_spread(self) -> int:
         """Examples one counted batch stands for: a micro-batch on every device."""
-        world = self.trainer.world_size if self.trainer is not None else 1
-        return self.per_device_batch() * world
+        return self.per_device_batch() * self._world()
+
+    def _world(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
 
     def token_counts(self) -> np.ndarray:
         """Corpus frequency of every vocabulary id (for the unigram generator)."""
@@ -242,8 +244,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def per_device_batch(self) -> int:
         """Examples in one forward on one device (a micro-batch when gradients accumulate)."""
-        world = self.trainer.world_size if self.trainer is not None else 1
-        return batch_layout(self.cfg.train.batch_size, world, self.cfg.train.max_device_batch)[0]
+        return batch_layout(self.cfg.train.batch_size, self._world(), self.cfg.train.max_device_batch)[0]
 
     def collate(self, rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         input_ids = torch.stack(rows)
@@ -253,7 +254,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         batch, seed = self.per_device_batch(), self.cfg.train.seed
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        rank, world = (self.trainer.global_rank if self.trainer is not None else 0), self._world()
         if len(self.train_set) < self.cfg.train.batch_size:
             raise ValueError(f"The packed corpus has {len(self.train_set)} examples, fewer than one batch of "
                              f"{self.cfg.train.batch_size}: read more text (data.max_corpus_bytes) or lower the "

@@ -218,19 +218,21 @@ def load_examples(data_dir: Union[str, Path], task: Union[str, GlueTask], split:
 # ----------------------------------------------------------------------------------------------- tokenisation
 
 
-def build_tokenizer(vocab_path: Union[str, Path]) -> Any:
-    """An uncased BERT WordPiece tokenizer (`BertTokenizerFast`) from a vocab.txt."""
+def build_tokenizer(vocab_path: Union[str, Path], tokenizer_class: Any = None, **kwargs: Any) -> Any:
+    """An uncased WordPiece tokenizer from a vocab.txt: `BertTokenizerFast`, or `tokenizer_class` (export writes
+    ElectraTokenizerFast, what AutoTokenizer gives back for ELECTRA); kwargs go to its constructor."""
     from transformers import BertTokenizerFast
 
     from lightning_electra.data.tokenizer import read_vocab
 
+    tokenizer_class = tokenizer_class or BertTokenizerFast
     vocab = read_vocab(Path(vocab_path))
     # transformers 5 takes `vocab` and silently ignores `vocab_file` (leaving a 5-token vocabulary); 4.x wants
     # `vocab_file`.
-    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:
-        tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    if "vocab" in inspect.signature(tokenizer_class.__init__).parameters:
+        tok = tokenizer_class(vocab=vocab, do_lower_case=True, **kwargs)
     else:
-        tok = BertTokenizerFast(vocab_file=str(vocab_path), do_lower_case=True)
+        tok = tokenizer_class(vocab_file=str(vocab_path), do_lower_case=True, **kwargs)
     if len(tok) != len(vocab) or tok.cls_token_id != vocab["[CLS]"]:
         raise GlueDataError(f"Tokenizer built from {vocab_path} has {len(tok)} tokens ([CLS]={tok.cls_token_id}), "
                             f"the file {len(vocab)} ([CLS]={vocab['[CLS]']}); check the transformers version.")

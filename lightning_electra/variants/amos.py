@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_electra.config import ConfigError
-from lightning_electra.corruption import replace_at, sample_tokens
+from lightning_electra.corruption import gumbel_noise, replace_at, sample_tokens
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import build_mlm, generator_shape, share_weights
 from lightning_electra.pretrain import discriminator_metrics, mlm_metrics, sampled_accuracy
@@ -85,9 +85,8 @@ def switch_exit(step: int, steps: int, k: int) -> int:
 
 def hard_gumbel_softmax(logits: torch.Tensor, tau: float) -> torch.Tensor:
     """`F.gumbel_softmax(hard=True)`: a one-hot sample of softmax(logits) forward, the gradient of the tempered soft
-    sample backward. Its noise from torch.rand (fp32, as `sample_tokens`): exponential_ is ~10x slower on CPU."""
-    uniform = torch.rand_like(logits, dtype=torch.float32).clamp_min(torch.finfo(torch.float32).tiny)
-    soft = ((logits.float() - torch.log(-torch.log(uniform))) / tau).softmax(-1)
+    sample backward; with `sample_tokens`' noise (F.gumbel_softmax's is ~10x slower on a CPU)."""
+    soft = ((logits.float() + gumbel_noise(logits.shape, logits.device)) / tau).softmax(-1)
     hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
     return hard - soft.detach() + soft
 
@@ -218,7 +217,7 @@ class Amos(Electra):
         metrics = super().loss_step(batch)
         step = self.global_step + 1
         logged = self.exit_weights and self.exit_weights[-1][0] == step  # accumulation: a step's later micro-batches
-        if step % self.cfg.train.log_every_n_steps == 0 and not logged:  # a host sync at log steps only
+        if self.is_log_step() and not logged:  # a host sync at log steps only
             self.exit_weights.append([step] + [metrics[f"exit{d}_weight"].item() for d in self.exits])
         return metrics
 
