@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data() -> Path:
-    return Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "data")
+    # absolute: a relative DATA_DIR (the README's ../shared/data) means nothing to a test that runs elsewhere
+    return Path(os.environ.get("DATA_DIR") or ROOT.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
