@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     # SIGTERM stops at once, as SIGKILL would (every file is written whole, so the same command resumes). Lightning's
     # own handler only sets a flag its loops read between batches, and misses one sent after their last check (e.g.
-    # during a validation's last batch): the sweep would go on.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # during a validation's last batch): the sweep would go on. os._exit, not sys.exit: a SystemExit raised wherever
+    # the signal lands can be caught and re-raised as another error by the library running there (OmegaConf does).
+    def stop(signum, frame):
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     main()
