@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_electra.config import Config, load_config
+from lightning_electra.config import Config, load_config, vocab_path
 from lightning_electra.corruption import Masked, mask_tokens, replace_at, sample_tokens
 from lightning_electra.data.packing import token_type_ids
 from lightning_electra.data.tokenizer import SpecialIds, special_ids
@@ -63,7 +63,6 @@ COLUMNS = ["variant", "implementation", "compiled", "device", "precision", "batc
            "kernels_per_step", "gpu_busy_ms", "compile_mode", "graphs", "graph_breaks", "cudagraph_skips",
            "top_kernels"]
 PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
-BERT_UNCASED = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=30522)
 SMALL_MODEL = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=1", "model.intermediate_size=256",
                "model.embedding_size=64", "amos.exits=[1,2]"]  # AMOS's 4, 6, 8 of 12 collide at 2 layers
 
@@ -452,8 +451,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
 
     data_dir = os.environ.get("DATA_DIR")
     use_corpus = args.data == "corpus" or (args.data == "auto" and bool(data_dir))
-    vocab = Path(base.data.data_dir) / base.data.vocab
-    special = special_ids(vocab) if use_corpus or vocab.exists() else BERT_UNCASED
+    special = special_ids(vocab_path(base.data))
     rows_needed = args.pool * max(batch_sizes + plain_sizes)
     dm = None
     if use_corpus:

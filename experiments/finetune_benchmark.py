@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_electra.config import load_config, resolve_data_path
+from lightning_electra.config import load_config, vocab_path
 from lightning_electra.results import atomic_write_text, git_commit, hardware
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "analysis" / "reports" / "benchmark"
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     tasks, _ = available_tasks(Path(cfg.data.data_dir), args.tasks.split(",") if args.tasks else cfg.finetune.tasks)
     if not tasks:
         p.error(f"no GLUE task with train and dev files under {cfg.data.data_dir}/glue: set DATA_DIR")
-    tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab))
+    tokenizer = build_tokenizer(vocab_path(cfg.data))
     for task in tasks:  # read and tokenise outside the timing, so the first mode pays no more than the second
         task_splits(Path(cfg.data.data_dir), get_task(task), cfg.finetune, tokenizer, cfg.finetune.source)
     with tempfile.TemporaryDirectory() as tmp:

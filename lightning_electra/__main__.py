@@ -28,7 +28,7 @@ def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
     data.vocab: the suite's step checkpoints are saved without a tokenizer."""
     from transformers import AutoTokenizer
 
-    from lightning_electra.config import resolve_data_path
+    from lightning_electra.config import vocab_path
     from lightning_electra.data.glue import build_tokenizer
 
     if choice:
@@ -36,7 +36,7 @@ def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
     own = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
     if not Path(model).is_dir() or any((Path(model) / f).is_file() for f in own):  # a hub name, or files beside it
         return AutoTokenizer.from_pretrained(model), model
-    vocab = resolve_data_path(cfg, cfg.data.vocab)
+    vocab = vocab_path(cfg.data)
     return build_tokenizer(vocab), str(vocab)
 
 

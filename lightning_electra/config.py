@@ -8,6 +8,7 @@ type is a `ConfigError` that names the key and the closest valid ones, before an
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+TIE_MODES = ("none", "embeddings", "all", "gdes")
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
 
 
@@ -40,7 +42,9 @@ class ModelConfig:
     generator_fraction: float = 0.25
     # learned: an MLM transformer; unigram: corpus token frequencies; uniform: the official code's uniform sampler.
     generator: str = "learned"
-    # none | embeddings (token, position, type embeddings + their LayerNorm) | all (every encoder weight)
+    # none | embeddings (token, position, type embeddings + their LayerNorm) | all (every encoder weight) |
+    # gdes (beyond the paper, DeBERTa-v3's gradient-disentangled sharing: each of D's embedding weights is
+    # stop_gradient(G's) + a zero-initialised residual that only D's loss trains; G's learn from the MLM loss alone)
     tie: str = "embeddings"
     dropout: float = 0.1
     attention_dropout: float = 0.1
@@ -57,12 +61,17 @@ class DataConfig:
     corpus: list[str] = field(default_factory=lambda: ["corpus/sample-20mb.txt.xz"])
     # Read at most this many bytes of raw text from the corpus (null: all of it). Small scales read a prefix.
     max_corpus_bytes: Optional[int] = None
-    vocab: str = "vocab/bert-base-uncased-vocab.txt"
+    # bert-base-uncased: BERT's uncased WordPiece vocabulary (30,522 tokens), shipped with the package (Apache-2.0);
+    # or a vocab.txt path, relative to data_dir or absolute. Its contents, not its path, are part of the run's hash.
+    vocab: str = "bert-base-uncased"
     max_seq_length: int = 128
     single_segment_prob: float = 0.1  # official: 10% of examples keep every sentence in segment A
     short_seq_prob: float = 0.05  # official: 5% of examples aim at a random shorter length
     mask_prob: float = 0.15
-    mask_token_prob: float = 0.85  # of the chosen positions, the share set to [MASK]; the rest stay unchanged
+    mask_token_prob: float = 0.85  # of the chosen positions, the share set to [MASK] (official code: 85%)
+    # of the chosen positions, the share set to a random token (the rest stay unchanged). The official code has
+    # none; BERT's own masking (80% [MASK], 10% random, 10% kept) is set in variants/bert.yaml, as the paper states
+    random_token_prob: float = 0.0
     cache_dir: str = ".cache"  # packed corpora, keyed by a hash of this section and the vocabulary
     num_workers: int = 0
     seed: int = 0  # packing randomness (sentence split points, short targets)
@@ -82,7 +91,10 @@ class TrainConfig:
     steps: Optional[int] = None
     flops_budget: Optional[float] = None
     lr: float = 5e-4
-    warmup_fraction: float = 0.01  # the paper's 10k of 1M steps
+    warmup_fraction: float = 0.01  # the paper's 10k of 1M steps, for scales shorter than the paper's
+    warmup_steps: Optional[int] = None  # a fixed warm-up instead of the fraction (official: 10,000; small, base)
+    # false: the official optimiser, Adam without bias correction (update = m / (sqrt(v) + eps)); true: torch's AdamW
+    adam_bias_correction: bool = False
     weight_decay: float = 0.01
     adam_eps: float = 1e-6
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -109,7 +121,10 @@ class AdversarialConfig:
 
     mlm_weight: float = 0.0  # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
     mle_warmup_fraction: float = 0.0  # train G by MLM alone (no REINFORCE) for this fraction of the steps first
-    baseline_weight: float = 1.0  # weight of the baseline's squared error to the reward
+    baseline_weight: float = 1.0  # weight of the baseline's loss
+    # cross-entropy (paper appendix F): b = -log sigmoid(w . h_G), its probability trained by cross-entropy to match
+    # exp(-reward), D's probability of being right; squared-error: b = w . h_G + c, trained by squared error
+    baseline_loss: str = "cross-entropy"
 
 
 @dataclass
@@ -118,10 +133,11 @@ class AmosConfig:
 
     # G layers after which an MLM exit reads (1-based). null: 4, 6 and 8 of a 12-layer G, scaled to D's depth.
     exits: Optional[list[int]] = None
-    # learned: the adversarial mixture; ablations: random (an exit drawn uniformly per position), switch (exits in
-    # turn, shallow to deep, over training), equal (no mixture weights: tokens sampled from the exits' logits
-    # averaged with equal weights), single (one exit only: `single_exit`).
-    mixture: str = "learned"
+    # Two learned mixtures, each with its control: hard (a hard Gumbel-softmax picks one exit per position; control:
+    # random, an exit drawn uniformly) and soft (the official code's: the exits' logits mixed by softmax weights,
+    # then one token sampled; control: equal, the same mix with equal weights). Also switch (exits in turn, shallow
+    # to deep, over training) and single (one exit only: `single_exit`).
+    mixture: str = "hard"
     single_exit: int = -1  # mixture=single: which of `exits` (an index; -1 the deepest)
     temperature: float = 0.3  # of the hard Gumbel-softmax picking the exit and sampling the token
     stop_gradient: bool = True  # each block between exits learns only from its own exit (false: through all)
@@ -136,10 +152,25 @@ class FinetuneConfig:
     seeds: int = 3  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
     lr: float = 3e-4
     layer_decay: float = 0.8  # layer k of L gets lr * decay^(L - k); embeddings lowest, head full lr
-    official_layer_decay: bool = False  # reproduce the official code's off-by-one (top layer gets lr * decay^2)
+    # true: the official code's off-by-one, which ran the paper (every layer one step lower: the top layer gets
+    # lr * decay^2; google-research/electra issue 51); false: the intended decay (top layer lr * decay)
+    official_layer_decay: bool = True
     warmup_fraction: float = 0.1
+    # true: the official lr * min(1, step / warmup) * (1 - step / total), peaking at 0.9 x lr; false: the decay starts
+    # after the warm-up
+    warmup_overlaps_decay: bool = True
+    # 0, as the paper's fine-tuning table gives it (the official configure_finetuning.py sets 0.01)
     weight_decay: float = 0.0
     adam_eps: float = 1e-6
+    adam_bias_correction: bool = False  # false: the official optimiser (no bias correction); true: torch's AdamW
+    # MRPC and STS-B train on both sentence orders (official double_unordered: the train split doubled, swapped)
+    double_unordered: bool = True
+    # STS-B's 0-5 scores divided by 5 for the regression loss, as the official reader does (Spearman and Pearson
+    # are unchanged by the scale)
+    scale_regression_targets: bool = True
+    # the classifier's initialisation: glorot (tf.layers.dense's default, which the official head uses) | normal
+    # (transformers' initializer_range, 0.02)
+    head_init: str = "glorot"
     batch_size: int = 32
     max_seq_length: int = 128
     epochs: int = 3
@@ -238,6 +269,18 @@ def default_scale() -> str:
     return "tiny" if torch.cuda.is_available() else "smoke"
 
 
+def pick_scale(scale: str | None = None, overrides: list[str] | None = None, announce: bool = False) -> str:
+    """The scale asked for (argument, `scale=` override, $SCALE), or auto's pick: smoke without a GPU, tiny with one."""
+    scale = scale or parse_overrides(overrides).get("scale") or os.environ.get("SCALE") or None
+    if scale and scale != "auto":
+        return scale
+    scale = default_scale()
+    if announce:
+        print(f"[lightning_electra] SCALE not given: picked '{scale}' "
+              f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).", flush=True)
+    return scale
+
+
 def load_config(scale: str | None = None, variant: str | None = None, layers: list[tuple[Any, str]] | None = None,
                 overrides: list[str] | None = None, announce: bool = False) -> Config:
     """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml <- layers <- overrides.
@@ -246,12 +289,7 @@ def load_config(scale: str | None = None, variant: str | None = None, layers: li
     """
     cfg: DictConfig = OmegaConf.structured(Config)
     cli = parse_overrides(overrides)
-    scale = scale or cli.get("scale") or os.environ.get("SCALE") or None
-    if not scale or scale == "auto":
-        scale = default_scale()
-        if announce:
-            print(f"[lightning_electra] SCALE not given: picked '{scale}' "
-                  f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).", flush=True)
+    scale = pick_scale(scale, overrides, announce)
     cfg = _merge(cfg, _read_yaml(CONFIG_ROOT / "scales" / f"{scale}.yaml"), f"scales/{scale}.yaml")
     cfg.scale = scale
     pending = list(layers or [])
@@ -286,8 +324,8 @@ def validate(cfg: Config) -> None:
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; "
                           "pick heads that divide the hidden size (the paper uses hidden / 64).")
-    if m.tie not in ("none", "embeddings", "all"):
-        raise ConfigError(f"model.tie must be none, embeddings or all; got '{m.tie}'.")
+    if m.tie not in TIE_MODES:
+        raise ConfigError(f"model.tie must be one of {', '.join(TIE_MODES)}; got '{m.tie}'.")
     if m.generator not in ("learned", "unigram", "uniform"):
         raise ConfigError(f"model.generator must be learned, unigram or uniform; got '{m.generator}'.")
     if m.tie == "all" and m.generator_fraction != 1.0:
@@ -309,8 +347,20 @@ def validate(cfg: Config) -> None:
     for key, value in (("batch_size", t.batch_size), ("num_nodes", t.num_nodes), ("max_device_batch", limit)):
         if value < 1:
             raise ConfigError(f"train.{key} must be at least 1; got {value}.")
-    if not 0 < cfg.data.mask_prob < 1 or not 0 <= cfg.data.mask_token_prob <= 1:
-        raise ConfigError("data.mask_prob must be in (0, 1) and data.mask_token_prob in [0, 1].")
+    d = cfg.data
+    if not 0 < d.mask_prob < 1 or not 0 <= d.mask_token_prob <= 1 or not 0 <= d.random_token_prob <= 1 \
+            or d.mask_token_prob + d.random_token_prob > 1:
+        raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and data.random_token_prob "
+                          f"shares of the chosen positions in [0, 1] with a sum of at most 1; got {d.mask_prob}, "
+                          f"{d.mask_token_prob} and {d.random_token_prob}.")
+    if cfg.train.warmup_steps is not None and cfg.train.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be at least 0 (or null: train.warmup_fraction); got "
+                          f"{cfg.train.warmup_steps}.")
+    if cfg.adversarial.baseline_loss not in ("cross-entropy", "squared-error"):
+        raise ConfigError(f"adversarial.baseline_loss must be cross-entropy or squared-error; got "
+                          f"'{cfg.adversarial.baseline_loss}'.")
+    if cfg.finetune.head_init not in ("glorot", "normal"):
+        raise ConfigError(f"finetune.head_init must be glorot or normal; got '{cfg.finetune.head_init}'.")
     if cfg.train.steps is None and cfg.train.flops_budget is None:
         raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
     if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
@@ -350,21 +400,29 @@ def _hash(flat: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-# Sections only one variant reads: out of every other variant's hashes, so adding one never moves existing runs.
-VARIANT_SECTIONS = {"amos.": "amos"}
-# Switches added after results existed: out of the hashes while they keep this value, for the same reason.
-LATER_SWITCHES = {"finetune.batched_seeds": False}
+# Sections only one variant reads: out of every other variant's hashes, so changing one never moves other runs.
+VARIANT_SECTIONS = {"amos.": "amos", "adversarial.": "adversarial"}
+# Switches added after results existed: out of the hashes while they keep this value (the behaviour before they
+# existed), so adding one never moves existing runs. Emptied when the paper-fidelity protocol moved every hash.
+LATER_SWITCHES: dict[str, Any] = {}
 
 
 def _results_keys(cfg: Config) -> dict[str, Any]:
-    return {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
+    keys = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
             and all(not k.startswith(section) or cfg.variant == variant for section, variant in VARIANT_SECTIONS.items())
             and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
+    try:  # what the vocabulary holds, not where it lies
+        keys["data.vocab"] = "sha256:" + file_digest(vocab_path(cfg.data))
+    except (ConfigError, OSError):
+        pass  # no file to read: its name stands for it (a run refuses it before any work)
+    return keys
 
 
 def config_hash(cfg: Config) -> str:
-    """A short hash of everything that changes a run's results (not where it runs or where files go)."""
-    return _hash(_results_keys(cfg))
+    """A short hash of everything that changes a run's results (not where it runs or where files go), the contents of
+    the vocabulary and of the GLUE files fine-tuned on included."""
+    glue = {f"glue.{task}": glue_digest(cfg, task) for task in cfg.finetune.tasks}
+    return _hash({**_results_keys(cfg), **glue})
 
 
 def pretrain_hash(cfg: Config) -> str:
@@ -385,9 +443,51 @@ def save_config(cfg: Config, path: Path) -> None:
     os.replace(tmp, path)
 
 
+PACKAGED_VOCAB = "bert-base-uncased"
+PACKAGED_VOCAB_FILE = Path(__file__).resolve().parent / "data" / "bert-base-uncased-vocab.txt"
+
+
+def vocab_path(data: DataConfig) -> Path:
+    """data.vocab's file: the packaged BERT vocabulary, or a path under data_dir (or absolute)."""
+    if data.vocab == PACKAGED_VOCAB:
+        return PACKAGED_VOCAB_FILE
+    path = Path(data.vocab).expanduser()
+    if path.is_absolute():
+        if not path.is_file():
+            raise ConfigError(f"Missing vocabulary '{path}' (data.vocab). Use data.vocab={PACKAGED_VOCAB} (the "
+                              "packaged BERT uncased vocabulary) or the path of a vocab.txt.")
+        return path
+    return data_file(data, data.vocab)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    """A short sha256 of a file's contents (cached per path, size and modification time)."""
+    stat = path.stat()
+    return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+def glue_digest(cfg: Config, task: str) -> str:
+    """What a GLUE task's results depend on beyond the config: its files' contents (from the hub: 'hub')."""
+    from lightning_electra.data.glue_tasks import TASKS, task_file
+
+    if cfg.finetune.source == "hub":
+        return "hub"
+    files = [task_file(cfg.data.data_dir, TASKS[task], split) for split in ("train", *TASKS[task].dev_splits)]
+    return hashlib.sha256(" ".join(file_digest(f) if f.is_file() else "-" for f in files).encode()).hexdigest()[:8]
+
+
 def resolve_data_path(cfg: Config, relative: str) -> Path:
     """A data file's path under data.data_dir, with an error saying how to point the suite at the data."""
-    root = Path(cfg.data.data_dir).expanduser()
+    return data_file(cfg.data, relative)
+
+
+def data_file(data: DataConfig, relative: str) -> Path:
+    root = Path(data.data_dir).expanduser()
     if not root.is_dir():
         raise ConfigError(f"Data directory '{root}' does not exist. Set DATA_DIR=/path/to/data (e.g. "
                           "DATA_DIR=../shared/data) or data.data_dir=...; it should hold corpus/, glue/ and vocab/.")
@@ -399,4 +499,5 @@ def resolve_data_path(cfg: Config, relative: str) -> Path:
 
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "FinetuneConfig", "ConfigError", "load_config",
-           "config_hash", "pretrain_hash", "finetune_hash", "save_config", "resolve_data_path", "GLUE_TASKS", "to_dict", "flatten"]
+           "config_hash", "pretrain_hash", "finetune_hash", "save_config", "resolve_data_path", "vocab_path", "file_digest",
+           "glue_digest", "GLUE_TASKS", "to_dict", "flatten"]

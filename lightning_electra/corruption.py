@@ -29,11 +29,12 @@ def max_predictions(seq_length: int, mask_prob: float) -> int:
 
 
 def mask_tokens(input_ids: torch.Tensor, special: SpecialIds, mask_prob: float, mask_token_prob: float,
-                generator: torch.Generator | None = None) -> Masked:
+                generator: torch.Generator | None = None, random_token_prob: float = 0.0) -> Masked:
     """Choose round(mask_prob x candidates) positions per sequence (at most the cap), never [CLS]/[SEP]/[PAD]/[MASK].
 
-    Of the chosen positions, `mask_token_prob` become [MASK] and the rest keep their token (no random tokens, as in
-    the official code).
+    Of the chosen positions, `mask_token_prob` become [MASK], `random_token_prob` a token drawn uniformly from the
+    vocabulary (`random_tokens`), and the rest keep their token. The official code has no random tokens (85% [MASK],
+    15% kept); BERT's masking is 80 / 10 / 10.
     """
     batch, length = input_ids.shape
     slots = max_predictions(length, mask_prob)
@@ -47,10 +48,23 @@ def mask_tokens(input_ids: torch.Tensor, special: SpecialIds, mask_prob: float, 
     weights = (torch.arange(slots, device=input_ids.device) < n_chosen[:, None]).float()
     labels = input_ids.gather(1, positions)
     is_masked = torch.zeros_like(candidate).scatter_(1, positions, weights.bool())
-    to_mask_token = is_masked & (torch.rand(batch, length, device=input_ids.device, generator=generator)
-                                 < mask_token_prob)
-    masked_ids = input_ids.masked_fill(to_mask_token, special.mask)
+    share = torch.rand(batch, length, device=input_ids.device, generator=generator)
+    masked_ids = input_ids.masked_fill(is_masked & (share < mask_token_prob), special.mask)
+    if random_token_prob > 0:  # a branch on a config value: the default path draws nothing more
+        to_random = is_masked & (share >= mask_token_prob) & (share < mask_token_prob + random_token_prob)
+        masked_ids = torch.where(to_random, random_tokens(input_ids.shape, special, input_ids.device, generator),
+                                 masked_ids)
     return Masked(masked_ids, positions, labels, weights, is_masked)
+
+
+def random_tokens(shape, special: SpecialIds, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ids drawn uniformly from the vocabulary except [PAD], [CLS], [SEP] and [MASK] (BERT draws from all of it:
+    4 of 30,522 ids apart, and no [PAD] or [SEP] inside a text this way)."""
+    excluded = sorted({special.pad, special.cls, special.sep, special.mask})
+    ids = torch.randint(special.vocab_size - len(excluded), shape, device=device, generator=generator)
+    for skipped in excluded:  # shift past each excluded id in turn: a uniform draw over the others
+        ids = ids + (ids >= skipped).long()
+    return ids
 
 
 def gumbel_noise(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lightning_electra.config import Config, ConfigError, _merge, parse_overrides, pretrain_hash, resolve_data_path
+from lightning_electra.config import Config, ConfigError, _merge, parse_overrides, pretrain_hash, vocab_path
 from lightning_electra.results import write_json
 
 ROLES = ("discriminator", "generator", "mlm", "encoder")
@@ -102,7 +102,7 @@ def build_module(cfg: Config, stage: int, device: str | torch.device = "cpu"):
 
     if cfg.variant not in VARIANTS:
         raise ExportError(f"Unknown variant '{cfg.variant}' in the run's config. Known: {', '.join(VARIANTS)}.")
-    special = special_ids(resolve_data_path(cfg, cfg.data.vocab))
+    special = special_ids(vocab_path(cfg.data))
     with torch.device(device):
         return VARIANTS[cfg.variant](cfg, special, stage=stage)
 
@@ -204,6 +204,7 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
     from transformers.utils import logging as hf_logging
 
     from lightning_electra.finetune import load_backbone
+    from lightning_electra.models import saveable
 
     hf_logging.disable_progress_bar()  # a bar per shard written: noise beside the one line per model
     source, out = find_source(Path(source)), Path(out)
@@ -227,10 +228,10 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
         if step_meta.is_file():
             meta.update(json.loads(step_meta.read_text()))
         meta["not_exported"] = ["every head: a step directory holds the encoder only (export last.ckpt for them)"]
-    tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab), cfg.model.max_position_embeddings)
+    tokenizer = build_tokenizer(vocab_path(cfg.data), cfg.model.max_position_embeddings)
     prepare_out(out)
     for role, model in models.items():
-        model.save_pretrained(out / role)
+        saveable(model).save_pretrained(out / role)
         tokenizer.save_pretrained(out / role)
         print(f"[export] {role}/: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} "
               f"parameters -> {out / role}", flush=True)

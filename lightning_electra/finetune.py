@@ -10,7 +10,7 @@ import re
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -21,10 +21,10 @@ from transformers import ElectraModel
 from transformers.utils import logging as hf_logging
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import (GlueCollator, GlueDataset, GlueTask, build_tokenizer, get_task,
-                                         load_examples, task_file)
+from lightning_electra.optim import build_optimizer, decays, lr_schedule, warmup_linear_decay
+from lightning_electra.data.glue import (GlueCollator, GlueDataset, GlueTask, both_orders, build_tokenizer, get_task,
+                                         load_examples, task_file, unit_targets)
 
-_NO_DECAY = re.compile(r"LayerNorm|layer_norm|bias")  # the official exclusion list
 _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
 _SUFFIX = {"dev": "", "dev_mismatched": "_mm"}  # result-key suffix per dev split
 
@@ -67,24 +67,12 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float, num_layers
             raise ValueError(f"No layer-wise learning rate rule for backbone parameter '{name}'.")
         else:
             power = 0
-        no_decay = bool(_NO_DECAY.search(name))
+        no_decay = not decays(name)
         group = groups.setdefault((power, no_decay), {
             "params": [], "names": [], "lr": lr * decay ** power, "weight_decay": 0.0 if no_decay else weight_decay})
         group["params"].append(p)
         group["names"].append(name)
     return [groups[k] for k in sorted(groups, reverse=True)]
-
-
-def warmup_linear_decay(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """LambdaLR factor: 0 -> 1 over the warmup steps, then linearly down to 0 at total_steps."""
-    warmup = max(1, int(round(total_steps * warmup_fraction)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
 
 
 def load_backbone(backbone_dir: Union[str, Path]) -> ElectraModel:
@@ -134,7 +122,10 @@ class GlueClassifier(L.LightningModule):
         conf = self.backbone.config
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(conf.hidden_size, self.task.num_labels)
-        nn.init.normal_(self.head.weight, std=conf.initializer_range)
+        if cfg.head_init == "glorot":  # tf.layers.dense's default, which the official classifier uses
+            nn.init.xavier_uniform_(self.head.weight)
+        else:
+            nn.init.normal_(self.head.weight, std=conf.initializer_range)
         nn.init.zeros_(self.head.bias)
         # One collection per dev split (MNLI: matched, mismatched), indexed by the dataloader.
         self.dev_metrics = nn.ModuleList([build_metrics(self.task) for _ in self.dev_splits])
@@ -184,11 +175,12 @@ def dev_scores(split: str, metrics: torchmetrics.MetricCollection) -> dict[str, 
 
 
 def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L.Trainer) -> dict[str, Any]:
-    """AdamW over the layer-wise groups, warm-up then linear decay over the fit's optimizer steps."""
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, betas=(0.9, 0.999))
+    """The fine-tuning optimiser over the layer-wise groups (lightning_electra/optim.py: the official one unless
+    finetune.adam_bias_correction), warm-up and linear decay over the fit's optimizer steps."""
+    optimizer = build_optimizer(groups, cfg.lr, cfg.adam_eps, bias_correction=cfg.adam_bias_correction)
     total = max(1, int(trainer.estimated_stepping_batches))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, cfg.warmup_fraction))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    schedule = warmup_linear_decay(total, cfg.warmup_fraction, overlap=cfg.warmup_overlaps_decay)
+    return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
 
 
 @contextlib.contextmanager
@@ -221,13 +213,17 @@ def vocab_key(tokenizer: Any) -> int:
 
 
 def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: str, tokenizer: Any,
-            max_seq_length: int) -> GlueDataset:
-    """A tokenised split, kept for the process: a sweep fine-tunes the same split for every seed and checkpoint."""
-    key = (str(data_dir), spec.name, split, cap, source, vocab_key(tokenizer), max_seq_length)
+            max_seq_length: int, both_orders_: bool = False, unit_targets_: bool = False) -> GlueDataset:
+    """A tokenised split, kept for the process: a sweep fine-tunes the same split for every seed and checkpoint.
+    A cap picks examples (pairs), then `both_orders_` doubles them and `unit_targets_` rescales regression scores."""
+    key = (str(data_dir), spec.name, split, cap, source, vocab_key(tokenizer), max_seq_length, both_orders_,
+           unit_targets_)
     if key not in _ENCODED:
         if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
             _ENCODED.pop(next(iter(_ENCODED)))
         examples = load_examples(data_dir, spec, split, cap, source=source)
+        examples = both_orders(examples) if both_orders_ else examples
+        examples = unit_targets(spec, examples) if unit_targets_ else examples
         _ENCODED[key] = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
     return _ENCODED[key]
 
@@ -246,7 +242,10 @@ def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, s
     (MNLI mismatched) are reported when their file is there; "dev" itself is required."""
     splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
     return {split: encoded(data_dir, spec, split, cfg.max_train_examples if split == "train" else cfg.max_eval_examples,
-                           source, tokenizer, cfg.max_seq_length) for split in ["train", *splits]}
+                           source, tokenizer, cfg.max_seq_length,
+                           both_orders_=split == "train" and cfg.double_unordered and spec.unordered,
+                           unit_targets_=cfg.scale_regression_targets and spec.target_range is not None)
+            for split in ["train", *splits]}
 
 
 def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],

@@ -6,6 +6,11 @@ variants call their submodules (`.electra`, the heads) directly so the MLM head 
 
 from __future__ import annotations
 
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from lightning_electra.config import ConfigError, ModelConfig
@@ -51,7 +56,8 @@ def build_mlm(shape: Shape, m: ModelConfig, vocab_size: int) -> ElectraForMasked
 
 
 def share_weights(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, mode: str) -> None:
-    """Make G use D's modules: `embeddings` (token, position, type tables + LayerNorm) or `all` (the encoder too).
+    """Make G use D's modules: `embeddings` (token, position, type tables + LayerNorm) or `all` (the encoder too);
+    or, with `gdes`, make each of D's embedding weights G's, its gradient stopped, plus a residual of D's own.
 
     G's output layer always stays tied to whatever input embedding table it reads.
     """
@@ -62,13 +68,65 @@ def share_weights(generator: ElectraForMaskedLM, discriminator: ElectraForPreTra
             raise ConfigError("model.tie=all needs a generator the size of the discriminator "
                               "(model.generator_fraction=1.0).")
         generator.electra = discriminator.electra
-    elif mode == "embeddings":
+    elif mode in ("embeddings", "gdes"):
         if generator.config.embedding_size != discriminator.config.embedding_size:
-            raise ConfigError("model.tie=embeddings needs G and D to have the same embedding size.")
-        generator.electra.embeddings = discriminator.electra.embeddings
+            raise ConfigError(f"model.tie={mode} needs G and D to have the same embedding size.")
+        if mode == "embeddings":
+            generator.electra.embeddings = discriminator.electra.embeddings
+        else:
+            disentangle(discriminator.electra.embeddings, generator.electra.embeddings)
     else:
-        raise ConfigError(f"Unknown model.tie '{mode}': use none, embeddings or all.")
+        raise ConfigError(f"Unknown model.tie '{mode}': use none, embeddings, all or gdes.")
     generator.generator_lm_head.weight = generator.electra.embeddings.word_embeddings.weight
+
+
+class StopGradientPlus(nn.Module):
+    """A parametrization: the weight is stop_gradient(a shared weight) + the residual stored in its place."""
+
+    def __init__(self, shared: nn.Parameter):
+        super().__init__()
+        self.shared = (shared,)  # a tuple, not an attribute torch registers: the weight's owner lists it, once
+
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        return self.shared[0].detach() + residual
+
+
+def disentangle(d_embeddings: nn.Module, g_embeddings: nn.Module) -> None:
+    """Gradient-disentangled embedding sharing (DeBERTa-v3, He et al. 2021): every weight of D's embeddings (token,
+    position and type tables, LayerNorm) becomes G's weight with D's gradient stopped, plus a zero-initialised
+    residual that only D's loss trains. G's embeddings thus learn from the MLM loss alone, D's from both."""
+    shared = dict(g_embeddings.named_parameters())
+    for name, weight in list(d_embeddings.named_parameters()):
+        owner, _, attribute = name.rpartition(".")
+        module = d_embeddings.get_submodule(owner)
+        with torch.no_grad():
+            weight.zero_()  # the residual starts at zero: D starts from G's embeddings
+        parametrize.register_parametrization(module, attribute, StopGradientPlus(shared[name]))
+
+
+def effective_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A module's state dict with each disentangled weight of `discriminator.` as transformers stores a weight: G's
+    (same name under `generator.`) plus the residual, under the weight's own name. Unchanged without `gdes`."""
+    out = {}
+    for key, value in state.items():
+        if ".parametrizations." not in key:
+            out[key] = value
+        elif key.endswith(".original"):
+            owner, _, rest = key.partition(".parametrizations.")
+            name = f"{owner}.{rest.removesuffix('.original')}"
+            out[name] = state["generator." + name.removeprefix("discriminator.")] + value
+    return out
+
+
+def saveable(model: nn.Module) -> nn.Module:
+    """The model itself, or, when it has disentangled weights, a copy with them made plain (for save_pretrained)."""
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        for attribute in list(getattr(module, "parametrizations", {}) or {}):
+            parametrize.remove_parametrizations(module, attribute, leave_parametrized=True)
+    return model
 
 
 def discriminator_shape_of(model) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from lightning_electra.config import Config
 from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape, measure_flops
+from lightning_electra.optim import build_optimizer, decay_groups, lr_schedule, warmup_linear_decay
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,7 +89,9 @@ class PretrainModule(L.LightningModule):
         return replace(shape, seq=self.cfg.data.max_seq_length, vocab=self.special.vocab_size)
 
     def mask(self, batch: dict[str, torch.Tensor]) -> Masked:
-        return mask_tokens(batch["input_ids"], self.special, self.cfg.data.mask_prob, self.cfg.data.mask_token_prob)
+        d = self.cfg.data
+        return mask_tokens(batch["input_ids"], self.special, d.mask_prob, d.mask_token_prob,
+                           random_token_prob=d.random_token_prob)
 
     def masked_objective(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One step's forward: mask the batch on the device, then the variant's objective."""
@@ -229,20 +232,14 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg.train
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():  # named_parameters skips shared tensors' second names
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-        # fused: one kernel per step (a speed switch); not under fp16, whose gradient scaler must unscale before
-        # clipping (bf16 has no scaler: configure_gradient_clipping clips for the fused optimizer)
+        # named_parameters skips shared tensors' second names. fused (torch's AdamW only): one kernel per step (a
+        # speed switch); not under fp16, whose gradient scaler must unscale before clipping (bf16 has no scaler:
+        # configure_gradient_clipping clips for the fused optimizer)
         fused = self.device.type == "cuda" and not str(self.cfg.train.precision).startswith("16")
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, eps=t.adam_eps,
-                                      betas=tuple(t.adam_betas), fused=fused)
-        warmup = max(1, round(t.warmup_fraction * self.steps))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, step / warmup) * max(0.0, 1.0 - step / self.steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        optimizer = build_optimizer(decay_groups(self.named_parameters(), t.weight_decay), t.lr, t.adam_eps,
+                                    t.adam_betas, bias_correction=t.adam_bias_correction, fused=fused)
+        schedule = warmup_linear_decay(self.steps, t.warmup_fraction, overlap=True, warmup_steps=t.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping by global norm, done here for a fused AdamW: Lightning's AMP plugin refuses to clip
@@ -292,7 +289,15 @@ def hidden_at(mlm: ElectraForMaskedLM, input_ids: torch.Tensor, batch: dict[str,
 def mlm_logits(mlm: ElectraForMaskedLM, input_ids: torch.Tensor, batch: dict[str, torch.Tensor],
                positions: torch.Tensor) -> torch.Tensor:
     """An MLM model's logits at the masked slots only: (B, P, V) instead of (B, L, V)."""
-    return mlm.generator_lm_head(mlm.generator_predictions(hidden_at(mlm, input_ids, batch, positions)))
+    return vocab_logits(mlm, hidden_at(mlm, input_ids, batch, positions))
+
+
+def vocab_logits(mlm: ElectraForMaskedLM, hidden: torch.Tensor) -> torch.Tensor:
+    """The MLM head on hidden states, its projection onto the vocabulary in float32 whatever the autocast: bf16
+    logits (8 bits of mantissa: a logit of 10 is off by up to 0.04) would bias the samples drawn from them."""
+    head, features = mlm.generator_lm_head, mlm.generator_predictions(hidden)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return F.linear(features.float(), head.weight.float(), None if head.bias is None else head.bias.float())
 
 
 def mlm_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ and asking for more seeds or tasks re-uses the fine-tunes already done.
     <results_dir>/<sweep>/<scale>/<run>-<pre-training hash>/
         config.yaml  pretrain/{last.ckpt,logs/}  pretrain.json
         checkpoints/step-0000123/{config.json,model.safetensors,meta.json}
-        finetune/<fine-tuning hash>/step-0000123/<task>-seed<k>.json   results-<config hash>.csv
+        finetune/<fine-tuning hash>/step-0000123/<task>-<data digest>-seed<k>.json   results-<config hash>.csv
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers.utils import logging as transformers_logging
 
-from lightning_electra.config import (Config, ConfigError, config_hash, finetune_hash, pretrain_hash,
-                                     resolve_data_path, save_config)
-from lightning_electra.data.datamodule import PretrainDataModule
+from lightning_electra.config import (Config, ConfigError, config_hash, finetune_hash, glue_digest, pretrain_hash,
+                                     save_config, vocab_path)
+from lightning_electra.data.datamodule import PretrainDataModule, corpus_files
+from lightning_electra.models import effective_state
 from lightning_electra.results import COLUMNS, git_commit, read_table, write_json, write_table
 from lightning_electra.trainer import (AtomicCheckpointIO, check_hardware, global_rank, leave_process_group,
                                        make_loggers, make_trainer)
@@ -64,7 +65,7 @@ class FractionCheckpoints(L.Callback):
         self.steps.discard(step)  # with gradient accumulation, the next micro-batches end at this step too
         module.check_finite(weights=True)  # never a NaN encoder to fine-tune (on every rank: it is collective)
         # on every rank: under FSDP this gathers the sharded weights onto rank 0; otherwise it is state_dict()
-        state = trainer.strategy.lightning_module_state_dict()
+        state = effective_state(trainer.strategy.lightning_module_state_dict())  # tie=gdes: D's own weights
         if trainer.is_global_zero:
             done = module.flops_done(step)  # counted from the start of pre-training, earlier stages included
             target = self.out_dir / f"step-{done['step']:07d}"
@@ -77,6 +78,19 @@ class FractionCheckpoints(L.Callback):
             if target.exists():  # a resumed run may pass the same step again
                 shutil.rmtree(target)
             tmp.rename(target)
+
+
+def budget(cfg: Config) -> dict:
+    """What pre-training will do, from the config and the vocabulary alone (the variant's module is built on the
+    meta device: no memory, no data): steps (all stages), stages, paper-convention FLOPs and GLUE checkpoint steps."""
+    from lightning_electra.data.tokenizer import special_ids
+    from lightning_electra.variants import VARIANTS
+
+    with torch.device("meta"):
+        module = VARIANTS[cfg.variant](cfg, special_ids(vocab_path(cfg.data)))
+    steps = module.steps * module.stages
+    return {"steps": steps, "stages": module.stages, "paper_flops": module.steps * module.budget_flops_per_step(),
+            "checkpoints": checkpoint_steps(cfg.train.checkpoint_fractions, steps)}
 
 
 def make_module(cfg: Config, data: PretrainDataModule, stage: int = 1):
@@ -212,7 +226,7 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
 
     data_dir = Path(cfg.data.data_dir)
     tasks = glue_tasks(cfg, announce=True)
-    tokenizer = build_tokenizer(resolve_data_path(cfg, cfg.data.vocab))
+    tokenizer = build_tokenizer(vocab_path(cfg.data))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     base = {"sweep": sweep, "run": cfg.name, "variant": cfg.variant, "scale": cfg.scale, "seed": cfg.train.seed,
             "commit": git_commit(), "config_hash": config_hash(cfg)}
@@ -221,7 +235,8 @@ def finetune_checkpoints(cfg: Config, out: Path, sweep: str) -> list[dict]:
     for n, checkpoint in enumerate(checkpoints, 1):
         meta = json.loads((checkpoint / "meta.json").read_text())
         for task in tasks:
-            results = {seed: out / "finetune" / finetune_hash(cfg) / checkpoint.name / f"{task}-seed{seed}.json"
+            data = glue_digest(cfg, task)  # the task's files: an edited file is a new result
+            results = {seed: out / "finetune" / finetune_hash(cfg) / checkpoint.name / f"{task}-{data}-seed{seed}.json"
                        for seed in range(cfg.finetune.seeds)}
             missing = [seed for seed, result in results.items() if not result.exists()]
             # seeds one by one (each result saved as it comes), or all together (finetune.batched_seeds: the
@@ -259,7 +274,8 @@ def run(cfg: Config, sweep: str, finetune: bool = True) -> Path | None:
             return None
         print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
         return table
-    resolve_data_path(cfg, cfg.data.vocab)  # no data directory: say so first (it would also lack GLUE)
+    corpus_files(cfg)  # no data directory: say so first (it would also lack GLUE)
+    vocab_path(cfg.data)
     glue_tasks(cfg)  # no GLUE task to fine-tune on: say so now, not after pre-training
     if global_rank() == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_electra.config import Config, ConfigError, DataConfig, resolve_data_path
+from lightning_electra.config import Config, ConfigError, DataConfig, resolve_data_path, vocab_path
 from lightning_electra.results import atomic_write_text
 from lightning_electra.data.corpus import CorpusError, iter_lines
 from lightning_electra.data.packing import ExampleBuilder, pack, to_array, token_type_ids
@@ -32,10 +32,10 @@ PACKING_VERSION = 1  # bump when packing changes, so stale caches are not reused
 LINES_PER_BATCH = 4096
 
 
-def cache_key(data: DataConfig, vocab_path: Path) -> str:
+def cache_key(data: DataConfig, vocab: Path) -> str:
     parts = {k: getattr(data, k) for k in ("corpus", "max_corpus_bytes", "max_seq_length", "single_segment_prob",
                                            "short_seq_prob", "seed")}
-    parts["vocab_sha"] = hashlib.sha256(vocab_path.read_bytes()).hexdigest()
+    parts["vocab_sha"] = hashlib.sha256(vocab.read_bytes()).hexdigest()
     # the files themselves (size, modification time), so another DATA_DIR with other text never hits this cache
     parts["files"] = [(f.stat().st_size, f.stat().st_mtime_ns) for f in
                       (Path(data.data_dir) / c for c in data.corpus if not c.startswith("hub:")) if f.is_file()]
@@ -55,13 +55,12 @@ def _token_lines(lines, tokenizer):
 
 def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
     """Read, tokenise and pack the corpus into out_dir/{examples.npy,token_counts.npy,meta.json}; returns out_dir."""
-    data_dir = Path(data.data_dir)
-    vocab_path = data_dir / data.vocab
-    ids = special_ids(vocab_path)
+    data_dir, vocab = Path(data.data_dir), vocab_path(data)
+    ids = special_ids(vocab)
     if ids.vocab_size > 2**16:  # the cache stores uint16 ids: larger ones would wrap around silently
-        raise VocabError(f"Vocabulary {vocab_path} has {ids.vocab_size:,} tokens; the packed corpus stores token ids "
+        raise VocabError(f"Vocabulary {vocab} has {ids.vocab_size:,} tokens; the packed corpus stores token ids "
                          "in 16 bits, so at most 65,536. Use a WordPiece vocabulary of that size (BERT's has 30,522).")
-    tokenizer = wordpiece(vocab_path)
+    tokenizer = wordpiece(vocab)
     builder = ExampleBuilder(ids, data.max_seq_length, data.single_segment_prob, data.short_seq_prob, data.seed)
     start = time.time()
     counts = np.zeros(ids.vocab_size, dtype=np.int64)
@@ -89,6 +88,11 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
         os.replace(tmp, out_dir)
     log(f"[data] packed {meta['examples']:,} examples, {meta['tokens']:,} tokens in {meta['seconds']}s -> {out_dir}")
     return out_dir
+
+
+def corpus_files(cfg: Config) -> list[Path]:
+    """The local corpus files of data.corpus (hub sources aside), each checked to exist."""
+    return [resolve_data_path(cfg, source) for source in cfg.data.corpus if not source.startswith("hub:")]
 
 
 def local_rank() -> int:
@@ -165,9 +169,10 @@ class PretrainDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.batches_done = 0
-        self.vocab_path = resolve_data_path(cfg, cfg.data.vocab)
-        self.special = special_ids(self.vocab_path)
-        self.cache = Path(cfg.data.cache_dir) / "packed" / cache_key(cfg.data, self.vocab_path)
+        corpus_files(cfg)  # a missing data directory or corpus file: said now, not when packing
+        self.vocab = vocab_path(cfg.data)
+        self.special = special_ids(self.vocab)
+        self.cache = Path(cfg.data.cache_dir) / "packed" / cache_key(cfg.data, self.vocab)
 
     @property
     def special_ids(self) -> SpecialIds:
@@ -201,9 +206,6 @@ class PretrainDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if not (self.cache / "examples.npy").exists():
-            for source in self.cfg.data.corpus:
-                if not source.startswith("hub:"):
-                    resolve_data_path(self.cfg, source)
             build_packed_corpus(self.cfg.data, self.cache)
 
     def setup(self, stage: str | None = None) -> None:

@@ -16,97 +16,11 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
+from lightning_electra.data.glue_tasks import (TASKS, GlueDataError, GlueTask, available_tasks, get_task, glue_root,
+                                               task_file)
+
 Example = tuple[str, Optional[str], Union[int, float]]  # (text_a, text_b, label index or regression target)
 SUBSAMPLE_SEED = 0  # capped splits are the same subset for every fine-tuning seed, so seeds differ only in training
-
-
-class GlueDataError(ValueError):
-    """A GLUE file that is missing or cannot be read, with where and what to do about it."""
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    name: str
-    text_a: int  # column indices; -1 counts from the end (MNLI's dev has more label columns than train)
-    text_b: Optional[int]
-    label: int
-    header: bool
-    labels: Optional[tuple[str, ...]]  # None: regression
-    metrics: tuple[str, ...]
-    main_metric: str
-    hub_config: str
-    hub_columns: tuple[str, Optional[str]]
-    columns: Optional[int] = None  # expected column count without a header; with one, the header's count
-    dev_file: str = "dev.tsv"
-    extra_dev: tuple[str, ...] = ()  # more dev splits reported beside "dev" (MNLI mismatched)
-    scored: bool = True  # counts towards the GLUE score (WNLI does not)
-
-    @property
-    def is_regression(self) -> bool:
-        return self.labels is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-    @property
-    def dev_splits(self) -> tuple[str, ...]:
-        return ("dev",) + self.extra_dev
-
-
-_BIN = ("0", "1")
-_NLI2 = ("entailment", "not_entailment")
-TASKS: dict[str, GlueTask] = {t.name: t for t in [
-    GlueTask("CoLA", 3, None, 1, False, _BIN, ("mcc",), "mcc", "cola", ("sentence", None), columns=4),
-    GlueTask("SST-2", 0, None, 1, True, _BIN, ("accuracy",), "accuracy", "sst2", ("sentence", None)),
-    GlueTask("MRPC", 3, 4, 0, True, _BIN, ("accuracy", "f1"), "accuracy", "mrpc", ("sentence1", "sentence2")),
-    GlueTask("STS-B", 7, 8, -1, True, None, ("spearman", "pearson"), "spearman", "stsb",
-             ("sentence1", "sentence2")),
-    GlueTask("QQP", 3, 4, 5, True, _BIN, ("accuracy", "f1"), "accuracy", "qqp", ("question1", "question2")),
-    GlueTask("MNLI", 8, 9, -1, True, ("contradiction", "entailment", "neutral"), ("accuracy",), "accuracy", "mnli",
-             ("premise", "hypothesis"), dev_file="dev_matched.tsv", extra_dev=("dev_mismatched",)),
-    GlueTask("QNLI", 1, 2, 3, True, _NLI2, ("accuracy",), "accuracy", "qnli", ("question", "sentence")),
-    GlueTask("RTE", 1, 2, 3, True, _NLI2, ("accuracy",), "accuracy", "rte", ("sentence1", "sentence2")),
-    GlueTask("WNLI", 1, 2, 3, True, _BIN, ("accuracy",), "accuracy", "wnli", ("sentence1", "sentence2"),
-             scored=False),
-]}
-_ALIASES = {name.lower().replace("-", ""): name for name in TASKS}
-
-
-def get_task(task: Union[str, GlueTask]) -> GlueTask:
-    """A task spec by name; case and dashes are forgiven (sst2, sts-b, mnli)."""
-    if isinstance(task, GlueTask):
-        return task
-    name = _ALIASES.get(task.lower().replace("-", "").replace("_", ""))
-    if name is None:
-        raise GlueDataError(f"Unknown GLUE task '{task}'. Known: {', '.join(TASKS)}.")
-    return TASKS[name]
-
-
-def glue_root(data_dir: Union[str, Path]) -> Path:
-    """`<data_dir>/glue`, or data_dir itself when it already is a glue_data folder (task folders directly inside)."""
-    root = Path(data_dir).expanduser()
-    if not (root / "glue").is_dir() and any((root / t).is_dir() for t in TASKS):
-        return root
-    return root / "glue"
-
-
-def task_file(data_dir: Union[str, Path], task: Union[str, GlueTask], split: str) -> Path:
-    spec = get_task(task)
-    if split not in ("train",) + spec.dev_splits:
-        raise GlueDataError(f"Unknown split '{split}' for {spec.name}; use one of train, {', '.join(spec.dev_splits)}.")
-    return glue_root(data_dir) / spec.name / (spec.dev_file if split == "dev" else f"{split}.tsv")
-
-
-def available_tasks(data_dir: Union[str, Path], tasks: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(usable, missing): a task is usable when its train and dev files both exist. Missing ones are not errors:
-    offline copies of GLUE often lack the big files (MNLI, QQP, QNLI train)."""
-    usable, missing = [], []
-    for name in tasks:
-        spec = get_task(name)
-        ok = all(task_file(data_dir, spec, s).is_file() for s in ("train", "dev"))
-        (usable if ok else missing).append(spec.name)
-    return usable, missing
 
 
 def _subsample(examples: list[Example], max_examples: Optional[int]) -> list[Example]:
@@ -215,6 +129,17 @@ def load_examples(data_dir: Union[str, Path], task: Union[str, GlueTask], split:
     return _subsample(list(_read_tsv(path, path.stat().st_mtime_ns, spec.name)), max_examples)
 
 
+def both_orders(examples: list[Example]) -> list[Example]:
+    """The examples, then each again with its sentences swapped (official `double_unordered`, for MRPC and STS-B)."""
+    return examples + [(b, a, label) for a, b, label in examples]
+
+
+def unit_targets(spec: GlueTask, examples: list[Example]) -> list[Example]:
+    """Regression scores mapped onto [0, 1] as the official reader does ((score - min) / max; STS-B: score / 5)."""
+    low, high = spec.target_range or (0.0, 1.0)
+    return [(a, b, (label - low) / high) for a, b, label in examples]
+
+
 # ----------------------------------------------------------------------------------------------- tokenisation
 
 
@@ -278,4 +203,4 @@ class GlueCollator:
 
 
 __all__ = ["GlueTask", "TASKS", "GlueDataError", "Example", "get_task", "glue_root", "task_file", "available_tasks",
-           "load_examples", "build_tokenizer", "GlueDataset", "GlueCollator"]
+           "load_examples", "both_orders", "unit_targets", "build_tokenizer", "GlueDataset", "GlueCollator"]

@@ -3,17 +3,23 @@
 One generator transformer has MLM exits after several layers (4, 6, 8 of 12 by default), all through one shared MLM
 head. The hidden state passed from one block of layers to the next is detached, so each exit learns as its own MLM of
 its depth: shallow exits make easy replacements, deep ones hard ones. At each masked position a learned vector scores
-the exits from their (detached) hidden states; a hard Gumbel-softmax picks one exit, and a hard Gumbel-softmax over
-that exit's (detached) logits samples the token. D reads the sample as a straight-through one-hot times its embedding
-matrix, behind a gradient-reversal layer, so D's loss trains the mixture to *raise* D's loss while the exits learn
-only by MLM. Ablations (`amos.mixture`): random exit, layer switch over training, equal weights, one exit only; and
-`amos.stop_gradient=false` lets gradients flow through all blocks.
+the exits from their (detached) hidden states, and the token is sampled from the exits' (detached) logits mixed by
+those scores, by a hard Gumbel-softmax over the vocabulary. D reads the sample as a straight-through one-hot times its
+embedding matrix, behind a gradient-reversal layer, so D's loss trains the mixture to *raise* D's loss while the exits
+learn only by MLM.
 
-Where we differ from the official code (microsoft/AMOS), following the notes: the official mixture is soft (softmax
-weights over the exits' logits, one hard Gumbel over the vocabulary) and its scorer's gradient reaches the generator;
-here a hard Gumbel picks the exit and the scorer reads detached states. The official soft mixture with uniform
-weights is our `equal` ablation. G's width is `model.generator_fraction` of D's as in ELECTRA (official: D's width;
-set model.generator_fraction=1.0 for that); its depth is the deepest exit.
+Two learned mixtures (`amos.mixture`), each with the control that differs from it in the learning alone:
+* `hard` (the notes' description, the default): a hard Gumbel-softmax over the scores picks one exit per position;
+  control `random`, an exit drawn uniformly.
+* `soft` (the official code, microsoft/AMOS): the exits' logits weighted by the softmax of the scores; control
+  `equal`, the same mix with equal weights.
+Further ablations: `switch` (exits in turn, shallow to deep, over training), `single` (one exit), and
+`amos.stop_gradient=false` (gradients through all blocks).
+
+Where we differ from the official code besides: its scorer reads the exits' states undetached, so D's reversed
+gradient reaches the generator; here the exits learn by MLM alone, as the notes ask. G's width is
+`model.generator_fraction` of D's as in ELECTRA (official: D's width; set model.generator_fraction=1.0 for that);
+its depth is the deepest exit.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ from lightning_electra.config import ConfigError
 from lightning_electra.corruption import gumbel_noise, replace_at, sample_tokens
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import build_mlm, generator_shape, share_weights
-from lightning_electra.pretrain import discriminator_metrics, mlm_metrics, sampled_accuracy
+from lightning_electra.pretrain import discriminator_metrics, mlm_metrics, sampled_accuracy, vocab_logits
 from lightning_electra.variants.electra import Electra
 
-MIXTURES = ("learned", "random", "switch", "equal", "single")
+MIXTURES = ("hard", "soft", "random", "equal", "switch", "single")
+LEARNED = ("hard", "soft")  # the mixtures with weights to learn (their controls: random and equal)
 PAPER_EXITS, PAPER_DEPTH = (4, 6, 8), 12
 
 
@@ -99,7 +106,8 @@ class Amos(Electra):
     @classmethod
     def check_config(cls, cfg) -> None:
         if cfg.amos.mixture not in MIXTURES:
-            raise ConfigError(f"amos.mixture must be one of {', '.join(MIXTURES)}; got '{cfg.amos.mixture}'.")
+            renamed = " (the learned hard pick, once 'learned', is now 'hard')" if cfg.amos.mixture == "learned" else ""
+            raise ConfigError(f"amos.mixture must be one of {', '.join(MIXTURES)}; got '{cfg.amos.mixture}'{renamed}.")
         if cfg.model.generator != "learned":
             raise ConfigError("AMOS's exits are layers of a network generator: set model.generator=learned.")
         if cfg.model.tie == "all":
@@ -121,7 +129,7 @@ class Amos(Electra):
         # the learned vector scoring each exit at each masked position from that exit's hidden state; only built
         # when used (DDP refuses parameters without gradients), initialised as transformers' weights (near-uniform)
         self.mixture = None
-        if self.cfg.amos.mixture == "learned":
+        if self.cfg.amos.mixture in LEARNED:
             self.mixture = torch.nn.Linear(self.generator.config.hidden_size, 1, bias=False)
             torch.nn.init.normal_(self.mixture.weight, std=self.generator.config.initializer_range)
         self.switch_exit = 0  # mixture=switch: the exit in use, set outside the (maybe compiled) objective
@@ -149,26 +157,27 @@ class Amos(Electra):
         return states
 
     def choose_exits(self, states: list[torch.Tensor], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(choice, mixture weights): a one-hot (B, P, K) exit per slot (straight-through when learned), and the
-        softmax weights the choice was drawn from (B, P, K)."""
+        """(coefficients, mixture weights), both (B, P, K): how much of each exit's logits the sample is drawn from
+        (a one-hot exit, straight-through when learned; or soft weights), and the weights the choice came from."""
         k, (b, p) = len(self.exits), weights.shape
         mode = self.cfg.amos.mixture
-        if mode == "learned":
+        if mode in LEARNED:
             scores = self.mixture(torch.stack(states, 2).detach()).squeeze(-1).float()  # exits feel no mixture
-            return hard_gumbel_softmax(scores, self.cfg.amos.temperature), scores.softmax(-1)
+            mixture = scores.softmax(-1)
+            return (hard_gumbel_softmax(scores, self.cfg.amos.temperature) if mode == "hard" else mixture), mixture
         uniform = torch.full((b, p, k), 1 / k, device=weights.device)
         if mode == "random":
             return one_hot_choice(torch.randint(k, (b, p), device=weights.device), k), uniform
         if mode == "switch":
             index = torch.full((b, p), self.switch_exit, device=weights.device, dtype=torch.long)
             return one_hot_choice(index, k), one_hot_choice(index, k)
-        return uniform, uniform  # equal (a soft mixture, no choice) and single (k = 1)
+        return uniform, uniform  # equal (the soft mixture's control) and single (k = 1)
 
     def objective(self, batch, masked):
         w = masked.weights
         states = self.exit_states(masked.input_ids, batch, masked.positions)
         head = self.generator
-        exit_logits = [head.generator_lm_head(head.generator_predictions(s)) for s in states]  # one shared head
+        exit_logits = [vocab_logits(head, s) for s in states]  # one shared head
         metrics, mlm_loss = {}, 0
         for depth, logits in zip(self.exits, exit_logits):
             exit_metrics = mlm_metrics(logits, masked)
@@ -176,10 +185,10 @@ class Amos(Electra):
             metrics.update({f"{k}_exit{depth}": v for k, v in exit_metrics.items()})
         metrics["mlm_loss"] = mlm_loss
 
-        choice, mixture_weights = self.choose_exits(states, w)
-        # the chosen exit's logits, differentiable in the choice only: exits learn by MLM alone (a sum over exits,
+        mix, mixture_weights = self.choose_exits(states, w)
+        # the mixed exits' logits, differentiable in the mixture only: exits learn by MLM alone (a sum over exits,
         # not a (B, P, K, V) stack: the vocabulary dimension dominates memory)
-        logits = sum(choice[..., i, None] * exit.detach().float() for i, exit in enumerate(exit_logits))
+        logits = sum(mix[..., i, None] * exit.detach().float() for i, exit in enumerate(exit_logits))
         if self.mixture is not None:  # the straight-through one-hot sample (B, P, V) that carries D's gradient
             sample = hard_gumbel_softmax(logits, self.cfg.amos.temperature)
             sampled = sample.argmax(-1)
@@ -193,7 +202,7 @@ class Amos(Electra):
         n = w.sum().clamp_min(1)
         for i, depth in enumerate(self.exits):
             metrics[f"exit{depth}_weight"] = (mixture_weights[..., i] * w).sum().detach() / n
-            metrics[f"exit{depth}_share"] = (choice[..., i].detach() * w).sum() / n  # how often it was used
+            metrics[f"exit{depth}_share"] = (mix[..., i].detach() * w).sum() / n  # how much it was used
         metrics["loss"] = mlm_loss + self.cfg.train.disc_weight * metrics["disc_loss"]
         return metrics
 

@@ -1,0 +1,103 @@
+"""The optimiser and learning-rate schedule of pre-training and fine-tuning, written once.
+
+By default both reproduce google-research/electra's `model/optimization.py`, which ran the paper's experiments:
+
+* `AdamWeightDecay`: Adam **without bias correction** (`update = m / (sqrt(v) + eps)`), plus decoupled weight decay
+  (`update += weight_decay * param`), then `param -= lr * update`. `bias_correction=True` takes torch's AdamW instead.
+* Weight decay is off for every parameter whose name matches `LayerNorm`, `layer_norm` or `bias` (the official
+  exclusion list).
+* The schedule `lr * min(1, step / warmup) * (1 - step / total)`: warm-up and linear decay overlap, so a fine-tune
+  peaks at (1 - warmup fraction) x lr. `overlap=False` decays only after the warm-up instead.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable
+
+import torch
+
+NO_DECAY = re.compile(r"LayerNorm|layer_norm|bias")
+
+
+def decays(name: str) -> bool:
+    """Whether a parameter gets weight decay (the official exclusion list)."""
+    return not NO_DECAY.search(name)
+
+
+def decay_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Two parameter groups: with and without weight decay (trainable parameters only)."""
+    groups = {True: [], False: []}
+    for name, p in named_parameters:
+        if p.requires_grad:
+            groups[decays(name)].append(p)
+    return [{"params": groups[True], "weight_decay": weight_decay}, {"params": groups[False], "weight_decay": 0.0}]
+
+
+class AdamWeightDecay(torch.optim.Optimizer):
+    """The official ELECTRA / BERT optimiser: Adam with decoupled weight decay and no bias correction."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            grads = [p.grad for p in params]
+            m = [self.state[p]["exp_avg"] for p in params]
+            v = [self.state[p]["exp_avg_sq"] for p in params]
+            beta1, beta2 = group["betas"]
+            torch._foreach_lerp_(m, grads, 1 - beta1)  # m = beta1 * m + (1 - beta1) * g
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)  # v = beta2 * v + (1 - beta2) * g^2
+            denominator = torch._foreach_sqrt(v)
+            torch._foreach_add_(denominator, group["eps"])
+            update = torch._foreach_div(m, denominator)  # no bias correction: the official update
+            if group["weight_decay"]:
+                torch._foreach_add_(update, params, alpha=group["weight_decay"])
+            torch._foreach_add_(params, update, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(groups: list[dict], lr: float, eps: float, betas=(0.9, 0.999), bias_correction: bool = False,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """The official optimiser, or torch's AdamW (bias-corrected; fused on CUDA when asked) with `bias_correction`."""
+    if bias_correction:
+        return torch.optim.AdamW(groups, lr=lr, eps=eps, betas=tuple(betas), fused=fused)
+    return AdamWeightDecay(groups, lr=lr, eps=eps, betas=tuple(betas))
+
+
+def warmup_linear_decay(total_steps: int, warmup_fraction: float | None = None, overlap: bool = False,
+                        warmup_steps: int | None = None) -> Callable[[int], float]:
+    """LambdaLR factor: a linear warm-up over `warmup_steps` (else `warmup_fraction` of the steps) and a linear decay
+    to 0 at `total_steps`, either overlapping (the official product, `min(1, step / warmup) * (1 - step / total)`)
+    or the decay starting once the warm-up is done (`overlap=False`)."""
+    warmup = max(1.0, float(warmup_steps) if warmup_steps is not None else total_steps * (warmup_fraction or 0.0))
+    if not overlap:
+        warmup = max(1, int(round(warmup)))
+
+    def factor(step: int) -> float:
+        if overlap:
+            return min(1.0, step / warmup) * max(0.0, 1.0 - step / total_steps)
+        if step < warmup:
+            return step / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, factor: Callable[[int], float]) -> dict:
+    """Lightning's scheduler entry for a per-step LambdaLR."""
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
