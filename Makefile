@@ -4,6 +4,7 @@
 #   OVERRIDES="key=value ..."     (any config key, e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
 #   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
 #   RUNS=a,b                      (a sweep in pieces: only these runs now; the table and report take all finished)
+#   PLAN=1 | PLAN=csv             (print each run's steps, FLOPs, checkpoints and fine-tunes, then stop; no training)
 SHELL := /bin/bash
 PYTHON ?= python3
 SCALE ?=
@@ -17,7 +18,8 @@ endif
 ifneq ($(NUM_NODES),)
 export NUM_NODES
 endif
-SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) $(1) $(OVERRIDES)
+SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
+	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),csv,table)) $(1) $(OVERRIDES)
 
 .PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
 	small-model amos all-sweeps benchmark benchmark-finetune reports export clean-results

@@ -28,19 +28,22 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from lightning_electra.config import CONFIG_ROOT, ConfigError, config_hash, load_config
+from lightning_electra.config import CONFIG_ROOT, ConfigError, config_hash, load_config, pick_scale
 from lightning_electra.pretrain import NonFiniteLossError
 from lightning_electra.data.corpus import CorpusError
 from lightning_electra.data.glue import GlueDataError
 from lightning_electra.data.tokenizer import VocabError
 from lightning_electra.results import COLUMNS, ResultsError, git_commit, hardware, read_table, write_json, write_table
-from lightning_electra.run import run, run_dir
+from lightning_electra.run import budget, generator_width, run, run_dir
 from lightning_electra.trainer import global_rank, leave_process_group
 
 # Errors in what the user gave (config, data, files), whose messages say what to do: printed without a traceback.
 INPUT_ERRORS = (ConfigError, CorpusError, GlueDataError, VocabError, ResultsError, NonFiniteLossError)
 
-SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "common", "runs"}
+SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "common", "runs"}
+# flops: each run derives its steps from train.flops_budget (BERT more than ELECTRA for the same compute);
+# electra-steps: every run trains the steps the scale's default ELECTRA gets from it (the paper's generator sizes)
+BUDGETS = ("flops", "electra-steps")
 
 
 def load_sweep(name: str) -> dict:
@@ -55,16 +58,71 @@ def load_sweep(name: str) -> dict:
     names = [r.get("name") for r in sweep.get("runs", [])]
     if not names or None in names or len(set(names)) != len(names):
         raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
+    if sweep.get("budget", "flops") not in BUDGETS:
+        raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}; got {sweep['budget']}.")
     return sweep
 
 
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
+    """The sweep file and one config per run: scale <- variant <- the sweep's common keys <- (with `budget:
+    electra-steps`, the reference step count) <- the run's keys <- its keys for this scale (`at_scale`) <- overrides."""
     sweep = load_sweep(name)
-    common = sweep.get("common") or {}
-    configs = [load_config(scale, layers=[(common, f"sweep {name} common"), (r, f"sweep {name} run {r['name']}")],
-                           overrides=overrides, announce=announce and i == 0)
-               for i, r in enumerate(sweep["runs"])]
+    scale = pick_scale(scale, overrides, announce)
+    common = [(sweep.get("common") or {}, f"sweep {name} common")]
+    if sweep.get("budget") == "electra-steps":
+        reference = budget(load_config(scale, variant="electra", layers=common, overrides=overrides))["steps"]
+        common.append(({"train": {"steps": reference}}, f"sweep {name}: the steps of the scale's ELECTRA"))
+    configs = []
+    for r in sweep["runs"]:
+        keys = {k: v for k, v in r.items() if k != "at_scale"}
+        own = (r.get("at_scale") or {}).get(scale) or {}
+        configs.append(load_config(scale, layers=[*common, (keys, f"sweep {name} run {r['name']}"),
+                                                  (own, f"sweep {name} run {r['name']} at scale {scale}")],
+                                   overrides=overrides))
     return sweep, configs
+
+
+PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "checkpoints", "tasks",
+                "seeds", "finetunes"]
+
+
+def plan_rows(configs) -> list[dict]:
+    """What each run will do, from its config and the vocabulary alone (no training, no data read)."""
+    from lightning_electra.data.glue_tasks import available_tasks, glue_root
+
+    rows = []
+    for cfg in configs:
+        b = budget(cfg)
+        files = cfg.finetune.source == "files" and glue_root(cfg.data.data_dir).is_dir()
+        tasks = available_tasks(cfg.data.data_dir, cfg.finetune.tasks)[0] if files else list(cfg.finetune.tasks)
+        width = generator_width(cfg)
+        rows.append({"run": cfg.name, "variant": cfg.variant,
+                     "generator": "-" if width is None else cfg.model.generator if width == 0 else width,
+                     "tie": "-" if width is None else cfg.model.tie, "steps": b["steps"], "batch_size": cfg.train.batch_size,
+                     "paper_flops": b["paper_flops"], "checkpoints": " ".join(map(str, b["checkpoints"])),
+                     "tasks": ",".join(tasks), "seeds": cfg.finetune.seeds,
+                     "finetunes": len(b["checkpoints"]) * len(tasks) * cfg.finetune.seeds})
+    return rows
+
+
+def print_plan(sweep: str, configs, style: str) -> None:
+    rows = plan_rows(configs)
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    if style == "csv":
+        print(frame.to_csv(index=False), end="")
+        return
+    from lightning_electra.data.glue_tasks import glue_root
+
+    cfg = configs[0]
+    root = glue_root(cfg.data.data_dir)
+    where = ("GLUE from the hub" if cfg.finetune.source == "hub" else f"the GLUE tasks with files under {root}"
+             if root.is_dir() else f"no GLUE files under {root} (set DATA_DIR): every task of finetune.tasks listed")
+    print(f"[plan] {sweep} at scale {cfg.scale}: {len(rows)} runs; {where}")
+    shown = frame.assign(paper_flops=frame["paper_flops"].map(lambda f: f"{f:.3g}"),
+                         steps=frame["steps"].map(lambda n: f"{n:,}"))
+    print(shown.to_string(index=False))
+    print(f"[plan] total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
+          f"{frame['finetunes'].sum():,} fine-tunes")
 
 
 def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Path:
@@ -88,6 +146,16 @@ def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, se
     write_json(meta_path, meta)
 
 
+def select(configs, runs: str | None, sweep: str):
+    """The runs named in `runs` (comma-separated), in the sweep's order; all of them when None."""
+    wanted = [name.strip() for name in runs.split(",")] if runs else [c.name for c in configs]
+    unknown = sorted(set(wanted) - {c.name for c in configs})
+    if unknown:
+        raise ConfigError(f"no run named {', '.join(unknown)} in sweep {sweep}; its runs: "
+                          f"{', '.join(c.name for c in configs)}.")
+    return [c for c in configs if c.name in wanted]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", help="a file name under experiments/configs/sweeps/ (without .yaml)")
@@ -97,19 +165,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reports-dir", default=None, help="where reports go (default: analysis/reports)")
     parser.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
                         "pieces, e.g. one per command on a lent machine); the table and report take every finished run")
+    parser.add_argument("--plan", nargs="?", const="table", choices=["table", "csv"], default=None,
+                        help="print what each run would do (steps, FLOPs, checkpoints, fine-tunes) and stop; csv: as "
+                        "CSV for scripts")
     args = parser.parse_intermixed_args(argv)
     start = time.time()
     try:
-        sweep, configs = sweep_configs(args.sweep, args.scale, args.overrides, announce=True)
-    except ConfigError as err:
+        sweep, configs = sweep_configs(args.sweep, args.scale, args.overrides, announce=args.plan != "csv")
+        if args.plan:
+            return print_plan(args.sweep, select(configs, args.runs, args.sweep), args.plan)
+    except INPUT_ERRORS as err:
         sys.exit(f"error: {err}")
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    wanted = [name.strip() for name in args.runs.split(",")] if args.runs else [c.name for c in configs]
-    unknown = sorted(set(wanted) - {c.name for c in configs})
-    if unknown:
-        sys.exit(f"error: no run named {', '.join(unknown)} in sweep {args.sweep}; its runs: "
-                 f"{', '.join(c.name for c in configs)}.")
-    selected = [c for c in configs if c.name in wanted]
+    try:
+        selected = select(configs, args.runs, args.sweep)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     print(f"[sweep] {args.sweep} at scale {scale}: {len(selected)} of {len(configs)} runs "
           f"({', '.join(c.name for c in selected)})", flush=True)
     table_path, current = results_dir / args.sweep / "results.csv", None
