@@ -30,7 +30,7 @@ def test_malformed_override_says_how_to_write_one():
 @pytest.mark.parametrize("overrides, message", [
     (["model.tie=all", "model.generator_fraction=0.25"], "same size"),
     (["model.hidden_size=100", "model.num_heads=3"], "not divisible"),
-    (["model.tie=some"], "none, embeddings or all"),
+    (["model.tie=some"], "none, embeddings, all, gdes"),
     (["variant=electar"], "electra"),
     (["finetune.tasks=[CoLA,SQuAD]"], "Unknown GLUE task"),
     (["train.flops_budget=null", "train.steps=null"], "budget"),
@@ -94,13 +94,14 @@ def test_fine_tuning_settings_never_move_the_pretraining_directory():
 
 
 def test_new_switches_do_not_move_existing_runs(monkeypatch, tmp_path):
-    """Hashes of the shipped sweeps, as first recorded: adding a config key must not re-run anyone's results
-    (new variant sections and switches stay out of the hash while unused)."""
+    """Hashes of the shipped sweeps, as recorded when the paper-fidelity protocol (issue 11) moved every run: adding a
+    config key must not re-run anyone's results (new variant sections and switches stay out of the hash while
+    unused)."""
     from experiments.sweep import sweep_configs
 
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     _, configs = sweep_configs("training-algorithms", "smoke", [])
-    assert [config_hash(c) for c in configs] == ["ee118e5ed1", "77c122eda4", "5039af372f", "d9faf1f25d"]
+    assert [config_hash(c) for c in configs] == ["465050f62f", "e7f3bcdae3", "9e84ba92ab", "a7a1b1f5c5"]
 
 
 def test_batched_seeds_make_the_seed_count_part_of_the_protocol(tmp_path):
