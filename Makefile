@@ -1,7 +1,8 @@
 # lightning_electra: one target per paper figure or table. `make help` lists them.
 #   SCALE=smoke|tiny|small|base   (default: smoke without a GPU, tiny with one)
 #   DATA_DIR=/path/to/data        (holds corpus/, glue/, vocab/; e.g. ../shared/data)
-#   OVERRIDES="key=value ..."     (any config key, e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
+#   OVERRIDES="key=value ..."     (any config key, every target: e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
+#   ARGS="--flag ..."             (a tool's own flags: benchmark, benchmark-finetune; e.g. ARGS="--seeds 10")
 #   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
 #   RUNS=a,b                      (a sweep in pieces: only these runs now; the table and report take all finished)
 #   PLAN=1 | PLAN=csv             (print each run's steps, FLOPs, checkpoints and fine-tunes, then stop; no training)
@@ -18,11 +19,12 @@ endif
 ifneq ($(NUM_NODES),)
 export NUM_NODES
 endif
-SWEEP = $(PYTHON) -m experiments.sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
+CLI = $(PYTHON) -m lightning_electra
+SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
 	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),csv,table)) $(1) $(OVERRIDES)
 
 .PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
-	small-model amos all-sweeps benchmark benchmark-finetune reports export clean-results
+	small-model amos all-sweeps pretrain benchmark benchmark-finetune reports export clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -40,7 +42,7 @@ test-all:  ## run every test, slow ones included
 ablation-training-algorithms:  ## paper Fig. 3 right: BERT, joint, two-stage, adversarial; GLUE vs pre-train FLOPs
 	$(call SWEEP,training-algorithms)
 
-weight-sharing:  ## paper sec. 3.2: equal-size G and D sharing no / embedding / all weights
+weight-sharing:  ## paper sec. 3.2: equal-size G and D sharing no / embedding / all weights; plus DeBERTa-v3 GDES
 	$(call SWEEP,weight-sharing)
 
 generator-size:  ## paper Fig. 3 left: GLUE vs generator width (1/8 ... 1 of D) and a unigram generator
@@ -57,18 +59,21 @@ amos:  ## AMOS (Meng et al. 2022): ELECTRA vs the adversarial mixture of exits a
 
 all-sweeps: ablation-training-algorithms weight-sharing generator-size efficiency small-model amos  ## every sweep above
 
+pretrain:  ## pre-train one config, no fine-tuning: make pretrain OVERRIDES="variant=bert train.steps=100"
+	$(CLI) pretrain $(if $(SCALE),--scale $(SCALE)) $(OVERRIDES)
+
 benchmark:  ## pre-training throughput of every variant vs a plain transformers baseline -> analysis/reports/benchmark/
-	$(PYTHON) -m experiments.benchmark $(OVERRIDES)
+	$(CLI) benchmark $(ARGS) $(OVERRIDES)
 
 benchmark-finetune:  ## GLUE fine-tuning time, seeds one by one vs one batched ensemble -> analysis/reports/benchmark/
-	$(PYTHON) -m experiments.finetune_benchmark $(if $(SCALE),--scale $(SCALE)) $(OVERRIDES)
+	$(CLI) benchmark-finetune $(if $(SCALE),--scale $(SCALE)) $(ARGS) $(OVERRIDES)
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
-	$(PYTHON) -m analysis.report
+	$(CLI) report
 
 export:  ## a run's models in transformers' format: make export CKPT=<run dir or .ckpt> OUT=<dir>
 	$(if $(and $(CKPT),$(OUT)),,$(error make export needs CKPT=<run dir, last.ckpt or checkpoints/step-*> OUT=<dir>))
-	$(PYTHON) -m lightning_electra export $(CKPT) $(OUT) $(OVERRIDES)
+	$(CLI) export $(CKPT) $(OUT) $(OVERRIDES)
 
 clean-results:  ## delete results/ (run directories, checkpoints); reports stay
 	rm -rf results

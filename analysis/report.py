@@ -1,7 +1,7 @@
 """Reports from results tables alone: a figure of GLUE against pre-training FLOPs and a summary in Markdown.
 
-    python -m analysis.report                      # re-render every report under analysis/reports/
-    python -m analysis.report training-algorithms --scale smoke   # refresh one from results/ and render it
+    python -m lightning_electra report                     # re-render every report under analysis/reports/
+    python -m lightning_electra report training-algorithms --scale smoke   # refresh one from results/, render it
 
 A report directory `analysis/reports/<scale>/<sweep>/` holds its own inputs (`results.csv`, `sweep.json`), so it
 can be re-plotted anywhere without re-running anything and without the run directories.
@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lightning_electra.config import GLUE_TASKS  # noqa: E402
-from lightning_electra.results import atomic_write_text, read_table, write_table  # noqa: E402
+from lightning_electra.io import atomic, atomic_write_text  # noqa: E402
+from lightning_electra.results import glue_scores, read_table, write_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
@@ -39,19 +40,16 @@ def build_report(sweep: str, scale: str, results_dir: Path, reports: Path = REPO
     return out
 
 
-def glue_table(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Per (run, step): the median over fine-tuning seeds of each task's main score, their mean (GLUE), and the
-    spread of GLUE over seeds (min / max of the per-seed GLUE). Returns (per_task, glue, tasks averaged)."""
+def glue_table(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per (run, step): each task's median over fine-tuning seeds, their mean (GLUE: lightning_electra.results'
+    aggregate), and the spread of GLUE over seeds (min / max of the per-seed GLUE). Returns (glue, tasks averaged)."""
     scores = results[(results["metric"] == "score") & results["task"].isin(SCORED)]
     tasks = [t for t in SCORED if t in set(scores["task"])]
     keys = ["run", "variant", "step", "tokens", "flops_paper", "flops_measured"]
-    per_task = scores.groupby(keys + ["task"], as_index=False, dropna=False)["value"].median()
-    wide = per_task.pivot_table(index=keys, columns="task", values="value", dropna=False).reset_index()
-    wide["GLUE"] = wide[tasks].mean(axis=1, skipna=False)  # a run missing a task has no GLUE-k, not a GLUE-(k-1)
+    wide = glue_scores(scores, keys, tasks)
     per_seed = scores.groupby(keys + ["finetune_seed"], dropna=False)["value"].mean().reset_index()
     spread = per_seed.groupby(keys, dropna=False)["value"].agg(glue_min="min", glue_max="max").reset_index()
-    glue = wide.merge(spread, on=keys).sort_values(["run", "step"])
-    return per_task, glue, tasks
+    return wide.merge(spread, on=keys).sort_values(["run", "step"]), tasks
 
 
 def glue_label(tasks: list[str]) -> str:
@@ -65,16 +63,14 @@ def paper_rows(experiment: str | None) -> pd.DataFrame:
     return paper[paper["experiment"] == experiment]
 
 
-VARIANT_ORDER = ["electra", "bert", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm", "amos"]
+def palette(variants: list[str]) -> dict[str, str]:
+    """One colour per variant in both panels, from the suite's list of variants (sweep.json): the same variant has
+    the same colour in every report. The paper's CSV spells names with underscores: both spellings map."""
+    colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    return {**colors, **{v.replace("-", "_"): c for v, c in colors.items()}}
 
 
-def color(variant: str) -> str | None:
-    """One colour per variant in both panels (the paper's CSV spells names with underscores)."""
-    name = variant.replace("_", "-")
-    return f"C{VARIANT_ORDER.index(name)}" if name in VARIANT_ORDER else None
-
-
-def draw_paper(ax, paper: pd.DataFrame) -> None:
+def draw_paper(ax, paper: pd.DataFrame, colors: dict[str, str]) -> None:
     """The paper's numbers for one experiment, in the form its figure or table has."""
     experiment = paper["experiment"].iloc[0]
     if experiment == "generator_size":
@@ -88,7 +84,7 @@ def draw_paper(ax, paper: pd.DataFrame) -> None:
         ax.legend(fontsize=8)
     elif paper["pretrain_flops"].notna().all() and paper["pretrain_flops"].nunique() > 1:
         for variant, g in paper.groupby("variant", sort=False):
-            ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant, color=color(variant))
+            ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant, color=colors.get(variant))
         ax.set_xscale("log")
         ax.set_xlabel("pre-train FLOPs (paper convention)")
         ax.legend(fontsize=8)
@@ -104,28 +100,29 @@ def draw_paper(ax, paper: pd.DataFrame) -> None:
 
 def save(fig, path: Path) -> None:
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, dpi=120, format="png")
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
-def figure(paper: pd.DataFrame):
+def figure(paper: pd.DataFrame, colors: dict[str, str]):
     with_paper = not paper.empty
     fig, axes = plt.subplots(1, 2 if with_paper else 1, figsize=(11 if with_paper else 6, 4.2), squeeze=False)
     if with_paper:
-        draw_paper(axes[0][1], paper)
+        draw_paper(axes[0][1], paper, colors)
     return fig, axes[0][0]
 
 
-def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path) -> None:
-    fig, ax = figure(paper if paper.empty or paper["experiment"].ne("generator_size").all() else paper.iloc[:0])
+def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path,
+                       colors: dict[str, str]) -> None:
+    fig, ax = figure(paper if paper.empty or paper["experiment"].ne("generator_size").all() else paper.iloc[:0],
+                     colors)
     several_per_variant = glue.groupby("variant")["run"].nunique().max() > 1
     for run, g in glue.groupby("run", sort=False):
         variant = g["variant"].iloc[0]
         label = run if run == variant else f"{run} ({variant})"
         line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=label,
-                       color=None if several_per_variant else color(variant))[0]
+                       color=None if several_per_variant else colors.get(variant))[0]
         ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     finish(fig, ax, "pre-train FLOPs (paper convention)", tasks, f"{title}\n(median over fine-tuning seeds; "
@@ -145,7 +142,7 @@ def finish(fig, ax, xlabel: str, tasks: list[str], title: str, path: Path) -> No
 def plot_glue_vs_width(final: pd.DataFrame, widths: dict, tasks: list[str], paper: pd.DataFrame, title: str,
                        path: Path) -> None:
     """Paper Fig. 3 left: final GLUE against generator width; a unigram generator (width 0) as its own marker."""
-    fig, ax = figure(paper)
+    fig, ax = figure(paper, {})
     final = final.assign(width=final["run"].map(widths)).dropna(subset=["width"]).sort_values("width")
     learned, unigram = final[final["width"] > 0], final[final["width"] == 0]
     ax.errorbar(learned["width"], learned["GLUE"], yerr=[learned["GLUE"] - learned["glue_min"],
@@ -243,11 +240,12 @@ def render(out: Path) -> None:
     results = read_table(out / "results.csv")
     meta = json.loads((out / "sweep.json").read_text())
     sweep, scale = out.name, out.parent.name
-    _, glue, tasks = glue_table(results)
+    glue, tasks = glue_table(results)
     if glue.empty:
         raise ValueError(f"{out / 'results.csv'} has no GLUE scores to report.")
     paper = paper_rows(meta.get("paper_experiment"))
-    plot_glue_vs_flops(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png")
+    colors = palette(meta.get("variants") or list(dict.fromkeys(results["variant"])))
+    plot_glue_vs_flops(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png", colors)
     final = glue.sort_values("step").groupby("run", sort=False).tail(1)
     figures = ["![GLUE vs pre-train FLOPs](glue_vs_flops.png)"]
     if meta.get("figure") == "generator_width":
@@ -311,7 +309,7 @@ def finding(out: Path) -> str:
     """One line for the index: final GLUE of each run (best first) and how many of the paper's claims agree."""
     results = read_table(out / "results.csv")
     meta = json.loads((out / "sweep.json").read_text())
-    _, glue, tasks = glue_table(results)
+    glue, tasks = glue_table(results)
     final = glue.sort_values("step").groupby("run", sort=False).tail(1).sort_values("GLUE", ascending=False)
     scores = ", ".join(f"{r['run']} {r['GLUE']:.1f}" for _, r in final.iterrows())
     line = f"final {glue_label(tasks)}: {scores}"
@@ -347,18 +345,16 @@ def write_index(reports: Path = REPORTS) -> Path:
     if benchmarks:
         lines += ["## Throughput", "", *benchmarks, ""]
     path = reports / "README.md"
-    tmp = path.with_name(".tmp-" + path.name)
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lightning_electra report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", nargs="?", help="refresh this sweep's report from results/ (default: re-render all)")
     parser.add_argument("--scale", default="smoke")
     parser.add_argument("--results-dir", default="results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.sweep:
         print(build_report(args.sweep, args.scale, Path(args.results_dir)))
         write_index()

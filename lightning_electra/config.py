@@ -1,26 +1,17 @@
-"""Typed configuration: a dataclass schema with the paper's defaults, layered with small YAML files and overrides.
+"""The typed configuration schema: dataclasses with the paper's defaults, a comment on every field, and the checks
+of each field's own values. Loading, layering and hashing configs is the runner's (lightning_electra/runner/).
 
-A run's config is built as  schema  <-  scale file  <-  variant file  <-  sweep/run overrides  <-  command line,
-with OmegaConf doing the merging. Every layer is checked against the schema: an unknown key or a value of the wrong
-type is a `ConfigError` that names the key and the closest valid ones, before any work starts.
+Nothing here imports torch, so a config is checked in a fraction of a second, before any heavy import.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
-import hashlib
 import importlib.util
-import json
-import os
-from dataclasses import dataclass, field, fields, is_dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import OmegaConf
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 TIE_MODES = ("none", "embeddings", "all", "gdes")
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
 
@@ -180,14 +171,14 @@ class FinetuneConfig:
     max_eval_examples: Optional[int] = None
     precision: str = "32-true"
     # Train the seeds of a task together as one batched ensemble (torch.func.vmap over stacked weights): the same
-    # protocol, S times larger matmuls; other random draws than one-by-one fine-tunes (see lightning_electra/ensemble.py)
+    # protocol, S times larger matmuls; other random draws than one-by-one fine-tunes (see lightning_electra/finetune/ensemble.py)
     batched_seeds: bool = False
 
 
 @dataclass
 class Config:
     name: str = "run"  # the run's name inside its sweep
-    variant: str = "electra"  # the pre-training objective: see lightning_electra.variants.VARIANTS
+    variant: str = "electra"  # the pre-training objective: see lightning_electra.objectives.OBJECTIVES
     scale: str = "auto"  # smoke | tiny | small | base; auto: smoke without a GPU, tiny with one
     results_dir: str = "results"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -198,128 +189,8 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
-# Keys that change where or how fast a run goes, not what it computes: left out of the config hash.
-RUNTIME_KEYS = {"results_dir", "data.data_dir", "data.cache_dir", "data.num_workers", "train.accelerator",
-                "train.devices", "train.num_nodes", "train.strategy", "train.max_device_batch",
-                "train.log_every_n_steps", "train.compile", "train.loggers"}
-
-
-def _schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:
-    """Every dotted key of a dataclass schema, mapped to its field type."""
-    keys = {}
-    for f in fields(schema):
-        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
-        keys[prefix + f.name] = f.type
-        if is_dataclass(default):
-            keys.update(_schema_keys(default, prefix + f.name + "."))
-    return keys
-
-
-SCHEMA_KEYS = _schema_keys(Config)
-
-
-def _check_keys(layer: DictConfig, source: str, prefix: str = "") -> None:
-    for key, value in layer.items_ex(resolve=False):
-        dotted = prefix + str(key)
-        if dotted.startswith("finetune.task_epochs."):
-            continue  # a free-form mapping task -> epochs
-        if dotted not in SCHEMA_KEYS:
-            close = difflib.get_close_matches(dotted, SCHEMA_KEYS, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(SCHEMA_KEYS))}."
-            raise ConfigError(f"Unknown config key '{dotted}' in {source}.{hint}")
-        if isinstance(value, DictConfig) and dotted != "finetune.task_epochs":
-            _check_keys(value, source, dotted + ".")
-
-
-def _read_yaml(path: Path) -> DictConfig:
-    if not path.is_file():
-        options = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
-        raise ConfigError(f"Config file {path} does not exist. Available here: {', '.join(options) or 'none'}.")
-    layer = OmegaConf.load(path)
-    if not isinstance(layer, DictConfig):
-        raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(layer).__name__}.")
-    return layer
-
-
-def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
-    _check_keys(layer, source)
-    try:
-        return OmegaConf.merge(base, layer)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0].rstrip(".")  # the rest: OmegaConf internals
-        expected = f" Expected {SCHEMA_KEYS[key]} (see lightning_electra/config.py)." if key in SCHEMA_KEYS else ""
-        raise ConfigError(f"Bad value for '{key}' in {source}: {msg}.{expected}") from None
-
-
-def parse_overrides(overrides: list[str] | None) -> DictConfig:
-    """`key=value` strings (as from the command line or `make ... OVERRIDES=`) to a config layer."""
-    bad = [o for o in overrides or [] if "=" not in o]
-    if bad:
-        raise ConfigError(f"Overrides must look like key=value (e.g. train.steps=100); got: {' '.join(bad)}")
-    try:
-        return OmegaConf.from_dotlist(list(overrides or []))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"Could not parse overrides {overrides}: {err}") from None
-
-
-def default_scale() -> str:
-    import torch
-
-    return "tiny" if torch.cuda.is_available() else "smoke"
-
-
-def pick_scale(scale: str | None = None, overrides: list[str] | None = None, announce: bool = False) -> str:
-    """The scale asked for (argument, `scale=` override, $SCALE), or auto's pick: smoke without a GPU, tiny with one."""
-    scale = scale or parse_overrides(overrides).get("scale") or os.environ.get("SCALE") or None
-    if scale and scale != "auto":
-        return scale
-    scale = default_scale()
-    if announce:
-        print(f"[lightning_electra] SCALE not given: picked '{scale}' "
-              f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).", flush=True)
-    return scale
-
-
-def load_config(scale: str | None = None, variant: str | None = None, layers: list[tuple[Any, str]] | None = None,
-                overrides: list[str] | None = None, announce: bool = False) -> Config:
-    """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml <- layers <- overrides.
-
-    `layers` are extra (mapping, where-it-came-from) pairs, such as a sweep's common keys and one run's keys.
-    """
-    cfg: DictConfig = OmegaConf.structured(Config)
-    cli = parse_overrides(overrides)
-    scale = pick_scale(scale, overrides, announce)
-    cfg = _merge(cfg, _read_yaml(CONFIG_ROOT / "scales" / f"{scale}.yaml"), f"scales/{scale}.yaml")
-    cfg.scale = scale
-    pending = list(layers or [])
-    # A run picks its variant in a layer or on the command line; its file goes under the run's own keys.
-    variant = variant or cli.get("variant") or next((dict(l).get("variant") for l, _ in reversed(pending)
-                                                     if dict(l).get("variant")), None) or cfg.variant
-    cfg = _merge(cfg, _read_yaml(CONFIG_ROOT / "variants" / f"{variant}.yaml"), f"variants/{variant}.yaml")
-    for layer, source in pending:
-        cfg = _merge(cfg, OmegaConf.create(layer), source)
-    cfg = _merge(cfg, cli, "command-line overrides")
-    try:
-        resolved = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:
-        # e.g. an environment default of the wrong type (NUM_NODES=two): name the key, not OmegaConf's internals
-        key, msg = getattr(err, "full_key", None), getattr(err, "msg", str(err))
-        raise ConfigError(f"Config could not be resolved: bad value for '{key}': {msg.splitlines()[0]}" if key
-                          else f"Config could not be resolved: {err}") from None
-    validate(resolved)  # type: ignore[arg-type]
-    return resolved  # type: ignore[return-value]
-
-
-def validate(cfg: Config) -> None:
-    """Checks across keys that types alone cannot express."""
-    from lightning_electra.variants import VARIANTS  # late: variants import the models, which import this module
-
-    if cfg.variant not in VARIANTS:
-        close = difflib.get_close_matches(cfg.variant, VARIANTS, n=3)
-        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(VARIANTS)}."
-                          + (f" Did you mean {close[0]}?" if close else ""))
-    VARIANTS[cfg.variant].check_config(cfg)
+def check(cfg: Config) -> None:
+    """Checks across the schema's keys that types alone cannot express (a variant's own are its `check_config`)."""
     m = cfg.model
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; "
@@ -335,10 +206,6 @@ def validate(cfg: Config) -> None:
     if not 0 < m.generator_fraction <= 1:
         raise ConfigError(f"model.generator_fraction is G's width as a fraction of D's, in (0, 1]; got "
                           f"{m.generator_fraction}.")
-    if m.generator == "learned":
-        from lightning_electra.models import generator_shape
-
-        generator_shape(m)  # refuses a G width its heads do not divide, now rather than when the model is built
     if cfg.data.max_seq_length > m.max_position_embeddings:  # else an index error deep in the embeddings
         raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} exceeds model.max_position_embeddings="
                           f"{m.max_position_embeddings}: raise the latter or shorten the sequences.")
@@ -390,114 +257,3 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + k] = v
     return out
-
-
-# Fine-tuning keys that choose which results exist, not what any one of them is: more seeds or tasks reuse the rest.
-SELECTION_KEYS = {"finetune.seeds", "finetune.tasks"}
-
-
-def _hash(flat: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-# Sections only one variant reads: out of every other variant's hashes, so changing one never moves other runs.
-VARIANT_SECTIONS = {"amos.": "amos", "adversarial.": "adversarial"}
-# Switches added after results existed: out of the hashes while they keep this value (the behaviour before they
-# existed), so adding one never moves existing runs. Emptied when the paper-fidelity protocol moved every hash.
-LATER_SWITCHES: dict[str, Any] = {}
-
-
-def _results_keys(cfg: Config) -> dict[str, Any]:
-    keys = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
-            and all(not k.startswith(section) or cfg.variant == variant for section, variant in VARIANT_SECTIONS.items())
-            and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
-    try:  # what the vocabulary holds, not where it lies
-        keys["data.vocab"] = "sha256:" + file_digest(vocab_path(cfg.data))
-    except (ConfigError, OSError):
-        pass  # no file to read: its name stands for it (a run refuses it before any work)
-    return keys
-
-
-def config_hash(cfg: Config) -> str:
-    """A short hash of everything that changes a run's results (not where it runs or where files go), the contents of
-    the vocabulary and of the GLUE files fine-tuned on included."""
-    glue = {f"glue.{task}": glue_digest(cfg, task) for task in cfg.finetune.tasks}
-    return _hash({**_results_keys(cfg), **glue})
-
-
-def pretrain_hash(cfg: Config) -> str:
-    """What pre-training depends on: the run directory's key, so fine-tuning changes never re-train."""
-    return _hash({k: v for k, v in _results_keys(cfg).items() if not k.startswith("finetune.")})
-
-
-def finetune_hash(cfg: Config) -> str:
-    """What one fine-tuning result depends on (the protocol), not which seeds or tasks are asked for. Seeds
-    trained as one batched ensemble share their random draws, so there the number of seeds is protocol too."""
-    selection = SELECTION_KEYS - ({"finetune.seeds"} if cfg.finetune.batched_seeds else set())
-    return _hash({k: v for k, v in _results_keys(cfg).items() if k.startswith("finetune.") and k not in selection})
-
-
-def save_config(cfg: Config, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # written, then renamed: a kill leaves no half file
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    os.replace(tmp, path)
-
-
-PACKAGED_VOCAB = "bert-base-uncased"
-PACKAGED_VOCAB_FILE = Path(__file__).resolve().parent / "data" / "bert-base-uncased-vocab.txt"
-
-
-def vocab_path(data: DataConfig) -> Path:
-    """data.vocab's file: the packaged BERT vocabulary, or a path under data_dir (or absolute)."""
-    if data.vocab == PACKAGED_VOCAB:
-        return PACKAGED_VOCAB_FILE
-    path = Path(data.vocab).expanduser()
-    if path.is_absolute():
-        if not path.is_file():
-            raise ConfigError(f"Missing vocabulary '{path}' (data.vocab). Use data.vocab={PACKAGED_VOCAB} (the "
-                              "packaged BERT uncased vocabulary) or the path of a vocab.txt.")
-        return path
-    return data_file(data, data.vocab)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    """A short sha256 of a file's contents (cached per path, size and modification time)."""
-    stat = path.stat()
-    return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
-
-
-def glue_digest(cfg: Config, task: str) -> str:
-    """What a GLUE task's results depend on beyond the config: its files' contents (from the hub: 'hub')."""
-    from lightning_electra.data.glue_tasks import TASKS, task_file
-
-    if cfg.finetune.source == "hub":
-        return "hub"
-    files = [task_file(cfg.data.data_dir, TASKS[task], split) for split in ("train", *TASKS[task].dev_splits)]
-    return hashlib.sha256(" ".join(file_digest(f) if f.is_file() else "-" for f in files).encode()).hexdigest()[:8]
-
-
-def resolve_data_path(cfg: Config, relative: str) -> Path:
-    """A data file's path under data.data_dir, with an error saying how to point the suite at the data."""
-    return data_file(cfg.data, relative)
-
-
-def data_file(data: DataConfig, relative: str) -> Path:
-    root = Path(data.data_dir).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"Data directory '{root}' does not exist. Set DATA_DIR=/path/to/data (e.g. "
-                          "DATA_DIR=../shared/data) or data.data_dir=...; it should hold corpus/, glue/ and vocab/.")
-    path = root / relative
-    if not path.exists():
-        raise ConfigError(f"Missing data file '{path}'. Check DATA_DIR (now '{root}') and the config key that names "
-                          f"'{relative}'.")
-    return path
-
-
-__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "FinetuneConfig", "ConfigError", "load_config",
-           "config_hash", "pretrain_hash", "finetune_hash", "save_config", "resolve_data_path", "vocab_path", "file_digest",
-           "glue_digest", "GLUE_TASKS", "to_dict", "flatten"]

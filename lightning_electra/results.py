@@ -1,33 +1,16 @@
-"""The tidy results table: one row per measurement, one file per run, one table per sweep.
-
-Files are written to a temporary name and renamed, so an interrupted run never leaves a half-written file that a
-later run would read as complete.
-"""
+"""The tidy results table: one row per measurement, one file per run, one table per sweep; and the GLUE aggregate."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from lightning_electra.io import atomic_write_text
+
 COLUMNS = ["sweep", "run", "variant", "scale", "seed", "step", "tokens", "flops_paper", "flops_measured", "task",
            "metric", "value", "finetune_seed", "commit", "config_hash"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 def write_table(rows: Iterable[dict[str, Any]] | pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -59,23 +42,12 @@ def read_table(path: Path, sweep: str | None = None) -> pd.DataFrame:
     return frame
 
 
-def git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        # reports are outputs the suite itself rewrites: a changed report does not make the code dirty
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!analysis/reports"], cwd=root, capture_output=True, text=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GIT_COMMIT", "unknown")
-
-
-def hardware() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
-           f"{torch.get_num_threads()})"
+def glue_scores(scores: pd.DataFrame, keys: list[str], tasks: list[str]) -> pd.DataFrame:
+    """The paper's aggregate: per `keys` group, each task's median over fine-tuning seeds (columns named by task)
+    and GLUE, their mean over `tasks` (NaN when a task is missing: no GLUE-k posing as a GLUE-(k-1)).
+    `scores` holds the keys, `task` and `value` (each fine-tune's main score), one row per seed."""
+    per_task = scores.groupby(keys + ["task"], as_index=False, dropna=False)["value"].median()
+    wide = per_task.pivot_table(index=keys, columns="task", values="value", dropna=False).reset_index()
+    wide.columns.name = None
+    wide["GLUE"] = wide[tasks].mean(axis=1, skipna=False)
+    return wide

@@ -29,7 +29,7 @@ def special(data_dir):
 @pytest.fixture
 def smoke_cfg(data_dir, tmp_path):
     """The smoke config on the real data, writing under tmp_path, with a small corpus for speed."""
-    from lightning_electra.config import load_config
+    from lightning_electra.runner.configs import load_config
 
     def make(*overrides: str, variant: str = "electra"):
         return load_config("smoke", variant=variant, overrides=[
@@ -43,7 +43,7 @@ def smoke_cfg(data_dir, tmp_path):
 def variant_setup():
     """cfg -> (the variant's module, a collated batch of 8 real packed examples)."""
     from lightning_electra.data.datamodule import PretrainDataModule
-    from lightning_electra.run import make_module
+    from lightning_electra.runner.pretrain import make_module
 
     def make(cfg):
         dm = PretrainDataModule(cfg)
@@ -65,3 +65,10 @@ def tiny_backbone(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("backbone")
     model.save_pretrained(path)
     return path
+
+
+def sweep_main(args: list[str]) -> None:
+    """`python -m lightning_electra sweep ARGS`, in this process (it saves a start-up, imports, per sweep)."""
+    from lightning_electra.cli import main
+
+    main(["sweep", *args])

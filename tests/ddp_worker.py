@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-import lightning_electra.variants.electra as electra
-from lightning_electra.config import load_config
+import lightning_electra.objectives.electra as electra
 from lightning_electra.corruption import Masked, mask_tokens
-from lightning_electra.pretrain import PretrainModule
-from lightning_electra.run import pretrain
+from lightning_electra.module import PretrainModule
+from lightning_electra.runner.configs import load_config
+from lightning_electra.runner.pretrain import pretrain
 
 
 def content_mask(self, batch):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from lightning_electra.config import ConfigError
-from lightning_electra.variants import amos as amos_module
-from lightning_electra.variants.amos import reverse_gradient, switch_exit
+from lightning_electra.objectives import amos as amos_module
+from lightning_electra.objectives.amos import reverse_gradient, switch_exit
 
 
 def objective(module, batch, seed=0):

@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lightning_electra.config import ConfigError, config_hash, load_config
+from lightning_electra.config import ConfigError
 from lightning_electra.data.corpus import CorpusError
 from lightning_electra.data.datamodule import PretrainDataModule, build_packed_corpus
 from lightning_electra.data.glue import GlueDataError, load_examples
 from lightning_electra.data.tokenizer import VocabError
 from lightning_electra.results import COLUMNS, ResultsError
+from lightning_electra.runner.configs import load_config
+from lightning_electra.runner.identity import config_hash
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel"
 
@@ -87,7 +89,7 @@ def test_impossible_sizes_say_what_to_change(overrides, message):
 
 
 def hardware(*overrides):
-    from lightning_electra.trainer import check_hardware
+    from lightning_electra.runner.trainer import check_hardware
 
     return error(ConfigError, check_hardware, load_config("smoke", overrides=list(overrides)))
 
@@ -115,7 +117,8 @@ def test_a_global_batch_that_does_not_split_over_the_devices():
 
 
 def test_a_missing_data_directory_stops_a_run_before_any_work(smoke_cfg):
-    from lightning_electra.run import run, run_dir
+    from lightning_electra.runner.run import run_dir
+    from lightning_electra.runner.run import train_and_score as run
 
     cfg = smoke_cfg("data.data_dir=/nonexistent/data")
     msg = error(ConfigError, run, cfg, "s")
@@ -124,7 +127,8 @@ def test_a_missing_data_directory_stops_a_run_before_any_work(smoke_cfg):
 
 
 def test_a_missing_glue_task_stops_a_run_before_pretraining(own_data, tmp_path):
-    from lightning_electra.run import run, run_dir
+    from lightning_electra.runner.run import run_dir
+    from lightning_electra.runner.run import train_and_score as run
 
     cfg = own_cfg(own_data, tmp_path, "finetune.tasks=[CoLA,MRPC]")  # own_data has RTE only
     msg = error(ConfigError, run, cfg, "s")
@@ -203,7 +207,7 @@ def table(sweep: str, run: str = "tie-none") -> pd.DataFrame:
 
 
 def sweep_main(tmp_path, data_dir):
-    from experiments.sweep import main
+    from tests.conftest import sweep_main as main
 
     main(["weight-sharing", "--scale", "smoke", "--no-report", f"results_dir={tmp_path / 'results'}",
           f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path / 'cache'}"])
@@ -221,7 +225,8 @@ def test_a_sweep_table_of_another_sweep_stops_the_sweep_before_training(tmp_path
 
 
 def test_a_run_table_of_another_sweep_is_not_mixed_in(smoke_cfg):
-    from lightning_electra.run import run, run_dir
+    from lightning_electra.runner.run import run_dir
+    from lightning_electra.runner.run import train_and_score as run
 
     cfg = smoke_cfg()
     path = run_dir(cfg, "weight-sharing") / f"results-{config_hash(cfg)}.csv"
@@ -232,7 +237,7 @@ def test_a_run_table_of_another_sweep_is_not_mixed_in(smoke_cfg):
 
 
 def test_a_checkpoint_of_another_variant_is_refused_before_training(smoke_cfg, tmp_path):
-    from lightning_electra.run import fit_stage, make_module
+    from lightning_electra.runner.pretrain import fit_stage, make_module
 
     bert_cfg, cfg = smoke_cfg(variant="bert"), smoke_cfg()
     stage_dir = tmp_path / "run" / "pretrain"
@@ -250,7 +255,7 @@ def test_a_checkpoint_of_another_variant_is_refused_before_training(smoke_cfg, t
 
 def test_an_error_in_one_run_keeps_what_earlier_runs_did(tmp_path, data_dir, monkeypatch, capsys):
     """A sweep stopped by a run's error leaves every finished result, and the sweep's table, as they were."""
-    import experiments.sweep as sweep
+    import lightning_electra.runner.sweep as sweep
 
     previous = tmp_path / "results" / "weight-sharing" / "results.csv"
     previous.parent.mkdir(parents=True)
@@ -264,7 +269,7 @@ def test_an_error_in_one_run_keeps_what_earlier_runs_did(tmp_path, data_dir, mon
         if finetune:
             table(name, cfg.name).to_csv(done, index=False)
             return done
-    monkeypatch.setattr(sweep, "run", fake_run)
+    monkeypatch.setattr(sweep, "train_and_score", fake_run)
     with pytest.raises(SystemExit) as err:
         sweep_main(tmp_path, data_dir)
     assert "line 3" in str(err.value.code)

@@ -1,6 +1,8 @@
 import pytest
 
-from lightning_electra.config import CONFIG_ROOT, ConfigError, config_hash, load_config
+from lightning_electra.config import ConfigError
+from lightning_electra.runner.configs import CONFIG_ROOT, load_config
+from lightning_electra.runner.identity import config_hash
 
 
 def test_defaults_are_the_papers_small_recipe():
@@ -53,7 +55,7 @@ def test_every_shipped_scale_and_variant_loads(scale, variant):
 
 
 def test_every_shipped_sweep_expands():
-    from experiments.sweep import sweep_configs
+    from lightning_electra.runner.sweep import sweep_configs
 
     for path in (CONFIG_ROOT / "sweeps").glob("*.yaml"):
         _, configs = sweep_configs(path.stem, "smoke", [])
@@ -82,7 +84,7 @@ def test_variant_constraints_fail_when_the_config_loads():
 
 
 def test_fine_tuning_settings_never_move_the_pretraining_directory():
-    from lightning_electra.config import finetune_hash, pretrain_hash
+    from lightning_electra.runner.identity import finetune_hash, pretrain_hash
 
     base = load_config("smoke")
     more_seeds = load_config("smoke", overrides=["finetune.seeds=5"])
@@ -97,7 +99,7 @@ def test_new_switches_do_not_move_existing_runs(monkeypatch, tmp_path):
     """Hashes of the shipped sweeps, as recorded when the paper-fidelity protocol (issue 11) moved every run: adding a
     config key must not re-run anyone's results (new variant sections and switches stay out of the hash while
     unused)."""
-    from experiments.sweep import sweep_configs
+    from lightning_electra.runner.sweep import sweep_configs
 
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     _, configs = sweep_configs("training-algorithms", "smoke", [])
@@ -105,7 +107,7 @@ def test_new_switches_do_not_move_existing_runs(monkeypatch, tmp_path):
 
 
 def test_batched_seeds_make_the_seed_count_part_of_the_protocol(tmp_path):
-    from lightning_electra.config import finetune_hash
+    from lightning_electra.runner.identity import finetune_hash
 
     def ft_hash(*overrides):
         return finetune_hash(load_config("smoke", overrides=[f"data.data_dir={tmp_path}", *overrides]))

@@ -2,14 +2,13 @@ import lzma
 
 import numpy as np
 import pytest
+import torch
 
 from lightning_electra.config import ConfigError, DataConfig
 from lightning_electra.data.corpus import CorpusError, iter_lines
 from lightning_electra.data.datamodule import PretrainDataModule, build_packed_corpus
 from lightning_electra.data.packing import ExampleBuilder, pack, token_type_ids
 from lightning_electra.data.tokenizer import VocabError, special_ids
-
-import torch
 
 
 def test_corpus_reads_xz_and_stops_at_a_document_end(data_dir):

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from experiments.sweep import main
 from lightning_electra.results import COLUMNS
+from tests.conftest import sweep_main as main
 
 
 def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsys):

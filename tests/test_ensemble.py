@@ -9,8 +9,12 @@ import torch
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import build_tokenizer, get_task
-from lightning_electra.ensemble import SeedBatches, SeedEnsemble, finetune_seeds
 from lightning_electra.finetune import GlueClassifier, encoded
+from lightning_electra.finetune.ensemble import (
+    SeedBatches,
+    SeedEnsemble,
+    finetune_seeds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +70,7 @@ def test_finetune_seeds_returns_a_result_per_seed(backbone, tokenizer, data_dir)
 
 
 def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg):
-    from lightning_electra.run import run
+    from lightning_electra.runner.run import train_and_score as run
 
     cfg = smoke_cfg("train.steps=2", "train.checkpoint_fractions=[1.0]", "finetune.tasks=[RTE]",
                     "finetune.seeds=2", "finetune.batched_seeds=true", "finetune.max_train_examples=16",
@@ -76,7 +80,7 @@ def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg):
 
 
 def test_the_finetune_benchmark_times_both_modes(data_dir, tmp_path, monkeypatch):
-    from experiments.finetune_benchmark import main
+    from lightning_electra.tools.finetune_benchmark import main
 
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     table = main(["--scale", "smoke", "--tasks", "RTE", "--seeds", "2", "--out", str(tmp_path),

@@ -1,7 +1,7 @@
 """Speed never changes the science: the suite's optimised path and the plain transformers path give the same losses.
 
 The suite runs G's MLM head only at the masked slots and computes its losses itself; the plain path
-(experiments/benchmark.py's baseline) asks transformers' `ElectraForMaskedLM` / `ElectraForPreTraining` for their
+(lightning_electra/tools/baseline.py) asks transformers' `ElectraForMaskedLM` / `ElectraForPreTraining` for their
 losses over full-vocabulary logits with labels=-100 off the masked positions. Same weights, same batch, same masks,
 same sampled tokens: the losses and gradients must agree to float tolerance. Also: the benchmark's command line
 writes its table, and (slow) torch.compile of the step changes nothing either.
@@ -14,11 +14,17 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.benchmark import (COLUMNS, SMALL_MODEL, batch_from_ids, plain_electra_objective, plain_mlm_objective,
-                                   synthetic_ids)
-from lightning_electra.config import load_config
 from lightning_electra.data.tokenizer import SpecialIds
-from lightning_electra.variants import VARIANTS
+from lightning_electra.objectives import OBJECTIVES as VARIANTS
+from lightning_electra.runner.configs import load_config
+from lightning_electra.tools.baseline import (
+    SMALL_MODEL,
+    batch_from_ids,
+    plain_electra_objective,
+    plain_mlm_objective,
+    synthetic_ids,
+)
+from lightning_electra.tools.benchmark_report import COLUMNS
 
 # No data needed: random ids shaped like packed examples, BERT's special ids, a small vocabulary for speed.
 SPECIAL = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=2048)
@@ -103,11 +109,11 @@ def test_bert_loss_matches_the_plain_transformers_path():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # runpy: the module is already imported by this file
 def test_benchmark_command_line_writes_the_table(tmp_path, monkeypatch):
-    """`python -m experiments.benchmark --device cpu ...`, run in this process (no second import of torch)."""
+    """`python -m lightning_electra benchmark --device cpu ...`, run in this process (no second import of torch)."""
     monkeypatch.delenv("DATA_DIR", raising=False)  # synthetic ids: no data needed
-    monkeypatch.setattr(sys, "argv", ["benchmark", "--device", "cpu", "--variants", "electra,plain", "--batch-sizes",
+    monkeypatch.setattr(sys, "argv", ["lightning_electra", "benchmark", "--device", "cpu", "--variants", "electra,plain", "--batch-sizes",
                                       "2", "--seq-len", "32", "--steps", "1", "--warmup", "0", "--out", str(tmp_path)])
-    runpy.run_module("experiments.benchmark", run_name="__main__")
+    runpy.run_module("lightning_electra", run_name="__main__")
     frame = pd.read_csv(tmp_path / "benchmark.csv")
     assert list(frame.columns) == COLUMNS and set(REQUIRED) <= set(frame.columns)
     assert sorted(frame.implementation) == ["plain-transformers", "suite"] and set(frame.variant) == {"electra"}
@@ -149,7 +155,6 @@ def test_lightning_clips_gradients_with_a_fused_adamw_under_bf16(monkeypatch):
     cfg = small("electra", "train.flops_budget=null", "train.steps=2", "train.precision=bf16-mixed")
     torch.manual_seed(0)
     module = VARIANTS["electra"](cfg, SPECIAL)
-    module.measured_flops_per_step = 1.0  # no DataModule here to measure it from
     configure = module.configure_optimizers
 
     def fused_on_cpu():  # what configure_optimizers builds on CUDA, on the CPU (fused AdamW runs there too)

@@ -7,14 +7,22 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
+from transformers import (
+    AutoTokenizer,
+    ElectraConfig,
+    ElectraForMaskedLM,
+    ElectraForPreTraining,
+    ElectraModel,
+)
 
 from lightning_electra.__main__ import main
-from lightning_electra.config import ConfigError, load_config, save_config
+from lightning_electra.config import ConfigError
 from lightning_electra.data.glue import build_tokenizer
-from lightning_electra.export import ExportError, build_module, export, load_module, load_run_config
 from lightning_electra.finetune import finetune_task
-from lightning_electra.run import pretrain, run_dir
+from lightning_electra.runner.configs import load_config, load_run_config, save_config
+from lightning_electra.runner.export import ExportError, export, load_module
+from lightning_electra.runner.pretrain import build_module, pretrain
+from lightning_electra.runner.run import run_dir
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog .", "electra detects replaced tokens"]
 
@@ -109,7 +117,7 @@ def test_each_variant_exports_the_models_it_has(variant, stage, roles, smoke_cfg
     reference = {"generator": lambda: module.generator(**batch).logits,
                  "discriminator": lambda: module.discriminator(**batch).logits,
                  "mlm": lambda: (module.mlm(**batch).logits if variant == "bert"
-                                 else module.discriminator(**batch).logits if variant == "replace-mlm"  # D is an MLM
+                                 else module.mlm(**batch).logits if variant == "replace-mlm"
                                  else module.mlm_logits(module.discriminator.electra(**batch).last_hidden_state))}
     with torch.no_grad():
         for role in roles:

@@ -7,11 +7,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_electra.config import FinetuneConfig, load_config
+from lightning_electra.config import FinetuneConfig
 from lightning_electra.corruption import mask_tokens
-from lightning_electra.models import ModelConfig, build_discriminator, build_mlm, generator_shape, share_weights
-from lightning_electra.optim import AdamWeightDecay, build_optimizer, warmup_linear_decay
-from lightning_electra.run import budget
+from lightning_electra.models import (
+    ModelConfig,
+    build_discriminator,
+    build_mlm,
+    generator_shape,
+    share_weights,
+)
+from lightning_electra.optim import (
+    AdamWeightDecay,
+    build_optimizer,
+    warmup_linear_decay,
+)
+from lightning_electra.runner.configs import load_config
+from lightning_electra.runner.pretrain import budget
 from tests.test_corruption import packed_batch
 
 
@@ -23,7 +34,7 @@ def run_objective(module, batch, seed=0):
 # --- 1. the generator-size sweep at equal steps ---------------------------------------------------------------------
 @pytest.mark.parametrize("scale", ["smoke", "small"])
 def test_generator_sizes_train_the_steps_of_the_scales_electra(scale):
-    from experiments.sweep import sweep_configs
+    from lightning_electra.runner.sweep import sweep_configs
 
     _, configs = sweep_configs("generator-size", scale, [])
     steps = {c.name: budget(c)["steps"] for c in configs}
@@ -34,7 +45,7 @@ def test_generator_sizes_train_the_steps_of_the_scales_electra(scale):
 
 
 def test_table_1_trains_bert_small_its_own_steps():
-    from experiments.sweep import sweep_configs
+    from lightning_electra.runner.sweep import sweep_configs
 
     _, configs = sweep_configs("small-model", "small", [])
     b = {c.name: budget(c) for c in configs}
@@ -45,12 +56,13 @@ def test_table_1_trains_bert_small_its_own_steps():
 
 
 def test_the_plan_prints_a_row_per_run_as_csv(capsys):
-    import pandas as pd
     from io import StringIO
 
-    from experiments.sweep import main
+    import pandas as pd
 
-    main(["small-model", "--scale", "small", "--plan", "csv"])
+    from lightning_electra.cli import main
+
+    main(["plan", "small-model", "--scale", "small", "--csv"])
     frame = pd.read_csv(StringIO(capsys.readouterr().out))
     assert list(frame["run"]) == ["electra", "bert"] and list(frame["steps"]) == [1_000_000, 1_450_000]
     assert {"variant", "batch_size", "paper_flops", "checkpoints", "tasks", "seeds"} <= set(frame.columns)
@@ -206,7 +218,7 @@ def test_the_soft_mixture_mixes_the_exits_logits_by_learned_weights(smoke_cfg, v
 
 
 def test_each_learned_mixture_has_a_control_that_differs_in_the_learning_only():
-    from experiments.sweep import load_sweep
+    from lightning_electra.runner.sweep import load_sweep
 
     sweep = load_sweep("amos")
     runs = {r["name"]: r.get("amos", {}).get("mixture", "hard") for r in sweep["runs"] if r["variant"] == "amos"}
@@ -230,7 +242,7 @@ def test_the_adversarial_baseline_is_fit_by_cross_entropy_to_the_reward(smoke_cf
 
 
 def test_reinforce_takes_log_probabilities_at_the_sampling_temperature(smoke_cfg, variant_setup, monkeypatch):
-    from lightning_electra.variants import adversarial
+    from lightning_electra.objectives import adversarial
 
     module, batch = variant_setup(smoke_cfg("train.temperature=2.0", variant="adversarial"))
     seen = {}
@@ -260,7 +272,7 @@ def test_reinforce_takes_log_probabilities_at_the_sampling_temperature(smoke_cfg
 
 # --- 8. G's logits in float32 under bf16 autocast -------------------------------------------------------------------
 def test_generator_logits_are_float32_under_bf16_autocast():
-    from lightning_electra.pretrain import vocab_logits
+    from lightning_electra.objectives.losses import vocab_logits
 
     m = ModelConfig(hidden_size=64, num_layers=1, num_heads=1, intermediate_size=128, embedding_size=32)
     g = build_mlm(generator_shape(m), m, 1000)
@@ -321,5 +333,5 @@ def test_gdes_checkpoints_and_exports_hold_ds_own_embeddings(smoke_cfg, variant_
     saveable(module.discriminator).electra.save_pretrained(tmp_path)
     loaded = ElectraModel.from_pretrained(tmp_path)
     torch.testing.assert_close(loaded.embeddings.word_embeddings.weight, state[key])
-    assert "tie-gdes" in {r["name"] for r in __import__("experiments.sweep", fromlist=["x"]).load_sweep(
+    assert "tie-gdes" in {r["name"] for r in __import__("lightning_electra.runner.sweep", fromlist=["x"]).load_sweep(
         "weight-sharing")["runs"]}

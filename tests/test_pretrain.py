@@ -3,7 +3,7 @@ import torch
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.flops import electra_train_flops, mlm_train_flops
 from lightning_electra.models import discriminator_shape, generator_shape
-from lightning_electra.run import make_module
+from lightning_electra.runner.pretrain import make_module
 
 
 def module_and_batch(cfg):

@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lightning_electra import run as run_module
+from lightning_electra.callbacks import NonFiniteLossError
 from lightning_electra.data.datamodule import EpochSampler
-from lightning_electra.pretrain import NonFiniteLossError
-from lightning_electra.run import pretrain
-from lightning_electra.trainer import AtomicCheckpointIO
+from lightning_electra.runner import pretrain as run_module
+from lightning_electra.runner.pretrain import pretrain
+from lightning_electra.runner.trainer import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ class InfiniteGradient(torch.autograd.Function):
                                                    ("weights", "non-finite weights after step 2", 1)])
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(smoke_cfg, tmp_path, monkeypatch, broken,
                                                                      message, kept):
-    from lightning_electra.variants import VARIANTS
+    from lightning_electra.objectives import OBJECTIVES as VARIANTS
 
     cls = VARIANTS["electra"]
     objective = cls.objective
@@ -145,8 +145,8 @@ def test_a_checkpoint_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
 # --- a whole sweep, killed and run again ------------------------------------------------------------------------
 def sweep(args: list[str], data_dir: Path, stop=None, sig=signal.SIGKILL, timeout: float = 600) -> tuple[int, str]:
-    """`python -m experiments.sweep ARGS`; with `stop` (output so far -> bool), sends `sig` once it holds."""
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, text=True,
+    """`python -m lightning_electra sweep ARGS`; with `stop` (output so far -> bool), sends `sig` once it holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_electra", "sweep", *args], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "DATA_DIR": str(data_dir), "PYTHONWARNINGS": "ignore"})
     lines: list[str] = []
@@ -181,7 +181,7 @@ def table(tmp_path: Path, name: str) -> pd.DataFrame:
 
 
 def test_a_sweep_killed_anywhere_resumes_to_the_uninterrupted_table(data_dir, tmp_path, capsys):
-    from experiments.sweep import main
+    from tests.conftest import sweep_main as main
 
     main(sweep_args(tmp_path, "straight", data_dir))  # in this process: it saves a start-up (imports) per sweep
     args = sweep_args(tmp_path, "killed", data_dir)

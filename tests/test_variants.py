@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lightning_electra.data.datamodule import PretrainDataModule
-from lightning_electra.run import make_module
-from lightning_electra.variants import VARIANTS
-from lightning_electra.variants.all_tokens_mlm import copy_log_prob
+from lightning_electra.objectives import OBJECTIVES as VARIANTS
+from lightning_electra.objectives.all_tokens_mlm import copy_log_prob
+from lightning_electra.runner.pretrain import make_module
 
 
 def run_objective(module, batch, seed=0):
@@ -43,7 +43,7 @@ def test_electra_15_ignores_unmasked_positions(smoke_cfg, variant_setup):
 def test_replace_mlm_inputs_hold_no_mask_token(smoke_cfg, variant_setup):
     module, batch = variant_setup(smoke_cfg(variant="replace-mlm"))
     seen = []
-    module.discriminator.electra.register_forward_pre_hook(lambda m, args, kw: seen.append(kw["input_ids"]),
+    module.mlm.electra.register_forward_pre_hook(lambda m, args, kw: seen.append(kw["input_ids"]),
                                                            with_kwargs=True)
     metrics = run_objective(module, batch)
     assert seen and not (seen[0] == module.special.mask).any()
@@ -62,7 +62,7 @@ def test_all_tokens_copy_probability_at_the_extremes():
 
 
 def test_all_tokens_mlm_scores_every_position(smoke_cfg, monkeypatch, variant_setup):
-    import lightning_electra.variants.all_tokens_mlm as all_tokens
+    import lightning_electra.objectives.all_tokens_mlm as all_tokens
 
     module, batch = variant_setup(smoke_cfg(variant="all-tokens-mlm"))
     seen = []

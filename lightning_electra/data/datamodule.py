@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from itertools import islice
 from pathlib import Path
@@ -22,8 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_electra.config import Config, ConfigError, DataConfig, resolve_data_path, vocab_path
-from lightning_electra.results import atomic_write_text
+from lightning_electra.config import Config, ConfigError, DataConfig
+from lightning_electra.data.files import corpus_files, vocab_path
+from lightning_electra.distributed import local_rank
+from lightning_electra.io import atomic, atomic_write_text
 from lightning_electra.data.corpus import CorpusError, iter_lines
 from lightning_electra.data.packing import ExampleBuilder, pack, to_array, token_type_ids
 from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
@@ -74,31 +75,15 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
                           "Point data.corpus at text files with one paragraph a line.")
     array = to_array(examples, data.max_seq_length, ids.pad)
     np.add.at(counts, array[array != ids.pad].astype(np.int64), 1)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    np.save(tmp / "examples.npy", array)
-    np.save(tmp / "token_counts.npy", counts)
     meta = {"examples": len(array), "tokens": int((array != ids.pad).sum()), "seconds": round(time.time() - start, 1),
             "corpus": data.corpus, "max_corpus_bytes": data.max_corpus_bytes, "max_seq_length": data.max_seq_length}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if out_dir.exists():  # another process (a second rank or run) finished the same cache first
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out_dir)
+    with atomic(out_dir, keep_existing=True) as tmp:  # another process (a rank, a run) may finish the same first
+        tmp.mkdir()
+        np.save(tmp / "examples.npy", array)
+        np.save(tmp / "token_counts.npy", counts)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     log(f"[data] packed {meta['examples']:,} examples, {meta['tokens']:,} tokens in {meta['seconds']}s -> {out_dir}")
     return out_dir
-
-
-def corpus_files(cfg: Config) -> list[Path]:
-    """The local corpus files of data.corpus (hub sources aside), each checked to exist."""
-    return [resolve_data_path(cfg, source) for source in cfg.data.corpus if not source.startswith("hub:")]
-
-
-def local_rank() -> int:
-    """This process's rank on its machine in a distributed launch (torchrun and Lightning: LOCAL_RANK; srun:
-    SLURM_LOCALID); 0 when alone."""
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
 
 
 def batch_layout(batch_size: int, world: int, max_device_batch: int | None = None) -> tuple[int, int]:
@@ -169,7 +154,7 @@ class PretrainDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.batches_done = 0
-        corpus_files(cfg)  # a missing data directory or corpus file: said now, not when packing
+        corpus_files(cfg.data)  # a missing data directory or corpus file: said now, not when packing
         self.vocab = vocab_path(cfg.data)
         self.special = special_ids(self.vocab)
         self.cache = Path(cfg.data.cache_dir) / "packed" / cache_key(cfg.data, self.vocab)
@@ -181,7 +166,7 @@ class PretrainDataModule(L.LightningDataModule):
     def prepare_once(self, poll_seconds: float = 2.0) -> None:
         """`prepare_data` on each machine's local rank 0; its other ranks wait for that cache.
 
-        Lightning calls prepare_data on local rank 0 only, but run.make_module needs the data before any Trainer
+        Lightning calls prepare_data on local rank 0 only, but the runner builds the module from the data before any Trainer
         exists; under torchrun or srun every rank gets there at once and each would pack the whole corpus.
         """
         failed = self.cache.with_name(self.cache.name + ".failed")  # what local rank 0 leaves when packing fails

@@ -6,7 +6,6 @@ Files live at `<data_dir>/glue/<TASK>/{train,dev}.tsv` in the layout written by 
 
 from __future__ import annotations
 
-import inspect
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
+from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.data.glue_tasks import (TASKS, GlueDataError, GlueTask, available_tasks, get_task, glue_root,
                                                task_file)
 
@@ -141,27 +141,6 @@ def unit_targets(spec: GlueTask, examples: list[Example]) -> list[Example]:
 
 
 # ----------------------------------------------------------------------------------------------- tokenisation
-
-
-def build_tokenizer(vocab_path: Union[str, Path], tokenizer_class: Any = None, **kwargs: Any) -> Any:
-    """An uncased WordPiece tokenizer from a vocab.txt: `BertTokenizerFast`, or `tokenizer_class` (export writes
-    ElectraTokenizerFast, what AutoTokenizer gives back for ELECTRA); kwargs go to its constructor."""
-    from transformers import BertTokenizerFast
-
-    from lightning_electra.data.tokenizer import read_vocab
-
-    tokenizer_class = tokenizer_class or BertTokenizerFast
-    vocab = read_vocab(Path(vocab_path))
-    # transformers 5 takes `vocab` and silently ignores `vocab_file` (leaving a 5-token vocabulary); 4.x wants
-    # `vocab_file`.
-    if "vocab" in inspect.signature(tokenizer_class.__init__).parameters:
-        tok = tokenizer_class(vocab=vocab, do_lower_case=True, **kwargs)
-    else:
-        tok = tokenizer_class(vocab_file=str(vocab_path), do_lower_case=True, **kwargs)
-    if len(tok) != len(vocab) or tok.cls_token_id != vocab["[CLS]"]:
-        raise GlueDataError(f"Tokenizer built from {vocab_path} has {len(tok)} tokens ([CLS]={tok.cls_token_id}), "
-                            f"the file {len(vocab)} ([CLS]={vocab['[CLS]']}); check the transformers version.")
-    return tok
 
 
 class GlueDataset(Dataset):

@@ -1,13 +1,15 @@
-"""The BERT uncased WordPiece vocabulary, through `tokenizers` (Rust, batched)."""
+"""The BERT uncased WordPiece vocabulary: its special ids, and the one tokenizer builder (transformers' fast tokenizer,
+whose Rust core also packs the corpus)."""
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 from tokenizers import Tokenizer
-from tokenizers.implementations import BertWordPieceTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -48,6 +50,26 @@ def special_ids(path: Path) -> SpecialIds:
 
 
 def wordpiece(path: Path) -> Tokenizer:
-    """Uncased WordPiece without special tokens added: packing places [CLS]/[SEP] itself."""
-    vocab = read_vocab(path)
-    return BertWordPieceTokenizer(vocab, lowercase=True, strip_accents=True, clean_text=True)
+    """The Rust tokenizer behind `build_tokenizer`'s, for packing (which places [CLS] and [SEP] itself: encode with
+    add_special_tokens=False); batched, it tokenises millions of lines a minute."""
+    return build_tokenizer(path).backend_tokenizer
+
+
+def build_tokenizer(vocab_path: Union[str, Path], tokenizer_class: Any = None, **kwargs: Any) -> Any:
+    """An uncased WordPiece tokenizer from a vocab.txt: `BertTokenizerFast`, or `tokenizer_class` (export writes
+    ElectraTokenizerFast, what AutoTokenizer gives back for ELECTRA); kwargs go to its constructor."""
+    from transformers import BertTokenizerFast
+
+    tokenizer_class = tokenizer_class or BertTokenizerFast
+    vocab = read_vocab(Path(vocab_path))
+    # transformers 5 takes `vocab` and silently ignores `vocab_file` (leaving a 5-token vocabulary); 4.x wants
+    # `vocab_file`.
+    if "vocab" in inspect.signature(tokenizer_class.__init__).parameters:
+        tok = tokenizer_class(vocab=vocab, do_lower_case=True, **kwargs)
+    else:
+        tok = tokenizer_class(vocab_file=str(vocab_path), do_lower_case=True, **kwargs)
+    if len(tok) != len(vocab) or tok.cls_token_id != vocab["[CLS]"]:
+        raise VocabError(f"Tokenizer built from {vocab_path} has {len(tok)} tokens ([CLS]={tok.cls_token_id}), "
+                         f"the file {len(vocab)} ([CLS]={vocab['[CLS]']}); check the transformers version.")
+    return tok
+

@@ -1,6 +1,6 @@
 """ELECTRA-15%: the discriminator loss over the masked positions only (paper Table 5), everything else as ELECTRA."""
 
-from lightning_electra.variants.electra import Electra
+from lightning_electra.objectives.electra import Electra
 
 
 class Electra15(Electra):

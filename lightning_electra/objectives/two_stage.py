@@ -11,8 +11,8 @@ import torch
 from lightning_electra.config import ConfigError
 from lightning_electra.flops import discriminator_train_flops, mlm_train_flops
 from lightning_electra.models import build_discriminator, build_mlm, discriminator_shape, generator_shape
-from lightning_electra.pretrain import discriminator_metrics, mlm_logits, mlm_metrics
-from lightning_electra.variants.electra import Electra
+from lightning_electra.objectives.losses import discriminator_metrics, mlm_logits, mlm_metrics
+from lightning_electra.objectives.electra import Electra
 
 
 class TwoStage(Electra):
@@ -66,3 +66,6 @@ class TwoStage(Electra):
 
     def backbone(self):
         return self.generator.electra if self.stage == 1 else self.discriminator.electra
+
+    def exported_models(self):
+        return {**({"discriminator": self.discriminator} if self.stage == 2 else {}), "generator": self.generator}

@@ -6,16 +6,18 @@ sigmoid (ELECTRA's discriminator head) and p_MLM the MLM head over the vocabular
 given in the paper; both are cross-entropies).
 """
 
+import copy
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
+from transformers import ElectraForMaskedLM
 from transformers.models.electra.modeling_electra import ElectraGeneratorPredictions
 
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import discriminator_shape
-from lightning_electra.variants.electra import Electra
+from lightning_electra.objectives.electra import Electra
 
 
 def copy_log_prob(copy_logit: torch.Tensor, mlm_log_prob: torch.Tensor, is_input: torch.Tensor) -> torch.Tensor:
@@ -51,6 +53,17 @@ class AllTokensMLM(Electra):
         metrics["replaced_accuracy"] = ((logits.argmax(-1) == original) & replaced).sum() / replaced.sum().clamp_min(1)
         metrics["loss"] = metrics["all_tokens_loss"] + metrics.get("mlm_loss", 0)
         return metrics
+
+    def exported_models(self):
+        """D with its replaced-token head (the copy gate), and D's encoder with its MLM head as one ElectraForMaskedLM,
+        beside G. The latter is built around the module's own tensors."""
+        d = self.discriminator
+        mlm = ElectraForMaskedLM(copy.deepcopy(d.config))  # a copy: save_pretrained records its class in it
+        mlm.electra, mlm.generator_predictions = d.electra, self.mlm_predictions
+        mlm.generator_lm_head.weight = d.electra.embeddings.word_embeddings.weight
+        mlm.generator_lm_head.bias = self.mlm_bias
+        models = super().exported_models()
+        return {"discriminator": models.pop("discriminator"), "mlm": mlm.eval(), **models}
 
     def paper_flops_per_step(self) -> float:
         """G as in ELECTRA, plus D with an MLM output layer at every position and the binary copy head."""

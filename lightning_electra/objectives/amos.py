@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from lightning_electra.config import ConfigError
 from lightning_electra.corruption import gumbel_noise, replace_at, sample_tokens
 from lightning_electra.flops import mlm_train_flops
-from lightning_electra.models import build_mlm, generator_shape, share_weights
-from lightning_electra.pretrain import discriminator_metrics, mlm_metrics, sampled_accuracy, vocab_logits
-from lightning_electra.variants.electra import Electra
+from lightning_electra.models import build_discriminator, build_mlm, generator_shape, share_weights
+from lightning_electra.objectives.losses import discriminator_metrics, mlm_metrics, sampled_accuracy, vocab_logits
+from lightning_electra.objectives.electra import Electra
 
 MIXTURES = ("hard", "soft", "random", "equal", "switch", "single")
 LEARNED = ("hard", "soft")  # the mixtures with weights to learn (their controls: random and equal)
@@ -123,7 +123,7 @@ class Amos(Electra):
     def build(self) -> None:
         m, vocab = self.cfg.model, self.special.vocab_size
         self.exits = amos_exits(self.cfg)
-        self.discriminator = self.build_discriminator()
+        self.discriminator = build_discriminator(m, vocab)
         self.generator = build_mlm(replace(generator_shape(m), layers=self.exits[-1]), m, vocab)
         share_weights(self.generator, self.discriminator, m.tie)
         # the learned vector scoring each exit at each masked position from that exit's hidden state; only built

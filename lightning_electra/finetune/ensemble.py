@@ -13,7 +13,6 @@ values, which vmap cannot trace.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -24,9 +23,10 @@ from torch.func import functional_call, stack_module_state
 from torch.utils.data import DataLoader
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import GlueCollator, GlueTask
-from lightning_electra.finetune import (GlueClassifier, build_metrics, dev_scores, glue_optimizer, glue_trainer,
-                                        layerwise_param_groups)
+from lightning_electra.data.glue import GlueCollator
+from lightning_electra.data.glue_tasks import GlueTask
+from lightning_electra.finetune.classifier import (GlueClassifier, build_metrics, dev_scores, glue_optimizer,
+                                                   glue_trainer, layerwise_param_groups, with_score)
 
 
 def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -150,4 +150,4 @@ def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, cfg: Finetune
     collate = GlueCollator(pad_id)
     dev = [DataLoader(d, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate) for d in dev_data]
     trainer.validate(model, dataloaders=dev, verbose=False)
-    return [{**r, "score": r.get(spec.main_metric, math.nan)} for r in model.dev_results]
+    return [with_score(r, spec) for r in model.dev_results]

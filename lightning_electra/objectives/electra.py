@@ -11,23 +11,34 @@ from lightning_electra.corruption import replace_at, sample_tokens
 from lightning_electra.flops import discriminator_train_flops, mlm_train_flops
 from lightning_electra.models import (build_discriminator, build_mlm, discriminator_shape, generator_shape,
                                       share_weights)
-from lightning_electra.pretrain import (PretrainModule, discriminator_metrics, mlm_logits, mlm_metrics,
-                                       sampled_accuracy)
+from lightning_electra.module import PretrainModule
+from lightning_electra.objectives.losses import discriminator_metrics, mlm_logits, mlm_metrics, sampled_accuracy
 
 
 class Electra(PretrainModule):
     def build(self) -> None:
+        self.discriminator = build_discriminator(self.cfg.model, self.special.vocab_size)
+        self.build_generator(shares_with=self.discriminator)
+
+    def build_generator(self, shares_with) -> None:
+        """G, sharing `model.tie`'s weights with the model it corrupts the input of; or a fixed sampling distribution:
+        the corpus token frequencies (unigram) or uniform."""
         m, vocab = self.cfg.model, self.special.vocab_size
-        self.discriminator = self.build_discriminator()
         self.generator = None
         if m.generator == "learned":
             self.generator = build_mlm(generator_shape(m), m, vocab)
-            share_weights(self.generator, self.discriminator, m.tie)
-        else:  # fixed sampling distribution; unigram frequencies arrive with the data (see `on_data`)
-            self.register_buffer("sampling_probs", self._never_sample_specials(torch.ones(vocab)))
+            share_weights(self.generator, shares_with, m.tie)
+        else:
+            unigram = m.generator == "unigram" and self.token_counts is not None
+            weights = torch.from_numpy(self.token_counts) if unigram else torch.ones(vocab)
+            self.register_buffer("sampling_probs", self._never_sample_specials(weights))
 
-    def build_discriminator(self):
-        return build_discriminator(self.cfg.model, self.special.vocab_size)
+    @classmethod
+    def generator_width(cls, cfg) -> int | None:
+        return generator_shape(cfg.model).hidden if cfg.model.generator == "learned" else 0
+
+    def exported_models(self):
+        return {"discriminator": self.discriminator, **({"generator": self.generator} if self.generator else {})}
 
     def _never_sample_specials(self, weights: torch.Tensor) -> torch.Tensor:
         s = self.special
@@ -35,12 +46,8 @@ class Electra(PretrainModule):
         weights[[s.pad, s.cls, s.sep, s.mask]] = 0
         return (weights / weights.sum()).float()
 
-    def on_data(self, data) -> None:
-        if self.cfg.model.generator == "unigram":
-            self.sampling_probs.copy_(self._never_sample_specials(torch.from_numpy(data.token_counts())))
-
     def generate(self, batch, masked):
-        """(G's MLM metrics, sampled tokens (B, P)); `logits` kept for variants that need them."""
+        """(G's MLM metrics, sampled tokens (B, P))."""
         if self.generator is None:
             flat = torch.multinomial(self.sampling_probs, masked.positions.numel(), replacement=True)
             return {}, flat.view_as(masked.positions)

@@ -1,5 +1,5 @@
-"""GLUE fine-tuning under the paper's protocol (notes section 5): an ELECTRA backbone + dropout/linear head on
-[CLS], AdamW with layer-wise lr decay, linear warmup then linear decay, dev metrics on a 0-100 scale."""
+"""The GLUE classifier under the paper's protocol (notes section 5): an ELECTRA backbone + dropout/linear head on
+[CLS], the official optimiser with layer-wise lr decay, warm-up and linear decay, dev metrics on a 0-100 scale."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import math
 import re
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -16,14 +15,12 @@ import lightning as L
 import torch
 import torchmetrics
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers import ElectraModel
 from transformers.utils import logging as hf_logging
 
 from lightning_electra.config import FinetuneConfig
+from lightning_electra.data.glue_tasks import GlueTask, get_task
 from lightning_electra.optim import build_optimizer, decays, lr_schedule, warmup_linear_decay
-from lightning_electra.data.glue import (GlueCollator, GlueDataset, GlueTask, both_orders, build_tokenizer, get_task,
-                                         load_examples, task_file, unit_targets)
 
 _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
 _SUFFIX = {"dev": "", "dev_mismatched": "_mm"}  # result-key suffix per dev split
@@ -183,8 +180,22 @@ def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L
     return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
 
 
+def glue_trainer(cfg: FinetuneConfig, task: GlueTask, accelerator: str = "auto", devices: Union[int, str] = 1,
+                 progress_bar: bool = False) -> L.Trainer:
+    """The protocol's Trainer: the task's epochs, clipping at 1.0, no logger or checkpoints (a fine-tune reports its
+    dev metrics, nothing else)."""
+    return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=cfg.task_epochs.get(task.name, cfg.epochs),
+                     precision=cfg.precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+
+
+def with_score(results: dict[str, float], spec: GlueTask) -> dict[str, float]:
+    """A fine-tune's dev metrics with its task's main metric also under "score" (NaN when it was not measured)."""
+    return {**results, "score": results.get(spec.main_metric, math.nan)}
+
+
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Lightning's per-Trainer info lines and data-loader hints, repeated for every run of a sweep, add nothing."""
     loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
@@ -201,107 +212,3 @@ def _quiet() -> Iterator[None]:
                 lg.setLevel(level)
 
 
-_ENCODED: dict[tuple, GlueDataset] = {}
-_VOCAB_KEYS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()  # sorting 30k entries: once each
-
-
-def vocab_key(tokenizer: Any) -> int:
-    """Equal vocabularies encode alike, whichever tokenizer object holds them."""
-    if tokenizer not in _VOCAB_KEYS:
-        _VOCAB_KEYS[tokenizer] = hash(tuple(sorted(tokenizer.get_vocab().items())))
-    return _VOCAB_KEYS[tokenizer]
-
-
-def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: str, tokenizer: Any,
-            max_seq_length: int, both_orders_: bool = False, unit_targets_: bool = False) -> GlueDataset:
-    """A tokenised split, kept for the process: a sweep fine-tunes the same split for every seed and checkpoint.
-    A cap picks examples (pairs), then `both_orders_` doubles them and `unit_targets_` rescales regression scores."""
-    key = (str(data_dir), spec.name, split, cap, source, vocab_key(tokenizer), max_seq_length, both_orders_,
-           unit_targets_)
-    if key not in _ENCODED:
-        if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
-            _ENCODED.pop(next(iter(_ENCODED)))
-        examples = load_examples(data_dir, spec, split, cap, source=source)
-        examples = both_orders(examples) if both_orders_ else examples
-        examples = unit_targets(spec, examples) if unit_targets_ else examples
-        _ENCODED[key] = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
-    return _ENCODED[key]
-
-
-def glue_trainer(cfg: FinetuneConfig, task: GlueTask, accelerator: str = "auto", devices: Union[int, str] = 1,
-                 progress_bar: bool = False) -> L.Trainer:
-    """The protocol's Trainer: the task's epochs, clipping at 1.0, no logger or checkpoints (a fine-tune reports its
-    dev metrics, nothing else)."""
-    return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=cfg.task_epochs.get(task.name, cfg.epochs),
-                     precision=cfg.precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
-
-
-def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, source: str) -> dict[str, GlueDataset]:
-    """A task's tokenised train split and the dev splits it reports on, by name (train first). Extra dev splits
-    (MNLI mismatched) are reported when their file is there; "dev" itself is required."""
-    splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
-    return {split: encoded(data_dir, spec, split, cfg.max_train_examples if split == "train" else cfg.max_eval_examples,
-                           source, tokenizer, cfg.max_seq_length,
-                           both_orders_=split == "train" and cfg.double_unordered and spec.unordered,
-                           unit_targets_=cfg.scale_regression_targets and spec.target_range is not None)
-            for split in ["train", *splits]}
-
-
-def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
-                  cfg: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
-                  devices: Union[int, str] = 1, source: str = "files",
-                  progress_bar: bool = False) -> dict[str, float]:
-    """Fine-tune one task from one backbone with one seed; dev metrics (0-100), the main one also under "score".
-
-    `tokenizer` is a transformers tokenizer, or a vocab.txt path to build one from. MNLI also reports
-    mismatched accuracy as "accuracy_mm". No progress bar by default: a sweep runs hundreds of short fine-tunes
-    and reports each in one line; a single fine-tune from the command line asks for one.
-    """
-    spec = get_task(task)
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = build_tokenizer(tokenizer)
-    check_vocab(backbone_dir, tokenizer)  # before tokenising: a full task takes a while
-    with _quiet():
-        L.seed_everything(seed, workers=True, verbose=False)
-        collate = GlueCollator(tokenizer.pad_token_id)
-        data = task_splits(data_dir, spec, cfg, tokenizer, source)
-        train, *splits = data
-
-        def loader(split: str, shuffle: bool) -> DataLoader:
-            return DataLoader(data[split], batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=collate)
-
-        train = loader(train, shuffle=True)
-        dev = [loader(s, shuffle=False) for s in splits]
-        model = GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits)
-        trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
-        trainer.fit(model, train_dataloaders=train)
-        trainer.validate(model, dataloaders=dev, verbose=False)
-    results = dict(model.dev_results)
-    results["score"] = results.get(spec.main_metric, math.nan)
-    return results
-
-
-def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
-                        cfg: FinetuneConfig, tokenizer: Any, seeds: Sequence[int], accelerator: str = "auto",
-                        source: str = "files") -> list[dict[str, float]]:
-    """`finetune_task` for several seeds: one after another, or together as one batched ensemble when
-    `finetune.batched_seeds` (lightning_electra/ensemble.py). One result dict per seed, in order."""
-    if not cfg.batched_seeds or len(seeds) < 2:
-        return [finetune_task(backbone_dir, task, data_dir, cfg, tokenizer, seed, accelerator=accelerator,
-                              source=source) for seed in seeds]
-    from lightning_electra.ensemble import finetune_seeds
-
-    spec = get_task(task)
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = build_tokenizer(tokenizer)
-    check_vocab(backbone_dir, tokenizer)
-    data = task_splits(data_dir, spec, cfg, tokenizer, source)
-    splits = list(data)[1:]
-    with _quiet():
-        return finetune_seeds(backbone_dir, spec, cfg, list(seeds), data["train"], [data[s] for s in splits], splits,
-                              tokenizer.pad_token_id, accelerator=accelerator)
-
-
-__all__ = ["GlueClassifier", "load_backbone", "check_vocab", "build_metrics", "layerwise_param_groups",
-           "warmup_linear_decay", "task_splits", "finetune_task", "finetune_task_seeds"]

@@ -2,7 +2,8 @@
 
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import build_mlm, discriminator_shape
-from lightning_electra.pretrain import PretrainModule, mlm_logits, mlm_metrics
+from lightning_electra.module import PretrainModule
+from lightning_electra.objectives.losses import mlm_logits, mlm_metrics
 
 
 class BertMLM(PretrainModule):
@@ -18,3 +19,6 @@ class BertMLM(PretrainModule):
 
     def backbone(self):
         return self.mlm.electra
+
+    def exported_models(self):
+        return {"mlm": self.mlm}

@@ -20,19 +20,22 @@ probabilities) are listed in export.json, not written.
 
 from __future__ import annotations
 
-import copy
 import json
-import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from lightning_electra.config import Config, ConfigError, _merge, parse_overrides, pretrain_hash, vocab_path
-from lightning_electra.results import write_json
+from lightning_electra.config import Config, ConfigError
+from lightning_electra.data.files import vocab_path
+from lightning_electra.data.tokenizer import build_tokenizer
+from lightning_electra.io import write_json
+from lightning_electra.models import saveable
+from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.runner.configs import load_run_config
+from lightning_electra.runner.identity import RunLayout, pretrain_hash
+from lightning_electra.runner.pretrain import build_module
 
 ROLES = ("discriminator", "generator", "mlm", "encoder")
 
@@ -44,7 +47,7 @@ class ExportError(ValueError):
 def find_source(path: Path) -> Path:
     """The file or directory to export from a checkpoint, a step directory, or a run directory.
 
-    A run directory gives its last stage's `last.ckpt` (run.py keeps it after the run, and it is saved at the
+    A run directory gives its last stage's `last.ckpt` (kept after the run, and it is saved at the
     final step), else its latest `checkpoints/step-*` (encoder only).
     """
     if path.is_file() or (path / "config.json").is_file():
@@ -52,59 +55,16 @@ def find_source(path: Path) -> Path:
     if not (path / "config.yaml").is_file():
         raise ExportError(f"{path} is neither a Lightning checkpoint, a run directory (with config.yaml) nor a "
                           "transformers directory (with config.json).")
-    stages = sorted(path.glob("pretrain*/last.ckpt"), key=lambda p: stage_of(p))
+    layout = RunLayout(path)
+    stages = layout.last_checkpoints()
     if stages:
         return stages[-1]
-    steps = sorted(p for p in (path / "checkpoints").glob("step-*") if p.name[5:].isdigit())
+    steps = layout.step_dirs()
     if not steps:
         raise ExportError(f"Run directory {path} has no pretrain*/last.ckpt and no checkpoints/step-*: nothing "
                           "was trained yet.")
     print(f"[export] {path} has no last.ckpt; exporting the encoder of {steps[-1].name} (no heads)", flush=True)
     return steps[-1]
-
-
-def stage_of(ckpt: Path) -> int:
-    """A checkpoint's stage from its directory (run.py: pretrain/ for one stage, pretrain-stage<k>/ for more)."""
-    match = re.fullmatch(r"pretrain-stage(\d+)", ckpt.parent.name)
-    return int(match.group(1)) if match else 1
-
-
-def load_run_config(path: Path | None, overrides: list[str] | None = None) -> Config:
-    """A run's config.yaml over the schema (keys added since default), then overrides.
-
-    data.data_dir is where, not what: when the saved one is gone (another machine, a relative path from another
-    working directory) and no override names one, $DATA_DIR is used.
-    """
-    cfg = OmegaConf.structured(Config)
-    if path is not None:
-        cfg = _merge(cfg, OmegaConf.load(path), str(path))
-    cli = parse_overrides(overrides)
-    cfg = _merge(cfg, cli, "command-line overrides")
-    resolved: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    moved = not Path(resolved.data.data_dir).is_dir() and "data_dir" not in cli.get("data", {})
-    if moved and os.environ.get("DATA_DIR"):
-        resolved.data.data_dir = os.environ["DATA_DIR"]
-    return resolved
-
-
-def build_tokenizer(vocab_path: Path, max_length: int) -> Any:
-    """ElectraTokenizerFast (uncased WordPiece) from a vocab.txt: what `AutoTokenizer` gives back for ELECTRA."""
-    from transformers import ElectraTokenizerFast
-
-    from lightning_electra.data import glue
-
-    return glue.build_tokenizer(vocab_path, ElectraTokenizerFast, model_max_length=max_length)
-
-
-def build_module(cfg: Config, stage: int, device: str | torch.device = "cpu"):
-    from lightning_electra.data.tokenizer import special_ids
-    from lightning_electra.variants import VARIANTS
-
-    if cfg.variant not in VARIANTS:
-        raise ExportError(f"Unknown variant '{cfg.variant}' in the run's config. Known: {', '.join(VARIANTS)}.")
-    special = special_ids(vocab_path(cfg.data))
-    with torch.device(device):
-        return VARIANTS[cfg.variant](cfg, special, stage=stage)
 
 
 def variants_fitting(cfg: Config, state: dict[str, torch.Tensor]) -> list[str]:
@@ -114,14 +74,12 @@ def variants_fitting(cfg: Config, state: dict[str, torch.Tensor]) -> list[str]:
     """
     from dataclasses import replace
 
-    from lightning_electra.variants import VARIANTS
-
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     fits = []
-    for name, cls in VARIANTS.items():
+    for name, cls in OBJECTIVES.items():
         for stage in range(1, cls.stages + 1):
             try:
-                module = build_module(replace(cfg, variant=name), stage, device="meta")
+                module = build_module(replace(cfg, variant=name), stage=stage, device="meta")
             except (ConfigError, ValueError):
                 continue
             if {k: tuple(v.shape) for k, v in module.state_dict().items()} == shapes:
@@ -131,8 +89,8 @@ def variants_fitting(cfg: Config, state: dict[str, torch.Tensor]) -> list[str]:
 
 def load_module(ckpt: Path, cfg: Config, config_path: Path | None):
     """The run's module with the checkpoint's weights, strictly: a mismatch names the variant that fits."""
-    stage = stage_of(ckpt)
-    module = build_module(cfg, stage)
+    stage = RunLayout.stage_of(ckpt.parent)
+    module = build_module(cfg, stage=stage)
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # a Lightning checkpoint is plain tensors/dicts
     state = saved["state_dict"]
     expected = module.state_dict()
@@ -152,29 +110,6 @@ def load_module(ckpt: Path, cfg: Config, config_path: Path | None):
                f"{tuple(expected[reshaped[0]].shape)} expected)" if reshaped else "") + "." + hint)
     module.load_state_dict(state, strict=True)
     return module.eval(), saved
-
-
-def models_of(module) -> dict[str, Any]:
-    """The module's transformers models, by role (see the module docstring). They share the module's tensors."""
-    from transformers import ElectraForMaskedLM, ElectraForPreTraining
-
-    models: dict[str, Any] = {}
-    d = getattr(module, "discriminator", None)
-    if isinstance(d, ElectraForPreTraining):
-        models["discriminator"] = d
-    elif isinstance(d, ElectraForMaskedLM):  # Replace-MLM: D predicts tokens
-        models["mlm"] = d
-    if isinstance(getattr(module, "mlm", None), ElectraForMaskedLM):  # BERT
-        models["mlm"] = module.mlm
-    if hasattr(module, "mlm_predictions"):  # All-Tokens MLM: D's encoder with its own MLM head, as one model
-        mlm = ElectraForMaskedLM(copy.deepcopy(d.config))  # a copy: save_pretrained records its class in it
-        mlm.electra, mlm.generator_predictions = d.electra, module.mlm_predictions
-        mlm.generator_lm_head.weight = d.electra.embeddings.word_embeddings.weight
-        mlm.generator_lm_head.bias = module.mlm_bias
-        models["mlm"] = mlm.eval()
-    if getattr(module, "generator", None) is not None:
-        models["generator"] = module.generator
-    return models
 
 
 def left_out(module, models: dict[str, Any]) -> list[str]:
@@ -203,8 +138,9 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
     """
     from transformers.utils import logging as hf_logging
 
+    from transformers import ElectraTokenizerFast
+
     from lightning_electra.finetune import load_backbone
-    from lightning_electra.models import saveable
 
     hf_logging.disable_progress_bar()  # a bar per shard written: noise beside the one line per model
     source, out = find_source(Path(source)), Path(out)
@@ -215,11 +151,13 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
                               "(pass --config <run dir>/config.yaml).")
         config_path = None  # a bare transformers directory: only the vocabulary is needed, from the overrides
     cfg = load_run_config(config_path, overrides)
+    if cfg.variant not in OBJECTIVES:
+        raise ExportError(f"Unknown variant '{cfg.variant}' in the run's config. Known: {', '.join(OBJECTIVES)}.")
     meta: dict[str, Any] = {"source": str(source), "variant": cfg.variant, "scale": cfg.scale, "run": cfg.name,
                             "pretrain_hash": pretrain_hash(cfg) if config_path else None}
     if source.is_file():
         module, saved = load_module(source, cfg, config_path)
-        models = models_of(module)
+        models = module.exported_models()
         meta.update(stage=module.stage, **(saved.get("flops") or {"step": saved.get("global_step")}),
                     not_exported=left_out(module, models))
     else:
@@ -228,7 +166,9 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
         if step_meta.is_file():
             meta.update(json.loads(step_meta.read_text()))
         meta["not_exported"] = ["every head: a step directory holds the encoder only (export last.ckpt for them)"]
-    tokenizer = build_tokenizer(vocab_path(cfg.data), cfg.model.max_position_embeddings)
+    # ElectraTokenizerFast: what AutoTokenizer gives back for ELECTRA
+    tokenizer = build_tokenizer(vocab_path(cfg.data), ElectraTokenizerFast,
+                                model_max_length=cfg.model.max_position_embeddings)
     prepare_out(out)
     for role, model in models.items():
         saveable(model).save_pretrained(out / role)
@@ -240,4 +180,4 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
     return meta
 
 
-__all__ = ["export", "ExportError", "find_source", "load_run_config", "load_module", "models_of", "build_tokenizer"]
+__all__ = ["export", "ExportError", "find_source", "load_module"]

@@ -1,8 +1,8 @@
 """GLUE fine-tuning time: a task's seeds one after another against the same seeds as one batched ensemble.
 
-    python -m experiments.finetune_benchmark                       # GPU: scale tiny's protocol, every task, 10 seeds
-    python -m experiments.finetune_benchmark --tasks RTE,MRPC --seeds 3 --scale smoke     # CPU: capped, a minute
-    make benchmark-finetune OVERRIDES="--seeds 10"
+    python -m lightning_electra benchmark-finetune                 # GPU: scale tiny's protocol, every task, 10 seeds
+    python -m lightning_electra benchmark-finetune --tasks RTE,MRPC --seeds 3 --scale smoke   # CPU: capped, a minute
+    make benchmark-finetune ARGS="--seeds 10"
 
 The backbone is `--model` (a transformers ELECTRA directory) or, by default, a freshly initialised encoder of the
 scale's discriminator shape: time does not depend on the weights. Each mode fine-tunes every task present under
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import shlex
 import sys
 import tempfile
@@ -26,10 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_electra.config import load_config, vocab_path
-from lightning_electra.results import atomic_write_text, git_commit, hardware
+from lightning_electra.data.files import vocab_path
+from lightning_electra.io import ROOT, atomic_write_text, git_commit, hardware
+from lightning_electra.results import glue_scores
+from lightning_electra.runner.configs import load_config
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "analysis" / "reports" / "benchmark"
+DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 
 
 def random_backbone(cfg, vocab_size: int, where: Path) -> Path:
@@ -54,12 +55,18 @@ def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokeniz
     print(f"[finetune-benchmark] {mode}: {len(tasks)} task(s) x {seeds} seed(s) in {seconds:.1f} s", flush=True)
     return {"mode": mode, "tasks": ",".join(tasks), "seeds": seeds, "seconds": round(seconds, 1),
             "seconds_per_seed": round(seconds / seeds, 1), "device": hardware(), "precision": ft.precision,
-            "median_score": round(statistics.mean(statistics.median(r["score"] for r in s) for s in scores.values()),
-                                  2)}
+            "median_score": round(float(glue(scores)), 2)}
+
+
+def glue(scores: dict[str, list[dict]]) -> float:
+    """The paper's aggregate (the mean over tasks of each task's median seed) of {task: one result per seed}."""
+    rows = pd.DataFrame([{"model": "", "task": task, "value": r["score"]} for task, runs in scores.items() for r in runs])
+    return glue_scores(rows, ["model"], list(scores))["GLUE"].iloc[0]
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lightning_electra benchmark-finetune",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", default=None, help="whose fine-tuning protocol and model shape (default: auto)")
     p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with data)")
     p.add_argument("--seeds", type=int, default=10, help="seeds per task (the paper's median takes 10)")
@@ -72,13 +79,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if set(modes) - {"sequential", "batched"}:
         p.error(f"--modes takes sequential and/or batched, not {args.modes}")
 
-    from lightning_electra.data.glue import available_tasks, build_tokenizer, get_task
-    from lightning_electra.finetune import task_splits
+    from lightning_electra.data.glue_tasks import get_task
+    from lightning_electra.data.tokenizer import build_tokenizer
+    from lightning_electra.finetune import glue_tasks, task_splits
 
-    cfg = load_config(args.scale, overrides=args.overrides, announce=True)
-    tasks, _ = available_tasks(Path(cfg.data.data_dir), args.tasks.split(",") if args.tasks else cfg.finetune.tasks)
-    if not tasks:
-        p.error(f"no GLUE task with train and dev files under {cfg.data.data_dir}/glue: set DATA_DIR")
+    overrides = [*args.overrides, *([f"finetune.tasks=[{args.tasks}]"] if args.tasks else [])]
+    cfg = load_config(args.scale, overrides=overrides, announce=True)
+    tasks = glue_tasks(cfg)
     tokenizer = build_tokenizer(vocab_path(cfg.data))
     for task in tasks:  # read and tokenise outside the timing, so the first mode pays no more than the second
         task_splits(Path(cfg.data.data_dir), get_task(task), cfg.finetune, tokenizer, cfg.finetune.source)
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         model = args.model or random_backbone(cfg, len(tokenizer), Path(tmp))
         rows = [time_mode(mode, model, tasks, args.seeds, cfg, tokenizer) for mode in modes]
     table = pd.DataFrame(rows)
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.finetune_benchmark",
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", "benchmark-finetune",
                                                  *(argv if argv is not None else sys.argv[1:])])
     if os.environ.get("DATA_DIR"):
         command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"

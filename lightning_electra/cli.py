@@ -1,0 +1,261 @@
+"""The suite's one command line: `python -m lightning_electra <command> ... [key=value ...]`.
+
+    sweep <sweep> [--scale S] [--runs a,b] [--plan [csv]]  pre-train, fine-tune and report every run of a sweep
+    plan <sweep> [--scale S] [--csv]                       what a sweep's runs would do, without training
+    pretrain [--scale S] [--name N] variant=bert ...       pre-train one config (no fine-tuning)
+    finetune <model dir> [--tasks RTE,MRPC] [--seeds N]    GLUE from any transformers ELECTRA directory
+    export <run dir | last.ckpt | step dir> <out dir>      a run's models in transformers' format
+    benchmark [flags]                                      pre-training throughput vs a plain transformers baseline
+    benchmark-finetune [flags]                             GLUE fine-tuning time, seeds one by one vs batched
+    report [<sweep> --scale S]                             re-render reports from their own results tables
+
+Every command takes `key=value` config overrides (e.g. train.steps=100 data.data_dir=../shared/data). This file is
+the top of the house: it imports the runner (lightning_electra/runner/), the tools (lightning_electra/tools/) and
+the reports (analysis/); they import the library below them, never this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from lightning_electra.callbacks import NonFiniteLossError
+from lightning_electra.config import ConfigError
+from lightning_electra.data.corpus import CorpusError
+from lightning_electra.data.glue_tasks import GlueDataError
+from lightning_electra.data.tokenizer import VocabError
+from lightning_electra.io import WriteError
+from lightning_electra.results import ResultsError
+
+# Errors in what the user gave (config, data, files), whose messages say what to do: printed without a traceback.
+INPUT_ERRORS = (ConfigError, CorpusError, GlueDataError, VocabError, ResultsError, NonFiniteLossError, WriteError)
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as a user would type it again, DATA_DIR included (for provenance)."""
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", *argv])
+    return f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}" if os.environ.get("DATA_DIR") else command
+
+
+# --- sweep, plan, pretrain -------------------------------------------------------------------------------------------
+def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lightning_electra.runner.plan import print_plan
+    from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
+
+    sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=args.plan != "csv")
+    selected = select(configs, args.runs, args.sweep)
+    if args.plan:
+        return print_plan(args.sweep, selected, args.plan)
+    table = run_sweep(args.sweep, sweep, configs, selected, command_line(args.argv))
+    if table is not None and not args.no_report:
+        from analysis.report import REPORTS, build_report, write_index
+
+        reports = Path(args.reports_dir) if args.reports_dir else REPORTS
+        print(f"[sweep] report: {build_report(args.sweep, configs[0].scale, table.parent.parent, reports)}",
+              flush=True)
+        write_index(reports)
+
+
+def plan_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    args.plan, args.no_report, args.reports_dir = ("csv" if args.csv else "table"), True, None
+    sweep_command(args, overrides)
+
+
+def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lightning_electra.runner.configs import load_config
+    from lightning_electra.runner.run import run_dir, train_and_score
+
+    cfg = load_config(args.scale, overrides=[f"name={args.name}", *overrides], announce=True)
+    train_and_score(cfg, args.sweep, finetune=False)
+    out = run_dir(cfg, args.sweep)
+    print(f"[pretrain] {out}: fine-tune a checkpoint with `python -m lightning_electra finetune "
+          f"{out}/checkpoints/step-...`, export it with `python -m lightning_electra export {out} <dir>`", flush=True)
+
+
+def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
+    p.add_argument("sweep", help="a file name under experiments/configs/sweeps/ (without .yaml)")
+    p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    p.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
+                   "pieces, e.g. one per command on a lent machine); the table and report take every finished run")
+    if plan:
+        p.add_argument("--csv", action="store_true", help="the rows as CSV, for scripts")
+        return
+    p.add_argument("--plan", nargs="?", const="table", choices=["table", "csv"], default=None,
+                   help="print what each run would do (steps, FLOPs, checkpoints, fine-tunes) and stop; csv: as CSV")
+    p.add_argument("--no-report", action="store_true", help="only run and collect; skip the report")
+    p.add_argument("--reports-dir", default=None, help="where reports go (default: analysis/reports)")
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    p.add_argument("--name", default="run", help="the run's name (its directory: <results>/<sweep>/<scale>/<name>-...)")
+    p.add_argument("--sweep", default="runs", help="the folder under results_dir it goes in (default: runs)")
+
+
+# --- finetune, export ------------------------------------------------------------------------------------------------
+def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
+    """--tokenizer if given (a vocab.txt or a transformers directory), else the model's own tokenizer files, else
+    data.vocab: the suite's step checkpoints are saved without a tokenizer."""
+    from transformers import AutoTokenizer
+
+    from lightning_electra.data.files import vocab_path
+    from lightning_electra.data.tokenizer import build_tokenizer
+
+    if choice:
+        return (build_tokenizer(choice) if Path(choice).is_file() else AutoTokenizer.from_pretrained(choice)), choice
+    own = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+    if not Path(model).is_dir() or any((Path(model) / f).is_file() for f in own):  # a hub name, or files beside it
+        return AutoTokenizer.from_pretrained(model), model
+    vocab = vocab_path(cfg.data)
+    return build_tokenizer(vocab), str(vocab)
+
+
+def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    """GLUE from any transformers ELECTRA directory, `finetune.seeds` seeds a task; the median per task is kept
+    (the paper's protocol) and their mean is the GLUE score."""
+    import pandas as pd
+
+    from lightning_electra.config import to_dict
+    from lightning_electra.data.glue_tasks import available_tasks
+    from lightning_electra.finetune import finetune_task_seeds, glue_tasks
+    from lightning_electra.io import write_json
+    from lightning_electra.results import glue_scores
+    from lightning_electra.runner.configs import load_config, load_run_config
+    from lightning_electra.runner.identity import finetune_hash
+
+    overrides = list(overrides) + ([f"finetune.tasks=[{','.join(args.tasks)}]"] if args.tasks else []) \
+        + ([f"finetune.seeds={args.seeds}"] if args.seeds else [])
+    # No scale: the schema's fine-tuning defaults, the paper's protocol (a scale's caps are for its own runs).
+    cfg = load_config(args.scale, overrides=overrides) if args.scale else load_run_config(None, overrides)
+    ft = cfg.finetune
+    tasks = glue_tasks(cfg, announce=True)
+    missing = [] if ft.source == "hub" else available_tasks(cfg.data.data_dir, ft.tasks)[1]
+    tokenizer, tokenizer_source = model_tokenizer(args.model, args.tokenizer, cfg)
+    runs = {task: finetune_task_seeds(args.model, task, Path(cfg.data.data_dir), ft, tokenizer, range(ft.seeds),
+                                      accelerator=cfg.train.accelerator, source=ft.source,
+                                      progress_bar=sys.stderr.isatty()) for task in tasks}
+    for task, seeds in runs.items():
+        for seed, scores in enumerate(seeds):
+            print(f"[finetune] {task} seed {seed}: {scores['score']:.2f}", flush=True)
+    table = glue_scores(pd.DataFrame([{"model": args.model, "task": task, "value": r["score"]}
+                                      for task, seeds in runs.items() for r in seeds]), ["model"], tasks).iloc[0]
+    results = {task: {"score": float(table[task]), "seeds": seeds} for task, seeds in runs.items()}
+    out = Path(args.out) if args.out else (
+        Path(args.model) if Path(args.model).is_dir() else Path.cwd()) \
+        / f"glue-{finetune_hash(cfg)}-{'-'.join(tasks)}-seeds{ft.seeds}.json"  # other tasks or seeds: another file
+    write_json(out, {"model": args.model, "tokenizer": tokenizer_source, "glue": float(table["GLUE"]),
+                     "tasks": results, "missing_tasks": missing, "finetune": to_dict(cfg)["finetune"]})
+    print("\n".join(f"  {task:6s} {r['score']:6.2f}  (median of {len(r['seeds'])})" for task, r in results.items()))
+    print(f"[finetune] GLUE-{len(results)} {table['GLUE']:.2f} -> {out}")
+
+
+def export_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lightning_electra.runner.export import export
+
+    meta = export(args.checkpoint, args.out, overrides, config=args.config)
+    print(f"[export] {meta['variant']} step {meta.get('step')}: {', '.join(meta['models'])} -> {args.out}"
+          + (f"; not exported: {', '.join(meta['not_exported'])}" if meta.get("not_exported") else ""))
+
+
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a transformers ELECTRA directory (ElectraModel, ElectraForPreTraining, ...)")
+    p.add_argument("--tasks", type=lambda s: s.split(","), help="comma-separated GLUE tasks (default: "
+                   "finetune.tasks, those present under DATA_DIR)")
+    p.add_argument("--seeds", type=int, help="fine-tuning seeds per task (default: finetune.seeds)")
+    p.add_argument("--scale", help="take fine-tuning settings from a scale (e.g. smoke: capped examples); "
+                   "default: the schema's, the paper's protocol")
+    p.add_argument("--tokenizer", help="a vocab.txt or tokenizer directory (default: the model's own, else data.vocab)")
+    p.add_argument("--out", help="the JSON file to write (default: <model dir>/glue-<fine-tuning hash>.json)")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a pre-training last.ckpt, a run directory, or a checkpoints/step-* directory")
+    p.add_argument("out", help="the directory to write discriminator/, generator/, mlm/ or encoder/ into")
+    p.add_argument("--config", help="the run's config.yaml (default: two levels above the checkpoint)")
+
+
+# --- tools and reports: their own flags, passed through -----------------------------------------------------------
+def benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
+    from lightning_electra.tools.benchmark import main
+
+    main(rest)
+
+
+def finetune_benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
+    from lightning_electra.tools.finetune_benchmark import main
+
+    main(rest)
+
+
+def report_command(args: argparse.Namespace, rest: list[str]) -> None:
+    from analysis.report import main
+
+    main(rest)
+
+
+# name: (summary, arguments, what it runs, whether its own parser takes the rest, the errors shown as messages)
+COMMANDS: dict[str, tuple[str, Callable | None, Callable, bool, tuple]] = {
+    "sweep": ("pre-train, fine-tune and report every run of a sweep (resumable)", _sweep_args, sweep_command,
+              False, INPUT_ERRORS),
+    "plan": ("print what a sweep's runs would do, without training", lambda p: _sweep_args(p, plan=True),
+             plan_command, False, INPUT_ERRORS),
+    "pretrain": ("pre-train one config (variant=... and any key=value)", _pretrain_args, pretrain_command, False,
+                 INPUT_ERRORS),
+    "finetune": ("fine-tune a transformers ELECTRA directory on GLUE and write the scores", _finetune_args,
+                 finetune_command, False, (*INPUT_ERRORS, ValueError, OSError)),
+    "export": ("write a run's models in transformers' format (from_pretrained)", _export_args, export_command, False,
+               (*INPUT_ERRORS, ValueError, OSError)),
+    "benchmark": ("pre-training throughput of every variant vs a plain transformers baseline", None,
+                  benchmark_command, True, INPUT_ERRORS),
+    "benchmark-finetune": ("GLUE fine-tuning time: a task's seeds one by one vs one batched ensemble", None,
+                           finetune_benchmark_command, True, INPUT_ERRORS),
+    "report": ("re-render reports from their own results tables (no training)", None, report_command, True,
+               INPUT_ERRORS),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="python -m lightning_electra", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n")[1])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (summary, add_args, run, passthrough, _) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary, add_help=not passthrough)
+        if add_args:
+            add_args(sub)
+        if not passthrough:
+            sub.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.steps=100")
+        sub.set_defaults(run=run)
+    command = next((a for a in argv if a in COMMANDS), None)
+    if command and COMMANDS[command][3]:  # the tool's own parser takes every argument after the command
+        args, rest = parser.parse_args(argv[:argv.index(command) + 1]), argv[argv.index(command) + 1:]
+    else:
+        args, extra = parser.parse_known_args(argv)  # overrides may follow options: argparse leaves them over
+        rest = list(getattr(args, "overrides", [])) + extra
+        if any("=" not in o for o in rest):
+            parser.error(f"unrecognized arguments: {' '.join(o for o in rest if '=' not in o)}")
+    args.argv = argv
+    try:
+        args.run(args, rest)
+    except COMMANDS[args.command][4] as err:
+        sys.exit(f"error: {err}")
+
+
+def stop_at_once(signum, frame) -> None:
+    """SIGTERM stops at once, as SIGKILL would (every file is written whole, so the same command resumes). Lightning's
+    own handler only sets a flag its loops read between batches, and misses one sent after their last check (e.g.
+    during a validation's last batch): the sweep would go on. os._exit, not sys.exit: a SystemExit raised wherever
+    the signal lands can be caught and re-raised as another error by the library running there (OmegaConf does)."""
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def run() -> None:
+    signal.signal(signal.SIGTERM, stop_at_once)
+    main()

@@ -1,0 +1,109 @@
+"""Files written whole, and where a result came from (commit, hardware).
+
+Every file and directory the suite writes goes through `atomic`: it is written under a temporary name beside its
+final one and renamed into place, so a kill, a full disk or a read-only folder never leaves a half-written file that
+a later run would read as complete, nor a stray temporary one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class WriteError(OSError):
+    """A file that could not be written, with which file, why, and that nothing half-written was left."""
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic(path: Path | str, keep_existing: bool = False) -> Iterator[Path]:
+    """Yields a temporary path beside `path` to write a file or a directory at; once the block ends, renames it into
+    place (replacing what was there, or, with `keep_existing`, discarding the new one when another process got there
+    first). On an error the temporary path is removed, and a failed write is a WriteError naming the file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not keep_existing:  # one writer: what a killed write left (with several, a temp may be another's)
+            for stale in path.parent.glob(f".{path.name}.tmp*"):
+                _remove(stale)
+        yield tmp
+        if path.exists() and keep_existing:
+            _remove(tmp)
+        else:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    except BaseException as err:
+        _remove(tmp)
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            cause = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+                     errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exceeded"}.get(
+                err.errno, err.strerror or type(err).__name__)
+            raise WriteError(err.errno, f"Could not write {path}: {cause}. Nothing half-written was left; free the "
+                             "space or pick a writable place (results_dir=..., data.cache_dir=...) and run the same "
+                             "command again.") from None
+        raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
+
+
+def file_digest(path: Path) -> str:
+    """A short sha256 of a file's contents (cached per path, size and modification time)."""
+    stat = path.stat()
+    return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    key = (path, size, mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        # reports are outputs the suite itself rewrites: a changed report does not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!analysis/reports"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("GIT_COMMIT", "unknown")
+
+
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
+           f"{torch.get_num_threads()})"

@@ -1,0 +1,156 @@
+"""The one LightningModule every pre-training objective shares.
+
+It owns what the paper holds fixed across ablations: dynamic masking, the training step, the optimiser and schedule
+(lightning_electra/optim.py: the official ones), gradient clipping and the metric names. An objective
+(lightning_electra/objectives/) subclasses it and states only what differs: which models it builds (`build`), its
+loss (`objective`), its paper-convention cost (`paper_flops_per_step`), which encoder GLUE fine-tunes (`backbone`)
+and which models it exports (`exported_models`). It receives all it needs when it is built: the config, the
+vocabulary's special ids, the corpus token counts (the unigram generator) and, for a later stage, the state the
+previous stage ended with. The cross-cutting parts of a fit (non-finite guard, RNG state, FLOPs, GLUE
+checkpoints) are callbacks (lightning_electra/callbacks.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import lightning as L
+import numpy as np
+import torch
+from transformers import ElectraModel
+
+from lightning_electra.config import Config
+from lightning_electra.corruption import Masked, mask_tokens
+from lightning_electra.data.tokenizer import SpecialIds
+from lightning_electra.flops import TransformerShape
+from lightning_electra.optim import build_optimizer, decay_groups, lr_schedule, warmup_linear_decay
+
+
+class PretrainModule(L.LightningModule):
+    stages = 1  # fits in sequence (two-stage training has 2); each stage is a fresh module
+    compile_mode: str | None = None  # torch.compile mode when train.compile; None: "reduce-overhead" on CUDA
+
+    def __init__(self, cfg: Config, special: SpecialIds, stage: int = 1, token_counts: np.ndarray | None = None,
+                 previous: dict | None = None):
+        super().__init__()
+        self.cfg, self.special, self.stage, self.token_counts = cfg, special, stage, token_counts
+        self.build()
+        if previous is not None:
+            self.start_from(previous)
+        self.steps = steps_per_stage(cfg, self.budget_flops_per_step(), self.stages)
+        self._compiled_step = None  # torch.compile of `masked_objective`, made on first use when train.compile
+        self._cuda_graphs = False  # whether that compiled step replays CUDA graphs
+
+    # --- what an objective states ----------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Refuse configs this objective cannot run, when the config is loaded (before any work in a sweep)."""
+
+    @classmethod
+    def generator_width(cls, cfg: Config) -> int | None:
+        """G's hidden size for reports (0: a unigram or uniform sampler; None: no generator)."""
+        return None
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def objective(self, batch: dict[str, torch.Tensor], masked: Masked) -> dict[str, torch.Tensor]:
+        """Returns metrics; 'loss' is what is optimised."""
+        raise NotImplementedError
+
+    def paper_flops_per_step(self) -> float:
+        raise NotImplementedError
+
+    def backbone(self) -> ElectraModel:
+        """The encoder that GLUE fine-tunes."""
+        raise NotImplementedError
+
+    def exported_models(self) -> dict[str, torch.nn.Module]:
+        """The transformers models this objective trains, by role: discriminator (ElectraForPreTraining), generator
+        (the small ElectraForMaskedLM), mlm (an ElectraForMaskedLM at D's size). They share the module's tensors."""
+        raise NotImplementedError
+
+    def start_from(self, previous_stage: dict) -> None:
+        """Multi-stage objectives: initialise from the state dict the previous stage ended with."""
+
+    def summary(self) -> dict:
+        """What the objective adds to pretrain.json for reports (e.g. AMOS's mixture weights along training)."""
+        return {}
+
+    def budget_flops_per_step(self) -> float:
+        """Paper FLOPs of one step of every stage together: how a FLOPs budget becomes a step count."""
+        return self.paper_flops_per_step()
+
+    # --- shared ----------------------------------------------------------------------------------------------
+    def shape(self, shape: TransformerShape) -> TransformerShape:
+        """A model shape at this run's sequence length and vocabulary, for FLOPs."""
+        return replace(shape, seq=self.cfg.data.max_seq_length, vocab=self.special.vocab_size)
+
+    def mask(self, batch: dict[str, torch.Tensor]) -> Masked:
+        d = self.cfg.data
+        return mask_tokens(batch["input_ids"], self.special, d.mask_prob, d.mask_token_prob,
+                           random_token_prob=d.random_token_prob)
+
+    def masked_objective(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One step's forward: mask the batch on the device, then the objective."""
+        return self.objective(batch, self.mask(batch))
+
+    def loss_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`masked_objective`, through torch.compile when train.compile (a speed switch: same ops, same losses).
+
+        Static shapes (every batch is full: drop_last, fixed length, fixed mask slots), so no dynamic-shape graphs.
+        On CUDA the default mode is "reduce-overhead": the step replays CUDA graphs. At ELECTRA-Small's width a step
+        is ~2,000 small kernels and launching them one by one from Python left the GPU idle half the time.
+        """
+        if not self.cfg.train.compile:
+            return self.masked_objective(batch)
+        if self._compiled_step is None:
+            mode = self.compile_mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+            self._compiled_step = torch.compile(self.masked_objective, dynamic=False, mode=mode)
+            self._cuda_graphs = self.device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+        metrics = self._compiled_step(batch)
+        if self._cuda_graphs:  # the next replay overwrites graph outputs: hand out copies (logging keeps them)
+            metrics = {k: v.clone() if k == "loss" else v.detach().clone() for k, v in metrics.items()}
+        return metrics
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        metrics = self.loss_step(batch)
+        # averaged over the devices, so the logs describe the global batch on any count; only at the steps the
+        # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False,
+                      sync_dist=self.is_log_step())
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
+        self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
+        return metrics["loss"]
+
+    def is_log_step(self) -> bool:
+        """Whether the step now being trained is one the logger writes (host syncs are cheap there)."""
+        return (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        # named_parameters skips shared tensors' second names. fused (torch's AdamW only): one kernel per step (a
+        # speed switch); not under fp16, whose gradient scaler must unscale before clipping (bf16 has no scaler:
+        # configure_gradient_clipping clips for the fused optimizer)
+        fused = self.device.type == "cuda" and not str(self.cfg.train.precision).startswith("16")
+        optimizer = build_optimizer(decay_groups(self.named_parameters(), t.weight_decay), t.lr, t.adam_eps,
+                                    t.adam_betas, bias_correction=t.adam_bias_correction, fused=fused)
+        schedule = warmup_linear_decay(self.steps, t.warmup_fraction, overlap=True, warmup_steps=t.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping by global norm, done here for a fused AdamW: Lightning's AMP plugin refuses to clip
+        for optimizers that unscale gradients internally, though bf16-mixed has no gradient scaler to undo."""
+        if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False) \
+                and gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                           gradient_clip_val)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: int) -> int:
+    """Steps from the budget: a step count when one is set (split over the stages), else the FLOPs budget."""
+    if cfg.train.steps is not None:
+        return max(1, int(cfg.train.steps) // stages)
+    return max(1, round(cfg.train.flops_budget / flops_per_step_of_each_stage))

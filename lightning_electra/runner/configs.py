@@ -1,0 +1,169 @@
+"""Configs from files: the schema <- a scale file <- a variant file <- a sweep's and a run's keys <- the command line,
+merged by OmegaConf and checked at every layer. An unknown key or a value of the wrong type is a `ConfigError` that
+names the key and the closest valid ones, before any work starts.
+
+The files live in experiments/configs/{scales,variants,sweeps}/ (the runner's, not the library's, knowledge).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lightning_electra.config import Config, ConfigError, check
+from lightning_electra.io import atomic_write_text
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+
+
+def _schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:
+    """Every dotted key of a dataclass schema, mapped to its field type."""
+    keys = {}
+    for f in fields(schema):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        keys[prefix + f.name] = f.type
+        if is_dataclass(default):
+            keys.update(_schema_keys(default, prefix + f.name + "."))
+    return keys
+
+
+SCHEMA_KEYS = _schema_keys(Config)
+
+
+def _check_keys(layer: DictConfig, source: str, prefix: str = "") -> None:
+    for key, value in layer.items_ex(resolve=False):
+        dotted = prefix + str(key)
+        if dotted.startswith("finetune.task_epochs."):
+            continue  # a free-form mapping task -> epochs
+        if dotted not in SCHEMA_KEYS:
+            close = difflib.get_close_matches(dotted, SCHEMA_KEYS, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(SCHEMA_KEYS))}."
+            raise ConfigError(f"Unknown config key '{dotted}' in {source}.{hint}")
+        if isinstance(value, DictConfig) and dotted != "finetune.task_epochs":
+            _check_keys(value, source, dotted + ".")
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        options = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise ConfigError(f"Config file {path} does not exist. Available here: {', '.join(options) or 'none'}.")
+    layer = OmegaConf.load(path)
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(layer).__name__}.")
+    return layer
+
+
+def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    _check_keys(layer, source)
+    try:
+        return OmegaConf.merge(base, layer)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0].rstrip(".")  # the rest: OmegaConf internals
+        expected = f" Expected {SCHEMA_KEYS[key]} (see lightning_electra/config.py)." if key in SCHEMA_KEYS else ""
+        raise ConfigError(f"Bad value for '{key}' in {source}: {msg}.{expected}") from None
+
+
+def parse_overrides(overrides: list[str] | None) -> DictConfig:
+    """`key=value` strings (as from the command line or `make ... OVERRIDES=`) to a config layer."""
+    bad = [o for o in overrides or [] if "=" not in o]
+    if bad:
+        raise ConfigError(f"Overrides must look like key=value (e.g. train.steps=100); got: {' '.join(bad)}")
+    try:
+        return OmegaConf.from_dotlist(list(overrides or []))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Could not parse overrides {overrides}: {err}") from None
+
+
+def default_scale() -> str:
+    import torch
+
+    return "tiny" if torch.cuda.is_available() else "smoke"
+
+
+def pick_scale(scale: str | None = None, overrides: list[str] | None = None, announce: bool = False) -> str:
+    """The scale asked for (argument, `scale=` override, $SCALE), or auto's pick: smoke without a GPU, tiny with one."""
+    scale = scale or parse_overrides(overrides).get("scale") or os.environ.get("SCALE") or None
+    if scale and scale != "auto":
+        return scale
+    scale = default_scale()
+    if announce:
+        print(f"[lightning_electra] SCALE not given: picked '{scale}' "
+              f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).", flush=True)
+    return scale
+
+
+def load_config(scale: str | None = None, variant: str | None = None, layers: list[tuple[Any, str]] | None = None,
+                overrides: list[str] | None = None, announce: bool = False) -> Config:
+    """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml <- layers <- overrides.
+
+    `layers` are extra (mapping, where-it-came-from) pairs, such as a sweep's common keys and one run's keys.
+    """
+    cli = parse_overrides(overrides)
+    scale = pick_scale(scale, overrides, announce)
+    pending = list(layers or [])
+    # A run picks its variant in a layer or on the command line; its file goes under the run's own keys.
+    variant = variant or cli.get("variant") or next((dict(l).get("variant") for l, _ in reversed(pending)
+                                                     if dict(l).get("variant")), None) or Config.variant
+    files = [(_read_yaml(CONFIG_ROOT / "scales" / f"{scale}.yaml"), f"scales/{scale}.yaml"),
+             (OmegaConf.create({"scale": scale}), "the scale"),
+             (_read_yaml(CONFIG_ROOT / "variants" / f"{variant}.yaml"), f"variants/{variant}.yaml")]
+    return compose([*files, *((OmegaConf.create(layer), source) for layer, source in pending),
+                    (cli, "command-line overrides")])
+
+
+def load_run_config(path: Path | None, overrides: list[str] | None = None) -> Config:
+    """A run's saved config.yaml over the schema (keys added since take their defaults), then overrides.
+
+    data.data_dir is where, not what: when the saved one is gone (another machine, a relative path from another
+    working directory) and no override names one, $DATA_DIR is used.
+    """
+    cli = parse_overrides(overrides)
+    saved = [(OmegaConf.load(path), str(path))] if path is not None else []
+    cfg = compose([*saved, (cli, "command-line overrides")], checked=False)
+    moved = not Path(cfg.data.data_dir).is_dir() and "data_dir" not in cli.get("data", {})
+    if moved and os.environ.get("DATA_DIR"):
+        cfg.data.data_dir = os.environ["DATA_DIR"]
+    return cfg
+
+
+def compose(layers: list[tuple[DictConfig, str]], checked: bool = True) -> Config:
+    """The schema with each (layer, where it came from) merged in turn, resolved; with `checked`, validated."""
+    cfg: DictConfig = OmegaConf.structured(Config)
+    for layer, source in layers:
+        cfg = _merge(cfg, layer, source)
+    try:
+        resolved = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        # e.g. an environment default of the wrong type (NUM_NODES=two): name the key, not OmegaConf's internals
+        key, msg = getattr(err, "full_key", None), getattr(err, "msg", str(err))
+        raise ConfigError(f"Config could not be resolved: bad value for '{key}': {msg.splitlines()[0]}" if key
+                          else f"Config could not be resolved: {err}") from None
+    if checked:
+        validate(resolved)  # type: ignore[arg-type]
+    return resolved  # type: ignore[return-value]
+
+
+def validate(cfg: Config) -> None:
+    """The schema's own checks, then the objective's (a variant refuses what it cannot run) and the shapes'."""
+    from lightning_electra.models import generator_shape
+    from lightning_electra.objectives import OBJECTIVES
+
+    if cfg.variant not in OBJECTIVES:
+        close = difflib.get_close_matches(cfg.variant, OBJECTIVES, n=3)
+        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(OBJECTIVES)}."
+                          + (f" Did you mean {close[0]}?" if close else ""))
+    check(cfg)
+    OBJECTIVES[cfg.variant].check_config(cfg)
+    if cfg.model.generator == "learned":
+        generator_shape(cfg.model)  # refuses a G width its heads do not divide, now rather than when it is built
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))

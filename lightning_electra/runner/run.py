@@ -1,0 +1,92 @@
+"""One run, start to finish: pre-train with checkpoints along the budget, fine-tune GLUE on each, write the rows.
+
+Every stage leaves a file that marks it done (lightning_electra/runner/identity.py has the layout), so running the
+same run again continues where it stopped: pre-training resumes from its last.ckpt, each (checkpoint, task, seed)
+fine-tune is a small JSON file, and the run's results table marks the whole run finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from lightning_electra.config import Config
+from lightning_electra.data.files import corpus_files, vocab_path
+from lightning_electra.data.tokenizer import build_tokenizer
+from lightning_electra.distributed import global_rank, leave_process_group
+from lightning_electra.finetune import finetune_task_seeds, glue_tasks
+from lightning_electra.io import git_commit, write_json
+from lightning_electra.results import COLUMNS, read_table, write_table
+from lightning_electra.runner.configs import save_config
+from lightning_electra.runner.identity import RunLayout, config_hash
+from lightning_electra.runner.pretrain import pretrain
+
+
+def run_dir(cfg: Config, sweep: str) -> Path:
+    return RunLayout.of(cfg, sweep).root
+
+
+def train_and_score(cfg: Config, sweep: str, finetune: bool = True) -> Path | None:
+    """Pre-train and fine-tune one run unless its results table already exists; returns that file.
+
+    Under a distributed launch (torchrun, srun, or Lightning's own for devices > 1) every rank runs this and takes
+    part in pre-training; only rank 0 writes files, fine-tunes (on one device) and returns the table. The other
+    ranks return None once pre-training is done. `finetune=False`: pre-train only (returns None).
+    """
+    layout = RunLayout.of(cfg, sweep)
+    table = layout.table(cfg)
+    if table.exists():
+        read_table(table, sweep=sweep)  # a run directory copied from another sweep: refuse to mix its rows in
+        if not finetune or global_rank() != 0:
+            return None
+        print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
+        return table
+    corpus_files(cfg.data)  # no data directory: say so first (it would also lack GLUE)
+    vocab_path(cfg.data)
+    glue_tasks(cfg)  # no GLUE task to fine-tune on: say so now, not after pre-training
+    if global_rank() == 0:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, layout.config)
+    pretrain(cfg, layout.root)
+    if not finetune or global_rank() != 0:
+        return None
+    leave_process_group()
+    rows = finetune_checkpoints(cfg, layout, sweep)
+    write_table([{c: r[c] for c in COLUMNS} for r in rows], table)
+    return table
+
+
+def finetune_checkpoints(cfg: Config, layout: RunLayout, sweep: str) -> list[dict]:
+    """Fine-tune every saved checkpoint on every usable GLUE task, `finetune.seeds` times; one row per metric."""
+    tasks = glue_tasks(cfg, announce=True)
+    tokenizer = build_tokenizer(vocab_path(cfg.data))
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    base = {"sweep": sweep, "run": cfg.name, "variant": cfg.variant, "scale": cfg.scale, "seed": cfg.train.seed,
+            "commit": git_commit(), "config_hash": config_hash(cfg)}
+    rows = []
+    checkpoints = layout.step_dirs()
+    for n, checkpoint in enumerate(checkpoints, 1):
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        for task in tasks:
+            results = {seed: layout.finetune_result(cfg, checkpoint, task, seed) for seed in range(cfg.finetune.seeds)}
+            missing = [seed for seed, result in results.items() if not result.exists()]
+            # seeds one by one (each result saved as it comes), or all together (finetune.batched_seeds: the
+            # ensemble's draws depend on its members, so a lost seed is redone with the whole group)
+            batched = cfg.finetune.batched_seeds and missing
+            for group in [list(results)] if batched else [[seed] for seed in missing]:
+                start = time.time()
+                all_scores = finetune_task_seeds(checkpoint, task, Path(cfg.data.data_dir), cfg.finetune, tokenizer,
+                                                 group, accelerator=cfg.train.accelerator, source=cfg.finetune.source)
+                seconds = round((time.time() - start) / len(group), 2)
+                for seed, scores in zip(group, all_scores):
+                    write_json(results[seed], {"scores": scores, "seconds": seconds})
+                    print(f"[finetune] {cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task} seed {seed}: "
+                          f"{scores['score']:.1f}", flush=True)
+            for seed, result in results.items():
+                scores = json.loads(result.read_text())["scores"]
+                rows += [{**base, **{k: meta[k] for k in ("step", "tokens", "flops_paper", "flops_measured")},
+                          "task": task, "metric": metric, "value": value, "finetune_seed": seed}
+                         for metric, value in scores.items()]
+    return rows

@@ -1,0 +1,152 @@
+"""A sweep: a file under experiments/configs/sweeps/ expanded into runs, each run to the end, one table for them all.
+
+A sweep file names its runs; each run is a variant plus keys that override the scale's config:
+
+    name: weight-sharing
+    paper_experiment: weight_sharing        # rows of analysis/paper/paper_results.csv drawn beside ours
+    claims: ["tie-embeddings > tie-none"]   # the paper's orderings, checked on our numbers by the report
+    budget: flops                           # or electra-steps: every run trains the scale's ELECTRA's steps
+    common: {model: {generator_fraction: 1.0}}
+    runs:
+      - {name: tie-none, variant: electra, model: {tie: none}}
+      - {name: bert, variant: bert, at_scale: {small: {train: {steps: 1450000}}}}   # keys for one scale only
+
+Runs already finished are skipped, so an interrupted sweep resumes by running the same command again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from lightning_electra.config import Config, ConfigError
+from lightning_electra.distributed import global_rank, leave_process_group
+from lightning_electra.io import git_commit, hardware, write_json
+from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.results import COLUMNS, read_table, write_table
+from lightning_electra.runner.configs import CONFIG_ROOT, load_config, pick_scale
+from lightning_electra.runner.identity import RunLayout
+from lightning_electra.runner.pretrain import budget
+from lightning_electra.runner.run import train_and_score
+
+SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "common", "runs"}
+# flops: each run derives its steps from train.flops_budget (BERT more than ELECTRA for the same compute);
+# electra-steps: every run trains the steps the scale's default ELECTRA gets from it (the paper's generator sizes)
+BUDGETS = ("flops", "electra-steps")
+
+
+def load_sweep(name: str) -> dict:
+    path = CONFIG_ROOT / "sweeps" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"No sweep '{name}' ({path} does not exist). Known sweeps: {', '.join(known)}.")
+    sweep = OmegaConf.to_container(OmegaConf.load(path))
+    unknown = set(sweep) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; a sweep file holds {sorted(SWEEP_KEYS)}.")
+    names = [r.get("name") for r in sweep.get("runs", [])]
+    if not names or None in names or len(set(names)) != len(names):
+        raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
+    if sweep.get("budget", "flops") not in BUDGETS:
+        raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}; got {sweep['budget']}.")
+    return sweep
+
+
+def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
+    """The sweep file and one config per run: scale <- variant <- the sweep's common keys <- (with `budget:
+    electra-steps`, the reference step count) <- the run's keys <- its keys for this scale (`at_scale`) <- overrides."""
+    sweep = load_sweep(name)
+    scale = pick_scale(scale, overrides, announce)
+    common = [(sweep.get("common") or {}, f"sweep {name} common")]
+    if sweep.get("budget") == "electra-steps":
+        reference = budget(load_config(scale, variant="electra", layers=common, overrides=overrides))["steps"]
+        common.append(({"train": {"steps": reference}}, f"sweep {name}: the steps of the scale's ELECTRA"))
+    configs = []
+    for r in sweep["runs"]:
+        keys = {k: v for k, v in r.items() if k != "at_scale"}
+        own = (r.get("at_scale") or {}).get(scale) or {}
+        configs.append(load_config(scale, layers=[*common, (keys, f"sweep {name} run {r['name']}"),
+                                                  (own, f"sweep {name} run {r['name']} at scale {scale}")],
+                                   overrides=overrides))
+    return sweep, configs
+
+
+def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Path:
+    """The sweep's table: this scale's runs as now configured, plus rows of other scales already there."""
+    path = results_dir / name / "results.csv"
+    frames = [read_table(t, sweep=name) for t in tables]
+    if path.exists():
+        frames.insert(0, read_table(path, sweep=name).query("scale != @scale"))
+    write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS), path)
+    return path
+
+
+def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float) -> None:
+    """Provenance for the report: each invocation's command, commit, hardware, time, and each run's budget."""
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
+    meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []),
+                 "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES)})
+    meta["invocations"].append({"command": command, "commit": git_commit(), "hardware": hardware(),
+                                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "seconds": round(seconds, 1)})
+    write_json(meta_path, meta)
+
+
+def select(configs, runs: str | None, sweep: str):
+    """The runs named in `runs` (comma-separated), in the sweep's order; all of them when None."""
+    wanted = [name.strip() for name in runs.split(",")] if runs else [c.name for c in configs]
+    unknown = sorted(set(wanted) - {c.name for c in configs})
+    if unknown:
+        raise ConfigError(f"no run named {', '.join(unknown)} in sweep {sweep}; its runs: "
+                          f"{', '.join(c.name for c in configs)}.")
+    return [c for c in configs if c.name in wanted]
+
+
+
+
+def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str) -> Path | None:
+    """Runs `selected` (of the sweep's `configs`) to the end, then writes the sweep's table and provenance; returns
+    the table (None on the ranks other than 0 of a distributed launch). Stopped by an error, it says what is kept."""
+    start = time.time()
+    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
+          f"({', '.join(c.name for c in selected)})", flush=True)
+    table_path, current = results_dir / name / "results.csv", None
+    try:
+        if table_path.exists():  # another sweep's table in this one's place: say so before any training
+            read_table(table_path, sweep=name)
+        # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and takes
+        # part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between pre-trainings
+        # would leave the other ranks waiting in the next run's first collective, which times out (30 minutes).
+        for current in selected:
+            train_and_score(current, name, finetune=False)
+        leave_process_group()
+        if global_rank() != 0:
+            return None
+        for current in selected:
+            train_and_score(current, name)
+    except BaseException:
+        # Nothing is lost: every finished stage of every run is on disk, and the sweep's table is only written below
+        if current is not None:
+            print(f"[sweep] stopped at run {current.name}. Finished pre-trainings, fine-tunes and run tables are "
+                  f"kept ({results_dir / name / scale}) and {table_path} is as it was; running the same "
+                  "command again skips what is done.", file=sys.stderr, flush=True)
+        raise
+    # every run of the sweep finished so far (this command's and earlier pieces'), in the sweep file's order
+    finished = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
+    finished = [(cfg, layout) for cfg, layout in finished if layout.table(cfg).exists()]
+    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
+    if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
+        print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these settings: "
+              f"{', '.join(missing)}", flush=True)
+    table_path = collect(name, scale, [layout.table(cfg) for cfg, layout in finished], results_dir)
+    runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout in finished}
+    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, time.time() - start)
+    print(f"[sweep] results: {table_path}", flush=True)
+    return table_path

@@ -1,0 +1,76 @@
+"""The Lightning Trainer of a pre-training fit, from the config: devices, nodes, strategy, gradient accumulation, and
+checkpoints written whole."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightning_electra.config import Config, ConfigError
+from lightning_electra.data.datamodule import batch_layout
+from lightning_electra.io import atomic
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint beside its final name, then renames it into place, so a kill never leaves a truncated
+    last.ckpt. Lightning's own save writes to a file in the system temp dir and moves that: a copy, not a rename,
+    when the temp dir is on another filesystem (a tmpfs /tmp, a network results dir), and a leak on a kill."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def make_trainer(cfg: Config, **kwargs) -> L.Trainer:
+    """A Trainer on train.accelerator, devices, num_nodes and strategy, with gradient accumulation when a device's
+    share of the global batch exceeds train.max_device_batch. Lightning's complaints about the hardware become a
+    ConfigError that names the keys."""
+    t = cfg.train
+    _, accumulate = batch_layout(t.batch_size, world_size(cfg), t.max_device_batch)
+    return _trainer(cfg, accumulate_grad_batches=accumulate, **kwargs)
+
+
+def world_size(cfg: Config) -> int:
+    """How many processes the config's devices x nodes make, as a Trainer resolves `auto` and a launcher's ranks: one
+    built for that alone, quietly (the real Trainer prints its device lines)."""
+    return _trainer(cfg, quiet=True, logger=False, enable_checkpointing=False, enable_progress_bar=False).world_size
+
+
+def check_hardware(cfg: Config) -> None:
+    """make_trainer's checks on their own, before any work: asking for GPUs that are not there, or a batch that does
+    not split over them, fails at once."""
+    batch_layout(cfg.train.batch_size, world_size(cfg), cfg.train.max_device_batch)
+
+
+def _trainer(cfg: Config, quiet: bool = False, **kwargs) -> L.Trainer:
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    t = cfg.train
+    asked = (f"train.accelerator={t.accelerator} train.devices={t.devices} train.num_nodes={t.num_nodes} "
+             f"train.strategy={t.strategy}")
+    here = f"this machine has {torch.cuda.device_count()} visible GPU(s)"
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = log.level
+    if quiet:
+        log.setLevel(logging.WARNING)
+    try:
+        # our sampler gives each rank its share of every global batch (see EpochSampler): no DistributedSampler
+        trainer = L.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                            strategy=t.strategy, use_distributed_sampler=False, **kwargs)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        raise ConfigError(f"Cannot run {asked}: {err} ({here}). Ask for devices that exist (DEVICES=N or "
+                          "train.devices=N; auto takes every GPU) and a strategy they support (fsdp needs GPUs), or "
+                          "run on a machine that has them.") from None
+    finally:
+        log.setLevel(level)
+    if t.accelerator == "auto" and isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > 1:
+        # Lightning would quietly start that many CPU processes: almost surely not what DEVICES=N meant
+        raise ConfigError(f"train.devices={t.devices} asks for {trainer.num_devices} devices, but {here}, so "
+                          "train.accelerator=auto picked the CPU. Use train.devices=1 (or auto) here, run on a "
+                          f"machine with the GPUs, or set train.accelerator=cpu to run {trainer.num_devices} CPU "
+                          "processes on purpose.")
+    return trainer

@@ -1,0 +1,1 @@
+"""Tools above the runner: the throughput and fine-tuning benchmarks, and the plain baseline they compare with."""

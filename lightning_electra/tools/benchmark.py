@@ -1,0 +1,374 @@
+"""Pre-training throughput: every objective of the suite, eager and compiled, beside the plain transformers baseline.
+
+    python -m lightning_electra benchmark                  # GPU: ELECTRA-Small shapes (scale `tiny`), batch 128, 512
+    python -m lightning_electra benchmark --device cpu     # CPU: small shapes (2 x 64, seq 64, batch 8), seconds
+    make benchmark ARGS="--variants electra,plain --batch-sizes 512 --compile on" OVERRIDES="model.num_layers=4"
+
+Each row times the module's own training step, as a sweep trains it: a Lightning fit of `--warmup` steps
+(compilation happens inside them) then `--steps` timed steps in synchronised windows, with the run's precision,
+gradient clipping, optimiser and schedule. The forward is `PretrainModule.loss_step`: masking on the device and the
+objective, through torch.compile when `train.compile`. Batches are built before timing and sit on the device, as a
+DataLoader with workers and pinned memory keeps them ready during training: rows of the packed corpus when DATA_DIR
+is set, else random ids with the same [CLS] A [SEP] B [SEP] structure, 5% of rows shorter and padded. The plain
+baseline (`plain` in --variants, lightning_electra/tools/baseline.py) is trained by the same step.
+
+Columns: tokens_per_s counts every position of every row (B x L); paper_flops_per_s uses the paper's convention
+(lightning_electra.flops), the same for the plain baseline as for the suite's ELECTRA since the algorithm is the
+same; measured_flops_per_s is torch's FlopCounterMode count of one eager step (matmul-type ops, forward + backward)
+times steps/s, so the plain baseline's full-vocabulary head counts there; mfu is measured FLOPs/s over the
+device's dense bf16 peak (blank on CPU or an unknown GPU). benchmark_report.py writes the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_electra.data.files import vocab_path
+from lightning_electra.data.tokenizer import special_ids
+from lightning_electra.io import ROOT, atomic_write_text, git_commit
+from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.runner.configs import load_config
+from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, batch_from_ids, corpus_ids, synthetic_ids
+from lightning_electra.tools.benchmark_report import (COLUMNS, PLAIN_IMPLEMENTATION, SUITE, device_peaks,
+                                                      write_outputs)
+
+DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
+PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
+
+
+def autocast(device: torch.device, precision: str):
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Batches:
+    """`total` batches cycled from a pool already on the device (an iterable Lightning takes as it is)."""
+
+    def __init__(self, pool: list[dict], total: int):
+        self.pool, self.total = pool, total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self):
+        return (self.pool[i % len(self.pool)] for i in range(self.total))
+
+
+class StepTimer(L.Callback):
+    """Synchronised wall time of the warm-up, then of `steps` steps in `windows` windows; then, if asked, a profile of
+    `profile` more steps. Peak memory is over warm-up and timed steps (CUDA graphs take their pool while recording)."""
+
+    def __init__(self, device: torch.device, warmup: int, steps: int, windows: int = 3, profile: int = 0):
+        self.device, self.warmup, self.profile_steps = device, warmup, profile
+        windows = max(1, min(windows, steps))
+        sizes = [steps // windows + (w < steps % windows) for w in range(windows)]
+        self.ends = [warmup + sum(sizes[:i + 1]) for i in range(windows)]  # steps at which a window closes
+        self.marks: list[float] = []  # the time at the warm-up's end and at each window's end
+        self.sizes, self.profiler = sizes, None
+
+    def on_train_start(self, trainer, module) -> None:
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.start = time.perf_counter()
+        if self.warmup == 0:
+            self.marks.append(self.start)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self.profile_steps and trainer.global_step == self.ends[-1] and self.profiler is None:
+            from torch.profiler import ProfilerActivity, profile
+
+            synchronize(self.device)
+            self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.profiler.__enter__()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self.warmup or step in self.ends:
+            synchronize(self.device)
+            self.marks.append(time.perf_counter())
+            if step == self.ends[-1] and self.device.type == "cuda":
+                self.peak_gb = torch.cuda.max_memory_allocated(self.device) / 2**30
+        if self.profiler is not None and step == self.ends[-1] + self.profile_steps:
+            synchronize(self.device)
+            self.profiler.__exit__(None, None, None)
+
+    def timing(self) -> dict[str, float]:
+        step_s = [(b - a) / n for a, b, n in zip(self.marks, self.marks[1:], self.sizes)]
+        median = statistics.median(step_s)
+        return {"step_s": median, "spread": (max(step_s) - min(step_s)) / median,
+                "warmup_s": self.marks[0] - self.start, "peak_mem_gb": getattr(self, "peak_gb", math.nan)}
+
+
+def count_step(module, batch, device: torch.device, precision: str) -> tuple[float, float]:
+    """(FLOPs torch counts for one eager forward + backward, bytes of tensors autograd saves for backward)."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with autocast(device, precision), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            loss = module.masked_objective(batch)["loss"]
+        loss.backward()
+    module.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops()), float(sum(saved.values()))
+
+
+def profile_summary(prof, steps: int) -> dict:
+    """Kernels per step, GPU-busy time per step (union of kernel intervals) and the kernels that take the most."""
+    from torch.autograd import DeviceType
+
+    annotations = ("Optimizer.", "## ", "ProfilerStep", "Torch-Compiled", "CompiledFunction")  # GPU-side ranges
+    kernels = [e for e in prof.events() if getattr(e, "device_type", None) == DeviceType.CUDA
+               and not e.name.startswith(annotations)]
+    busy, end = 0.0, -math.inf
+    for a, b in sorted((e.time_range.start, e.time_range.end) for e in kernels):
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        entry = by_name.setdefault(e.name, [0.0, 0])
+        entry[0] += e.time_range.elapsed_us()
+        entry[1] += 1
+    total = sum(t for t, _ in by_name.values()) or 1.0
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][0])
+    lines = [f"{t / total:6.1%} {t / steps / 1e3:8.3f} ms {n / steps:6.0f}x  {name[:110]}" for name, (t, n) in top[:25]]
+    cpu = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60)
+    return {"kernels_per_step": len(kernels) / steps, "gpu_busy_ms": busy / steps / 1e3,
+            "top": [(name, t / total) for name, (t, _) in top[:6]],
+            "text": "GPU kernels by time (share, ms per step, launches per step):\n" + "\n".join(lines)
+            + "\n\nHost side (profiled steps, CPU self time):\n" + cpu}
+
+
+def measure_row(name: str, cfg, special, device: torch.device, precision: str, token_counts, ids, warmup: int,
+                steps: int, pool: int, profile: int, mode: str | None, failures: list[str], label: str):
+    """(FLOPs, saved bytes, timing, profile, paper FLOPs, compile mode, dynamo counts) of one row; None if it failed."""
+    from torch._dynamo.utils import counters
+
+    module = None
+    try:
+        torch._dynamo.reset()  # each row compiles afresh: no cache limits, no dynamic-shape recompiles
+        counters.clear()
+        torch.manual_seed(cfg.train.seed)
+        cls = PlainElectra if name == PLAIN else OBJECTIVES[name]
+        module = cls(cfg, special, token_counts=token_counts)
+        module.compile_mode = mode if cfg.train.compile else None
+        default = "reduce-overhead" if device.type == "cuda" else "default"
+        used_mode = (module.compile_mode or default) if cfg.train.compile else ""
+        module.to(device).train()
+        bs = cfg.train.batch_size
+        batches = [{k: v.to(device) for k, v in batch_from_ids(ids[i * bs:(i + 1) * bs], special).items()}
+                   for i in range(pool)]
+        flops, saved = count_step(module, batches[0], device, precision)
+        timer = StepTimer(device, warmup, steps, profile=profile)
+        trainer = L.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
+                            precision=precision, max_steps=warmup + steps + profile,
+                            gradient_clip_val=cfg.train.grad_clip, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            num_sanity_val_steps=0, log_every_n_steps=cfg.train.log_every_n_steps, callbacks=[timer])
+        trainer.fit(module, train_dataloaders=Batches(batches, warmup + steps + profile))
+        dynamo = {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
+                  "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+        prof = profile_summary(timer.profiler, profile) if timer.profiler is not None else {}
+        return flops, saved, timer.timing(), prof, module.paper_flops_per_step(), used_mode, dynamo
+    except Exception as err:  # a row that fails (out of memory, a compiler error) leaves the others standing
+        traceback.print_exc()
+        failures.append(f"{label}: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}")
+        return None
+    finally:
+        del module
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def versions() -> str:
+    import lightning
+    import transformers
+
+    cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
+    return (f"python {platform.python_version()}, torch {torch.__version__}{cuda}, transformers "
+            f"{transformers.__version__}, lightning {lightning.__version__}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lightning_electra benchmark", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--device", default="auto", help="auto (cuda if visible), cuda, cuda:N or cpu")
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated suite variants, plus '{PLAIN}' for the plain transformers baseline "
+                        "(default: every variant, then plain)")
+    p.add_argument("--batch-sizes", default=None, help="suite batch sizes (default 128,512 on GPU; 8 with --small)")
+    p.add_argument("--plain-batch-sizes", default=None,
+                   help="plain-baseline batch sizes (default 128 on GPU, the paper's; --batch-sizes with --small)")
+    p.add_argument("--compile", choices=["both", "on", "off"], default=None,
+                   help="eager, compiled or both (default: both on GPU, off on CPU where compiling takes minutes)")
+    p.add_argument("--plain-compile", choices=["both", "on", "off"], default=None,
+                   help="the same for the plain baseline (default: as --compile)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode for the suite (default: the suite's own, reduce-overhead on CUDA)")
+    p.add_argument("--plain-compile-mode", default="default", help="torch.compile mode for the plain baseline")
+    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 30 on GPU, 2 on CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps, compilation included (default 5; 1 CPU)")
+    p.add_argument("--small", action=argparse.BooleanOptionalAction, default=None,
+                   help="small shapes: 2 x 64 model, seq 64, batch 8 (default on CPU)")
+    p.add_argument("--scale", default="tiny", help="the scale config whose shapes to use (tiny: ELECTRA-Small)")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the scale's; 64 with --small)")
+    p.add_argument("--precision", default=None, help="default: the scale's on GPU (bf16-mixed), 32-true on CPU")
+    p.add_argument("--data", choices=["auto", "corpus", "synthetic"], default="auto",
+                   help="auto: packed-corpus rows when DATA_DIR is set, else synthetic ids")
+    p.add_argument("--corpus-bytes", type=int, default=None, help="corpus prefix to pack (default 4 MB; 0.5 MB small)")
+    p.add_argument("--pool", type=int, default=4, help="distinct batches cycled through")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="profile a few steps per row for kernel counts and GPU-busy time (default on CUDA)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for benchmark.csv and benchmark.md")
+    p.add_argument("--render", type=Path, default=None,
+                   help="only re-render DIR/benchmark.md from DIR/benchmark.csv and DIR/provenance.json")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. model.num_layers=4)")
+    return p.parse_intermixed_args(argv)
+
+
+def ints(text: str | None) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()] if text and text.lower() != "none" else []
+
+
+def modes(choice: str) -> list[bool]:
+    return {"both": [False, True], "on": [True], "off": [False]}[choice]
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.render:
+        from lightning_electra.tools.benchmark_report import render
+
+        print(f"[benchmark] wrote {render(args.render)}")
+        return None
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.set_float32_matmul_precision("high")
+    small = (not cuda) if args.small is None else args.small
+    base = load_config(args.scale, variant="electra", overrides=list(args.overrides))
+    seq = args.seq_len or (64 if small else base.data.max_seq_length)
+    precision = args.precision or (base.train.precision if cuda else "32-true")
+    batch_sizes = ints(args.batch_sizes) or ([8] if small else [128, 512])
+    plain_sizes = ints(args.plain_batch_sizes) if args.plain_batch_sizes is not None else (
+        batch_sizes if small else [128])
+    compile_choice = args.compile or ("both" if cuda else "off")
+    plain_compile = args.plain_compile or compile_choice
+    steps = args.steps or (30 if cuda else 2)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    profile = 3 if (cuda if args.profile is None else args.profile) and cuda else 0
+    names = [v.strip() for v in args.variants.split(",")] if args.variants else [*OBJECTIVES, PLAIN]
+    unknown = [v for v in names if v not in OBJECTIVES and v != PLAIN]
+    if unknown:
+        raise SystemExit(f"Unknown variant(s) {unknown}; known: {', '.join(OBJECTIVES)}, {PLAIN}")
+    overrides = [*(SMALL_MODEL if small else []), f"data.max_seq_length={seq}", f"train.precision={precision}",
+                 *args.overrides]
+
+    use_corpus = args.data == "corpus" or (args.data == "auto" and bool(os.environ.get("DATA_DIR")))
+    special = special_ids(vocab_path(base.data))
+    rows_needed = args.pool * max(batch_sizes + plain_sizes)
+    token_counts = None
+    if use_corpus:
+        corpus_bytes = args.corpus_bytes or (500_000 if small else 4_000_000)
+        ids, dm, data_note = corpus_ids(load_config(args.scale, variant="electra", overrides=overrides), rows_needed,
+                                        corpus_bytes)
+        token_counts = dm.token_counts()
+    else:
+        ids, data_note = synthetic_ids(rows_needed, seq, special), "synthetic ids ([CLS] A [SEP] B [SEP], 5% padded)"
+
+    plan = [(name, bs, compiled) for name in names if name != PLAIN for bs in batch_sizes
+            for compiled in modes(compile_choice)]
+    plan += [(PLAIN, bs, compiled) for bs in plain_sizes for compiled in modes(plain_compile)] if PLAIN in names \
+        else []
+    info = {"command": "python -m lightning_electra benchmark " + shlex.join(argv), "data": data_note,
+            "steps": steps, "warmup": warmup, "small": small, "scale": args.scale, "seq_len": seq,
+            "precision": precision, "device": device_name(device), "host": platform.machine(),
+            "cpu_count": os.cpu_count(), "commit": git_commit(), "versions": versions(),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    print(f"[benchmark] {len(plan)} rows on {info['device']} ({precision}, seq {seq}); data: {data_note}", flush=True)
+    rows, failures, profiles = [], [], []
+    for name, bs, compiled in plan:
+        cfg = load_config(args.scale, variant="electra" if name == PLAIN else name,
+                          overrides=[*overrides, f"train.batch_size={bs}", f"train.compile={compiled}"])
+        label = f"{name} batch {bs} {'compiled' if compiled else 'eager'}"
+        mode = args.plain_compile_mode if name == PLAIN else args.compile_mode
+        result = measure_row(name, cfg, special, device, precision, token_counts, ids, warmup, steps, args.pool,
+                             profile, mode, failures, label)
+        if result is None and compiled and name != PLAIN and (mode or "reduce-overhead") == "reduce-overhead" \
+                and cuda:  # CUDA graphs failed: measure the plain compiled step instead, and say so
+            result = measure_row(name, cfg, special, device, precision, token_counts, ids, warmup, steps, args.pool,
+                                 profile, "default", failures, label + " (mode default)")
+        if result is None:
+            continue
+        flops, saved, timing, prof, paper, used_mode, dynamo = result
+        tokens, step_s = bs * seq, timing["step_s"]
+        peak_flops, _ = device_peaks(info["device"]) if cuda else (None, None)
+        row = {"variant": "electra" if name == PLAIN else name,
+               "implementation": PLAIN_IMPLEMENTATION if name == PLAIN else SUITE,
+               "compiled": compiled, "device": info["device"], "precision": precision, "batch_size": bs,
+               "seq_len": seq, "tokens_per_s": tokens / step_s, "step_ms": step_s * 1e3,
+               "paper_flops_per_s": paper / step_s, "measured_flops_per_s": flops / step_s,
+               "mfu": flops / step_s / peak_flops if peak_flops else math.nan, "peak_mem_gb": timing["peak_mem_gb"],
+               "warmup_s": timing["warmup_s"], "step_ms_spread": timing["spread"],
+               "measured_flops_per_step": flops, "paper_flops_per_step": paper,
+               "saved_bytes_per_token": saved / tokens, "kernels_per_step": prof.get("kernels_per_step", math.nan),
+               "gpu_busy_ms": prof.get("gpu_busy_ms", math.nan), "compile_mode": used_mode, **dynamo,
+               "top_kernels": ";".join(f"{n.replace(';', ',')}:{share:.4f}" for n, share in prof.get("top", []))}
+        rows.append(row)
+        if prof.get("text"):
+            profiles.append(f"=== {label} ({used_mode or 'eager'}): {row['step_ms']:.1f} ms/step, GPU busy "
+                            f"{prof['gpu_busy_ms']:.1f} ms, {prof['kernels_per_step']:.0f} kernels/step, dynamo {dynamo}"
+                            f"\n{prof['text']}\n")
+            atomic_write_text(args.out / "profiles.txt", "\n".join(profiles))
+        print(f"[benchmark] {label}{f' ({used_mode})' if used_mode else ''}: {row['tokens_per_s'] / 1e6:.3f}M "
+              f"tokens/s, {row['step_ms']:.1f} ms/step, warm-up {row['warmup_s']:.1f}s"
+              + (f", MFU {row['mfu']:.3f}" if peak_flops else "")
+              + (f", GPU busy {row['gpu_busy_ms'] / row['step_ms']:.0%}" if prof else "")
+              + (f", dynamo {dynamo}" if compiled else ""), flush=True)
+        write_outputs(rows, failures, info, args.out)
+    frame = write_outputs(rows, failures, info, args.out)
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(frame[COLUMNS[:13]].to_string(index=False), flush=True)
+    return frame

@@ -1,0 +1,156 @@
+"""The throughput benchmark's Markdown, from its table alone: `benchmark.md` from `benchmark.csv` and
+`provenance.json` (`python -m lightning_electra benchmark --render DIR` redraws it without measuring)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from lightning_electra.io import atomic_write_text
+
+SUITE, PLAIN_IMPLEMENTATION = "suite", "plain-transformers"  # the `implementation` column's values
+COLUMNS = ["variant", "implementation", "compiled", "device", "precision", "batch_size", "seq_len", "tokens_per_s",
+           "step_ms", "paper_flops_per_s", "measured_flops_per_s", "mfu", "peak_mem_gb",
+           # beyond the required columns: how long warm-up (compilation included) took, the step-time spread over
+           # the timed windows, and what the profiler and the saved-tensor count say (see "What bounds it")
+           "warmup_s", "step_ms_spread", "measured_flops_per_step", "paper_flops_per_step", "saved_bytes_per_token",
+           "kernels_per_step", "gpu_busy_ms", "compile_mode", "graphs", "graph_breaks", "cudagraph_skips",
+           "top_kernels"]
+
+
+def device_peaks(name: str) -> tuple[float | None, float | None]:
+    """(dense bf16 FLOP/s, memory bytes/s) from the datasheet for the GPUs we know; (None, None) otherwise."""
+    n = name.upper()
+    if "H200" in n:
+        return 989e12, 4.8e12
+    if "H100" in n:
+        return (756e12, 2.0e12) if "PCIE" in n else (989e12, 3.35e12)
+    if "A100" in n:
+        return 312e12, 2.0e12
+    return None, None
+
+
+def fmt(x, spec: str, scale: float = 1.0) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x / scale, spec)
+
+
+def busy_share(r) -> float:
+    return r.gpu_busy_ms / r.step_ms if r.gpu_busy_ms == r.gpu_busy_ms else math.nan
+
+
+def table(frame: pd.DataFrame) -> list[str]:
+    lines = ["| variant | implementation | compiled | batch | tokens/s | step ms | paper TFLOP/s | measured TFLOP/s "
+             "| MFU | peak GB | warm-up s | GPU busy | vs plain eager |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    plain = frame[(frame.implementation == PLAIN_IMPLEMENTATION) & ~frame.compiled.astype(bool)]
+    for r in frame.itertuples():
+        same = plain[plain.batch_size == r.batch_size]
+        ref = same if len(same) else plain
+        ratio = f"{r.tokens_per_s / ref.tokens_per_s.iloc[0]:.2f}x" if len(ref) else ""
+        busy = fmt(100 * busy_share(r), ".0f") + ("%" if busy_share(r) == busy_share(r) else "")
+        compiled = f"yes ({r.compile_mode})" if r.compiled else "no"
+        lines.append(f"| {r.variant} | {r.implementation} | {compiled} | {r.batch_size} "
+                     f"| {fmt(r.tokens_per_s, ',.0f')} | {fmt(r.step_ms, '.1f')} "
+                     f"| {fmt(r.paper_flops_per_s, '.3g', 1e12)} | {fmt(r.measured_flops_per_s, '.3g', 1e12)} "
+                     f"| {fmt(r.mfu, '.3f')} | {fmt(r.peak_mem_gb, '.2f')} | {fmt(r.warmup_s, '.1f')} | {busy} "
+                     f"| {ratio} |")
+    return lines
+
+
+def bounds(frame: pd.DataFrame, device: str) -> list[str]:
+    """Per-token work and traffic of the fastest suite ELECTRA row (or the fastest row), against the device."""
+    suite = frame[(frame.variant == "electra") & (frame.implementation == SUITE)]
+    r = frame.loc[(suite if len(suite) else frame).tokens_per_s.idxmax()]
+    tokens = r.batch_size * r.seq_len
+    peak_flops, bandwidth = device_peaks(device) if "cpu" not in device else (None, None)
+    m_tok, p_tok = r.measured_flops_per_step / tokens, r.paper_flops_per_step / tokens
+    act = 2 * r.saved_bytes_per_token  # written by the forward, read back by the backward
+    how = f"compiled, {r.compile_mode}" if r.compiled else "eager"
+    lines = [f"Fastest suite row of `{r.variant}`: batch {r.batch_size}, {how}: {r.tokens_per_s:,.0f} tokens/s, "
+             f"{r.step_ms:.1f} ms/step.", "",
+             f"* Work per token: {p_tok / 1e6:.1f} MFLOP in the paper's convention, {m_tok / 1e6:.1f} MFLOP as torch "
+             "counts it (matmul-type ops only, forward + backward).",
+             f"* Traffic per token, a floor: the tensors autograd saves for backward in the eager graph come to "
+             f"{r.saved_bytes_per_token / 1e3:.0f} kB per token, written once and read once ({act / 1e3:.0f} kB); "
+             "intermediates that are not saved, the gradients flowing back and the optimizer's passes over the "
+             "weights come on top, and compilation saves fewer tensors (it recomputes cheap ones)."]
+    if peak_flops:
+        lines.append(f"* Against the datasheet ({peak_flops / 1e12:.0f} TFLOP/s dense bf16, "
+                     f"{bandwidth / 1e12:.2f} TB/s): the arithmetic alone would allow {peak_flops / m_tok / 1e6:.1f}M "
+                     f"tokens/s and that floor traffic alone {bandwidth / act / 1e6:.1f}M tokens/s; the row reaches "
+                     f"{r.tokens_per_s / 1e6:.2f}M (MFU {r.mfu:.3f}). Arithmetic intensity of the floor traffic: "
+                     f"{m_tok / act:.0f} FLOP/byte, against the device's ridge of {peak_flops / bandwidth:.0f}.")
+    if busy_share(r) == busy_share(r):
+        lines.append(f"* Profiler: {r.kernels_per_step:.0f} kernels per step; the GPU is busy {r.gpu_busy_ms:.1f} of "
+                     f"{r.step_ms:.1f} ms ({busy_share(r):.0%}), " + (
+                         "so the host, launching kernels one by one, sets the pace." if busy_share(r) < 0.8 else
+                         "so the kernels themselves set the pace, not the host."))
+        if isinstance(r.top_kernels, str) and r.top_kernels:
+            lines.append("* Largest kernels (share of GPU time): " + "; ".join(
+                f"`{k.rsplit(':', 1)[0][:70]}` {float(k.rsplit(':', 1)[1]):.0%}"
+                for k in r.top_kernels.split(";")[:5]) + ".")
+        profiled = frame[frame.gpu_busy_ms == frame.gpu_busy_ms]
+        host = profiled[profiled.gpu_busy_ms / profiled.step_ms < 0.8]
+        if len(profiled):
+            lines.append(f"* Host-bound rows (GPU busy under 80% of the step): {len(host)} of {len(profiled)}: " + (
+                ", ".join(f"{h.variant}/{h.implementation} batch {h.batch_size} "
+                          f"{('compiled ' + h.compile_mode) if h.compiled else 'eager'} ({busy_share(h):.0%})"
+                          for h in host.itertuples()) or "none") + ".")
+    lines += ["", "At ELECTRA-Small's width (hidden 256, generator 64, K = 64 to 1024 in every matmul) a step is "
+              "thousands of small kernels: the matmuls run far below the tensor cores' peak, and the element-wise "
+              "work around them (LayerNorm, GELU, dropout, residual adds, the softmax over the vocabulary at the "
+              "masked slots, the fp32 Gumbel sampling) moves about as many bytes as the matmuls do arithmetic. "
+              "Launched one at a time from Python, the kernels leave the GPU idle whenever the host is slower than "
+              "the kernel it just launched; compilation fuses the element-wise chains (fewer bytes, fewer "
+              "launches), CUDA graphs (reduce-overhead) replay the compiled forward and backward as one launch each, and a larger batch "
+              "makes each kernel longer. Once the GPU is busy all the time, the step is bound by memory traffic "
+              "and by small-matmul efficiency, not by peak arithmetic: MFU stays low at this model size."]
+    return lines
+
+
+def render(out: Path) -> Path:
+    """benchmark.md from benchmark.csv and provenance.json in `out` (no measuring)."""
+    frame = pd.read_csv(out / "benchmark.csv")
+    info = json.loads((out / "provenance.json").read_text())
+    md = ["# Pre-training throughput", "",
+          f"ELECTRA-Small shapes (scale `{info['scale']}`)" + (" shrunk to 2 x 64 (--small)" if info["small"] else "")
+          + f", sequence length {info['seq_len']}, {info['precision']}, on {info['device']}. {info['steps']} timed "
+          f"optimizer steps after {info['warmup']} warm-up steps (compilation inside the warm-up), the median of "
+          f"{min(3, info['steps'])} "
+          "synchronised windows. tokens/s counts every position (batch x sequence length). 'GPU busy' is the "
+          "share of the step in which a kernel runs (profiler). 'vs plain eager' divides by the plain "
+          "transformers baseline run eagerly at the same batch (or its only batch).", "", *table(frame), ""]
+    if info.get("failures"):
+        md += ["Rows that failed:", "", *[f"* {f}" for f in info["failures"]], ""]
+    if info.get("notes"):  # added by hand to provenance.json after a run (then --render)
+        md += ["## Notes", "", *[f"* {n}" for n in info["notes"]], ""]
+    if len(frame):
+        md += ["## What bounds it", "", *bounds(frame, info["device"]), ""]
+    md += ["## Provenance", "",
+           f"* Command: `{info['command']}`",
+           f"* Commit: {info['commit']}",
+           f"* Date: {info['date']}",
+           f"* Hardware: {info['device']}; host {info['host']} with {info['cpu_count']} CPU cores",
+           f"* Software: {info['versions']}",
+           f"* Data: {info['data']}",
+           "* Step: the module's own training step in a Lightning fit, as a sweep trains it: masking on the device "
+           "+ the objective (through torch.compile when compiled), backward, gradient clipping, the run's optimiser "
+           "and schedule; batches already on the device. The plain baseline: transformers' ElectraForMaskedLM + "
+           "ElectraForPreTraining, tied embeddings, full-vocabulary generator logits, the models' own losses.",
+           "* benchmark.csv also holds: measured and paper FLOPs per step, saved-tensor bytes per token (autograd's "
+           "saved tensors in one eager step), kernels and GPU-busy ms per step (profiler), the compile mode, "
+           "dynamo's graph and graph-break counts and CUDA-graph skips, step_ms_spread ((max - min) / median over "
+           "the windows); profiles.txt (GPU runs) the kernels and host-side ops of each row.", ""]
+    atomic_write_text(out / "benchmark.md", "\n".join(md))
+    return out / "benchmark.md"
+
+
+def write_outputs(rows: list[dict], failures: list[str], info: dict, out: Path) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    atomic_write_text(out / "benchmark.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "provenance.json", json.dumps({**info, "failures": failures, "notes": []}, indent=1))
+    render(out)
+    return frame
