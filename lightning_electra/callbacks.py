@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
+from lightning_electra.errors import SuiteError
 from lightning_electra.flops import measure_flops
 from lightning_electra.io import atomic, write_json
 from lightning_electra.models import effective_state
@@ -27,7 +28,7 @@ from lightning_electra.models import effective_state
 COUNTS = ("step", "tokens", "flops_paper", "flops_measured")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SuiteError, RuntimeError):
     """The loss (or a weight) stopped being finite; the checkpoints written before are kept, none after."""
 
 

@@ -24,16 +24,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from lightning_electra.callbacks import NonFiniteLossError
-from lightning_electra.config import ConfigError
-from lightning_electra.data.corpus import CorpusError
-from lightning_electra.data.glue_tasks import GlueDataError
-from lightning_electra.data.tokenizer import VocabError
-from lightning_electra.io import WriteError
-from lightning_electra.results import ResultsError
+from lightning_electra.errors import SuiteError
 
-# Errors in what the user gave (config, data, files), whose messages say what to do: printed without a traceback.
-INPUT_ERRORS = (ConfigError, CorpusError, GlueDataError, VocabError, ResultsError, NonFiniteLossError, WriteError)
+# Errors in what the user gave (config, data, files, a diverged run), whose messages say what to do: printed alone.
+INPUT_ERRORS = (SuiteError,)
 
 
 def command_line(argv: list[str]) -> str:
@@ -44,20 +38,23 @@ def command_line(argv: list[str]) -> str:
 
 # --- sweep, plan, pretrain -------------------------------------------------------------------------------------------
 def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lightning_electra.runner.configs import check_sweep
+
+    check_sweep(args.sweep, args.scale, overrides, data=not args.plan)  # in seconds: a typo costs no imports
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
 
     sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=args.plan != "csv")
-    selected = select(configs, args.runs, args.sweep)
+    name = sweep["name"]
+    selected = select(configs, args.runs, name)
     if args.plan:
-        return print_plan(args.sweep, selected, args.plan)
-    table = run_sweep(args.sweep, sweep, configs, selected, command_line(args.argv))
+        return print_plan(name, selected, args.plan)
+    table = run_sweep(name, sweep, configs, selected, command_line(args.argv))
     if table is not None and not args.no_report:
         from analysis.report import REPORTS, build_report, write_index
 
         reports = Path(args.reports_dir) if args.reports_dir else REPORTS
-        print(f"[sweep] report: {build_report(args.sweep, configs[0].scale, table.parent.parent, reports)}",
-              flush=True)
+        print(f"[sweep] report: {build_report(name, configs[0].scale, table.parent.parent, reports)}", flush=True)
         write_index(reports)
 
 
@@ -68,6 +65,8 @@ def plan_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.configs import load_config
+
+    load_config(args.scale, overrides=[f"name={args.name}", *overrides], full=False)  # a typo costs no imports
     from lightning_electra.runner.run import run_dir, train_and_score
 
     cfg = load_config(args.scale, overrides=[f"name={args.name}", *overrides], announce=True)
@@ -78,7 +77,8 @@ def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
-    p.add_argument("sweep", help="a file name under experiments/configs/sweeps/ (without .yaml)")
+    p.add_argument("sweep", help="a sweep under experiments/configs/sweeps/ (its name, without .yaml), or the path of "
+                   "a sweep file of one's own")
     p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
     p.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
                    "pieces, e.g. one per command on a lent machine); the table and report take every finished run")

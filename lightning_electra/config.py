@@ -6,17 +6,22 @@ Nothing here imports torch, so a config is checked in a fraction of a second, be
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from lightning_electra.errors import SuiteError
+
 TIE_MODES = ("none", "embeddings", "all", "gdes")
+# the pre-training objectives (lightning_electra/objectives/ registers a class under each; a test holds them equal)
+VARIANT_NAMES = ("bert", "electra", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm", "amos")
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
 
 
-class ConfigError(ValueError):
+class ConfigError(SuiteError, ValueError):
     """A configuration the suite cannot run, with what is wrong and how to fix it."""
 
 
@@ -189,8 +194,66 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
+# The valid range of every numeric key, as an interval: (low, high, brackets); None: unbounded. A null value of an
+# Optional key is always allowed.
+COUNT, SHARE, POSITIVE, NON_NEGATIVE = (1, None, "[)"), (0, 1, "[)"), (0, None, "()"), (0, None, "[)")
+RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    **dict.fromkeys(["model.hidden_size", "model.num_layers", "model.num_heads", "model.intermediate_size",
+                     "model.embedding_size", "model.max_position_embeddings", "data.max_corpus_bytes",
+                     "train.batch_size", "train.steps", "train.num_nodes", "train.max_device_batch",
+                     "train.log_every_n_steps", "finetune.seeds", "finetune.batch_size", "finetune.epochs",
+                     "finetune.max_train_examples", "finetune.max_eval_examples"], COUNT),
+    **dict.fromkeys(["data.max_seq_length", "finetune.max_seq_length"], (5, None, "[)")),  # [CLS] A [SEP] B [SEP]
+    **dict.fromkeys(["model.dropout", "model.attention_dropout", "finetune.dropout", "train.warmup_fraction",
+                     "finetune.warmup_fraction"], SHARE),
+    **dict.fromkeys(["data.single_segment_prob", "data.short_seq_prob", "adversarial.mle_warmup_fraction"],
+                    (0, 1, "[]")),
+    **dict.fromkeys(["train.flops_budget", "train.lr", "train.adam_eps", "train.temperature", "finetune.lr",
+                     "finetune.adam_eps", "amos.temperature"], POSITIVE),
+    **dict.fromkeys(["train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.disc_weight",
+                     "finetune.weight_decay", "adversarial.mlm_weight", "adversarial.baseline_weight",
+                     "data.num_workers"], NON_NEGATIVE),
+    "model.generator_fraction": (0, 1, "(]"), "finetune.layer_decay": (0, 1, "(]"),
+}
+
+
+def out_of_range(key: str, value: Any) -> str | None:
+    """What is wrong with `value` for `key` (None: nothing), naming the valid range."""
+    if key not in RANGES or value is None or isinstance(value, bool):
+        return None
+    low, high, (left, right) = RANGES[key]
+    inside = ((low is None or value > low or (value == low and left == "["))
+              and (high is None or value < high or (value == high and right == "]")))
+    if inside:
+        return None
+    if high is None:
+        return f"{key} must be {'at least' if left == '[' else 'above'} {low:g}; got {value}"
+    return f"{key} must lie in {left}{low:g}, {high:g}{right}; got {value}"
+
+
 def check(cfg: Config) -> None:
-    """Checks across the schema's keys that types alone cannot express (a variant's own are its `check_config`)."""
+    """Checks across the schema's keys that types alone cannot express (a variant's own are its `check_config`):
+    every value in its range, names among the known ones, sizes that fit together."""
+    if cfg.variant not in VARIANT_NAMES:
+        close = difflib.get_close_matches(cfg.variant, VARIANT_NAMES, n=3)
+        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(VARIANT_NAMES)}."
+                          + (f" Did you mean {close[0]}?" if close else ""))
+    flat = flatten(to_dict(cfg))
+    wrong = [problem for key, value in flat.items() if (problem := out_of_range(key, value))]
+    betas = cfg.train.adam_betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        wrong.append(f"train.adam_betas must be two values in [0, 1); got {betas}")
+    bad_epochs = {task: n for task, n in cfg.finetune.task_epochs.items() if n < 1}
+    if bad_epochs:
+        wrong.append(f"finetune.task_epochs must give each task at least 1 epoch; got {bad_epochs}")
+    if not cfg.data.corpus:
+        wrong.append("data.corpus must name at least one corpus file (or hub:<dataset>)")
+    if not cfg.finetune.tasks:
+        wrong.append("finetune.tasks must name at least one GLUE task")
+    if not cfg.train.checkpoint_fractions:
+        wrong.append("train.checkpoint_fractions must hold at least one fraction of the budget to fine-tune at")
+    if wrong:
+        raise ConfigError("Out-of-range config value(s): " + "; ".join(wrong) + ".")
     m = cfg.model
     if m.hidden_size % m.num_heads:
         raise ConfigError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; "
@@ -203,26 +266,15 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"model.tie=all shares every encoder weight, so G and D must be the same size; "
                           f"got model.generator_fraction={m.generator_fraction}. Set model.generator_fraction=1.0 "
                           "or model.tie=embeddings.")
-    if not 0 < m.generator_fraction <= 1:
-        raise ConfigError(f"model.generator_fraction is G's width as a fraction of D's, in (0, 1]; got "
-                          f"{m.generator_fraction}.")
     if cfg.data.max_seq_length > m.max_position_embeddings:  # else an index error deep in the embeddings
         raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} exceeds model.max_position_embeddings="
                           f"{m.max_position_embeddings}: raise the latter or shorten the sequences.")
-    t = cfg.train
-    limit = 1 if t.max_device_batch is None else t.max_device_batch
-    for key, value in (("batch_size", t.batch_size), ("num_nodes", t.num_nodes), ("max_device_batch", limit)):
-        if value < 1:
-            raise ConfigError(f"train.{key} must be at least 1; got {value}.")
     d = cfg.data
     if not 0 < d.mask_prob < 1 or not 0 <= d.mask_token_prob <= 1 or not 0 <= d.random_token_prob <= 1 \
             or d.mask_token_prob + d.random_token_prob > 1:
         raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and data.random_token_prob "
                           f"shares of the chosen positions in [0, 1] with a sum of at most 1; got {d.mask_prob}, "
                           f"{d.mask_token_prob} and {d.random_token_prob}.")
-    if cfg.train.warmup_steps is not None and cfg.train.warmup_steps < 0:
-        raise ConfigError(f"train.warmup_steps must be at least 0 (or null: train.warmup_fraction); got "
-                          f"{cfg.train.warmup_steps}.")
     if cfg.adversarial.baseline_loss not in ("cross-entropy", "squared-error"):
         raise ConfigError(f"adversarial.baseline_loss must be cross-entropy or squared-error; got "
                           f"'{cfg.adversarial.baseline_loss}'.")
@@ -240,7 +292,7 @@ def check(cfg: Config) -> None:
                           "out (train.loggers=[csv,tensorboard]).")
     if cfg.finetune.source not in ("files", "hub"):
         raise ConfigError(f"finetune.source must be files or hub; got '{cfg.finetune.source}'.")
-    unknown = [t for t in cfg.finetune.tasks if t not in GLUE_TASKS + ["WNLI"]]
+    unknown = [t for t in [*cfg.finetune.tasks, *cfg.finetune.task_epochs] if t not in GLUE_TASKS + ["WNLI"]]
     if unknown:
         raise ConfigError(f"Unknown GLUE task(s) {unknown}. Known: {', '.join(GLUE_TASKS + ['WNLI'])}.")
 

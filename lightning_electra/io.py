@@ -18,10 +18,12 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+from lightning_electra.errors import SuiteError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class WriteError(OSError):
+class WriteError(SuiteError, OSError):
     """A file that could not be written, with which file, why, and that nothing half-written was left."""
 
 

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from lightning_electra.errors import SuiteError
 from lightning_electra.io import atomic_write_text
 
 COLUMNS = ["sweep", "run", "variant", "scale", "seed", "step", "tokens", "flops_paper", "flops_measured", "task",
@@ -19,7 +20,7 @@ def write_table(rows: Iterable[dict[str, Any]] | pd.DataFrame, path: Path) -> pd
     return frame
 
 
-class ResultsError(ValueError):
+class ResultsError(SuiteError, ValueError):
     """A results table that is not what its place says (another sweep's, or no results table at all)."""
 
 

@@ -1,11 +1,6 @@
 import torch
 
-from lightning_electra.corruption import (
-    mask_tokens,
-    max_predictions,
-    replace_at,
-    sample_tokens,
-)
+from lightning_electra.corruption import mask_tokens, max_predictions, replace_at, sample_tokens
 
 
 def packed_batch(special, batch=64, length=128, seed=0):

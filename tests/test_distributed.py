@@ -19,11 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from lightning_electra.config import ConfigError
-from lightning_electra.data.datamodule import (
-    EpochSampler,
-    PretrainDataModule,
-    batch_layout,
-)
+from lightning_electra.data.datamodule import EpochSampler, PretrainDataModule, batch_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 

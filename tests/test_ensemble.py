@@ -10,11 +10,7 @@ import torch
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import build_tokenizer, get_task
 from lightning_electra.finetune import GlueClassifier, encoded
-from lightning_electra.finetune.ensemble import (
-    SeedBatches,
-    SeedEnsemble,
-    finetune_seeds,
-)
+from lightning_electra.finetune.ensemble import SeedBatches, SeedEnsemble, finetune_seeds
 
 
 @pytest.fixture(scope="module")

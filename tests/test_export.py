@@ -7,13 +7,7 @@ import math
 
 import pytest
 import torch
-from transformers import (
-    AutoTokenizer,
-    ElectraConfig,
-    ElectraForMaskedLM,
-    ElectraForPreTraining,
-    ElectraModel,
-)
+from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
 
 from lightning_electra.__main__ import main
 from lightning_electra.config import ConfigError

@@ -9,18 +9,8 @@ import torch.nn.functional as F
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.corruption import mask_tokens
-from lightning_electra.models import (
-    ModelConfig,
-    build_discriminator,
-    build_mlm,
-    generator_shape,
-    share_weights,
-)
-from lightning_electra.optim import (
-    AdamWeightDecay,
-    build_optimizer,
-    warmup_linear_decay,
-)
+from lightning_electra.models import ModelConfig, build_discriminator, build_mlm, generator_shape, share_weights
+from lightning_electra.optim import AdamWeightDecay, build_optimizer, warmup_linear_decay
 from lightning_electra.runner.configs import load_config
 from lightning_electra.runner.pretrain import budget
 from tests.test_corruption import packed_batch

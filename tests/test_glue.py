@@ -12,22 +12,10 @@ import pytest
 import torch
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import (
-    TASKS,
-    GlueCollator,
-    GlueDataError,
-    GlueDataset,
-    available_tasks,
-    build_tokenizer,
-    load_examples,
-)
-from lightning_electra.finetune import (
-    GlueClassifier,
-    build_metrics,
-    finetune_task,
-    layerwise_param_groups,
-    warmup_linear_decay,
-)
+from lightning_electra.data.glue import (TASKS, GlueCollator, GlueDataError, GlueDataset, available_tasks,
+                                         build_tokenizer, load_examples)
+from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
+                                        warmup_linear_decay)
 
 DATA = Path(os.environ.get("DATA_DIR") or Path(__file__).parents[1].parent / "shared" / "data")
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"

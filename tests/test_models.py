@@ -1,12 +1,7 @@
 import pytest
 
 from lightning_electra.config import ConfigError, ModelConfig
-from lightning_electra.models import (
-    build_discriminator,
-    build_mlm,
-    generator_shape,
-    share_weights,
-)
+from lightning_electra.models import build_discriminator, build_mlm, generator_shape, share_weights
 
 SMALL = dict(hidden_size=64, num_layers=2, num_heads=1, intermediate_size=128, embedding_size=32)
 

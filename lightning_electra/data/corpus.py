@@ -11,8 +11,10 @@ import lzma
 from pathlib import Path
 from typing import Iterator
 
+from lightning_electra.errors import SuiteError
 
-class CorpusError(ValueError):
+
+class CorpusError(SuiteError, ValueError):
     pass
 
 
@@ -41,7 +43,7 @@ def _hub_lines(spec: str) -> Iterator[str]:
         yield ""
 
 
-def _file_lines(path: Path) -> Iterator[str]:
+def file_lines(path: Path) -> Iterator[str]:
     """A local file's lines; a damaged file is a CorpusError naming it (the decoders' own errors do not)."""
     try:
         with _open_text(path) as f:
@@ -62,7 +64,7 @@ def iter_lines(data_dir: Path, sources: list[str], max_bytes: int | None = None)
             if not path.is_file():
                 raise CorpusError(f"Corpus file '{path}' not found. Set DATA_DIR to the folder holding corpus/ "
                                   "(e.g. DATA_DIR=../shared/data) or fix data.corpus.")
-            lines = _file_lines(path)
+            lines = file_lines(path)
         for line in lines:
             line = line.strip()
             if not line and max_bytes is not None and read >= max_bytes:

@@ -22,12 +22,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_electra.config import Config, ConfigError, DataConfig
-from lightning_electra.data.files import corpus_files, vocab_path
-from lightning_electra.distributed import local_rank
-from lightning_electra.io import atomic, atomic_write_text
 from lightning_electra.data.corpus import CorpusError, iter_lines
+from lightning_electra.data.files import corpus_files, vocab_path
 from lightning_electra.data.packing import ExampleBuilder, pack, to_array, token_type_ids
 from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
+from lightning_electra.distributed import local_rank
+from lightning_electra.io import atomic, atomic_write_text
 
 PACKING_VERSION = 1  # bump when packing changes, so stale caches are not reused
 LINES_PER_BATCH = 4096

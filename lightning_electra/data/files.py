@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_electra.config import ConfigError, DataConfig
+from itertools import islice
+
+from lightning_electra.config import Config, ConfigError, DataConfig
+from lightning_electra.data.corpus import file_lines
+from lightning_electra.data.glue_tasks import TASKS, glue_tasks, load_examples, task_file
+from lightning_electra.data.tokenizer import read_vocab
 
 PACKAGED_VOCAB = "bert-base-uncased"
 PACKAGED_VOCAB_FILE = Path(__file__).resolve().parent / "bert-base-uncased-vocab.txt"  # Apache-2.0, google-research/bert
@@ -14,8 +19,9 @@ def data_file(data: DataConfig, relative: str) -> Path:
     """A file under data.data_dir, with an error saying how to point the suite at the data."""
     root = Path(data.data_dir).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"Data directory '{root}' does not exist. Set DATA_DIR=/path/to/data (e.g. "
-                          "DATA_DIR=../shared/data) or data.data_dir=...; it should hold corpus/ and glue/.")
+        raise ConfigError(f"Data directory '{root}' does not exist: it should hold corpus/ and glue/. Fetch them with "
+                          "`make data` (from the Hugging Face hub into ./data, or DATA_DIR=...), or point DATA_DIR at "
+                          "a copy (e.g. DATA_DIR=../shared/data; or data.data_dir=...).")
     path = root / relative
     if not path.exists():
         raise ConfigError(f"Missing data file '{path}'. Check DATA_DIR (now '{root}') and the config key that names "
@@ -39,3 +45,20 @@ def vocab_path(data: DataConfig) -> Path:
 def corpus_files(data: DataConfig) -> list[Path]:
     """The local files of data.corpus (hub sources aside), each checked to exist."""
     return [data_file(data, source) for source in data.corpus if not source.startswith("hub:")]
+
+
+def check_data(cfg: Config, announce: bool = False) -> list[str]:
+    """Every data file a run will read, checked before any work, each problem naming the file: the corpus files (they
+    exist and start as text), the vocabulary (its special tokens), and each GLUE task's files, parsed whole. Returns
+    the GLUE tasks it will fine-tune (`announce`: says which it leaves out for want of files)."""
+    for path in corpus_files(cfg.data):
+        list(islice(file_lines(path), 10))  # a damaged or not-text file says so now, not when packing
+    read_vocab(vocab_path(cfg.data))
+    tasks = glue_tasks(cfg, announce=announce)
+    if cfg.finetune.source == "files":
+        for task in tasks:
+            spec = TASKS[task]
+            for split in ("train", *spec.dev_splits):
+                if split == "dev" or task_file(cfg.data.data_dir, spec, split).is_file():
+                    load_examples(cfg.data.data_dir, spec, split)
+    return tasks

@@ -1,13 +1,13 @@
-"""GLUE data for fine-tuning: which tasks a run fine-tunes, and each task's splits tokenised once per process."""
+"""GLUE data for fine-tuning: each task's splits tokenised once per process."""
 
 from __future__ import annotations
 
 import weakref
 from typing import Any, Optional
 
-from lightning_electra.config import Config, ConfigError, FinetuneConfig
+from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import GlueDataset, both_orders, load_examples, unit_targets
-from lightning_electra.data.glue_tasks import GlueTask, available_tasks, glue_root, task_file
+from lightning_electra.data.glue_tasks import GlueTask, task_file
 
 _ENCODED: dict[tuple, GlueDataset] = {}
 _VOCAB_KEYS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()  # sorting 30k entries: once each
@@ -45,22 +45,3 @@ def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, s
                            both_orders_=split == "train" and cfg.double_unordered and spec.unordered,
                            unit_targets_=cfg.scale_regression_targets and spec.target_range is not None)
             for split in ["train", *splits]}
-
-
-
-
-def glue_tasks(cfg: Config, announce: bool = False) -> list[str]:
-    """The tasks of finetune.tasks to fine-tune: all from the hub; from files, those with train and dev files. None at
-    all is an error (else a run would pre-train, then write an empty table); `announce` names those left out."""
-    if cfg.finetune.source == "hub":
-        return list(cfg.finetune.tasks)
-    root = glue_root(cfg.data.data_dir)
-    tasks, missing = available_tasks(cfg.data.data_dir, cfg.finetune.tasks)
-    if cfg.finetune.tasks and not tasks:
-        raise ConfigError(f"None of the GLUE tasks in finetune.tasks ({', '.join(cfg.finetune.tasks)}) has train "
-                          f"and dev files under {root}. Set DATA_DIR to a folder holding glue/<TASK>/train.tsv and "
-                          "dev.tsv (e.g. DATA_DIR=../shared/data), or use finetune.source=hub (online).")
-    if missing and announce:
-        print(f"[finetune] skipping GLUE tasks without train and dev files under {root}: {', '.join(missing)}",
-              flush=True)
-    return tasks

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 
 from lightning_electra.config import ConfigError
 from lightning_electra.corruption import replace_at, sample_tokens
-from lightning_electra.objectives.losses import discriminator_metrics, hidden_at, mlm_metrics, sampled_accuracy, vocab_logits
 from lightning_electra.objectives.electra import Electra
+from lightning_electra.objectives.losses import (discriminator_metrics, hidden_at, mlm_metrics, sampled_accuracy,
+                                                 vocab_logits)
 
 
 class Adversarial(Electra):

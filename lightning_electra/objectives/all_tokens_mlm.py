@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-
 from transformers import ElectraForMaskedLM
 from transformers.models.electra.modeling_electra import ElectraGeneratorPredictions
 

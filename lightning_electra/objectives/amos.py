@@ -33,8 +33,8 @@ from lightning_electra.config import ConfigError
 from lightning_electra.corruption import gumbel_noise, replace_at, sample_tokens
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import build_discriminator, build_mlm, generator_shape, share_weights
-from lightning_electra.objectives.losses import discriminator_metrics, mlm_metrics, sampled_accuracy, vocab_logits
 from lightning_electra.objectives.electra import Electra
+from lightning_electra.objectives.losses import discriminator_metrics, mlm_metrics, sampled_accuracy, vocab_logits
 
 MIXTURES = ("hard", "soft", "random", "equal", "switch", "single")
 LEARNED = ("hard", "soft")  # the mixtures with weights to learn (their controls: random and equal)

@@ -9,8 +9,7 @@ import torch
 
 from lightning_electra.corruption import replace_at, sample_tokens
 from lightning_electra.flops import discriminator_train_flops, mlm_train_flops
-from lightning_electra.models import (build_discriminator, build_mlm, discriminator_shape, generator_shape,
-                                      share_weights)
+from lightning_electra.models import build_discriminator, build_mlm, discriminator_shape, generator_shape, share_weights
 from lightning_electra.module import PretrainModule
 from lightning_electra.objectives.losses import discriminator_metrics, mlm_logits, mlm_metrics, sampled_accuracy
 

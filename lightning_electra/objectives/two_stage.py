@@ -11,8 +11,8 @@ import torch
 from lightning_electra.config import ConfigError
 from lightning_electra.flops import discriminator_train_flops, mlm_train_flops
 from lightning_electra.models import build_discriminator, build_mlm, discriminator_shape, generator_shape
-from lightning_electra.objectives.losses import discriminator_metrics, mlm_logits, mlm_metrics
 from lightning_electra.objectives.electra import Electra
+from lightning_electra.objectives.losses import discriminator_metrics, mlm_logits, mlm_metrics
 
 
 class TwoStage(Electra):

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lightning_electra.config import Config, ConfigError, check
+from lightning_electra.data.files import check_data
 from lightning_electra.io import atomic_write_text
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -82,9 +83,20 @@ def parse_overrides(overrides: list[str] | None) -> DictConfig:
 
 
 def default_scale() -> str:
-    import torch
+    return "tiny" if gpu_visible() else "smoke"
 
-    return "tiny" if torch.cuda.is_available() else "smoke"
+
+def gpu_visible() -> bool:
+    """Whether a CUDA device is visible, asked of the driver itself (in milliseconds; importing torch takes
+    seconds): libcuda's device count, which honours CUDA_VISIBLE_DEVICES as torch does."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 def pick_scale(scale: str | None = None, overrides: list[str] | None = None, announce: bool = False) -> str:
@@ -100,10 +112,11 @@ def pick_scale(scale: str | None = None, overrides: list[str] | None = None, ann
 
 
 def load_config(scale: str | None = None, variant: str | None = None, layers: list[tuple[Any, str]] | None = None,
-                overrides: list[str] | None = None, announce: bool = False) -> Config:
+                overrides: list[str] | None = None, announce: bool = False, full: bool = True) -> Config:
     """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml <- layers <- overrides.
 
     `layers` are extra (mapping, where-it-came-from) pairs, such as a sweep's common keys and one run's keys.
+    `full=False` checks the schema's own rules only (no torch imported).
     """
     cli = parse_overrides(overrides)
     scale = pick_scale(scale, overrides, announce)
@@ -115,7 +128,7 @@ def load_config(scale: str | None = None, variant: str | None = None, layers: li
              (OmegaConf.create({"scale": scale}), "the scale"),
              (_read_yaml(CONFIG_ROOT / "variants" / f"{variant}.yaml"), f"variants/{variant}.yaml")]
     return compose([*files, *((OmegaConf.create(layer), source) for layer, source in pending),
-                    (cli, "command-line overrides")])
+                    (cli, "command-line overrides")], checked="all" if full else "fields")
 
 
 def load_run_config(path: Path | None, overrides: list[str] | None = None) -> Config:
@@ -126,15 +139,16 @@ def load_run_config(path: Path | None, overrides: list[str] | None = None) -> Co
     """
     cli = parse_overrides(overrides)
     saved = [(OmegaConf.load(path), str(path))] if path is not None else []
-    cfg = compose([*saved, (cli, "command-line overrides")], checked=False)
+    cfg = compose([*saved, (cli, "command-line overrides")], checked=None)
     moved = not Path(cfg.data.data_dir).is_dir() and "data_dir" not in cli.get("data", {})
     if moved and os.environ.get("DATA_DIR"):
         cfg.data.data_dir = os.environ["DATA_DIR"]
     return cfg
 
 
-def compose(layers: list[tuple[DictConfig, str]], checked: bool = True) -> Config:
-    """The schema with each (layer, where it came from) merged in turn, resolved; with `checked`, validated."""
+def compose(layers: list[tuple[DictConfig, str]], checked: str | None = "all") -> Config:
+    """The schema with each (layer, where it came from) merged in turn, resolved, and validated: `checked`="all",
+    "fields" (the schema's rules only) or None."""
     cfg: DictConfig = OmegaConf.structured(Config)
     for layer, source in layers:
         cfg = _merge(cfg, layer, source)
@@ -145,24 +159,78 @@ def compose(layers: list[tuple[DictConfig, str]], checked: bool = True) -> Confi
         key, msg = getattr(err, "full_key", None), getattr(err, "msg", str(err))
         raise ConfigError(f"Config could not be resolved: bad value for '{key}': {msg.splitlines()[0]}" if key
                           else f"Config could not be resolved: {err}") from None
-    if checked:
+    if checked == "fields":
+        check(resolved)  # type: ignore[arg-type]
+    elif checked:
         validate(resolved)  # type: ignore[arg-type]
     return resolved  # type: ignore[return-value]
 
 
 def validate(cfg: Config) -> None:
     """The schema's own checks, then the objective's (a variant refuses what it cannot run) and the shapes'."""
-    from lightning_electra.models import generator_shape
+    check(cfg)
+    from lightning_electra.models import generator_shape  # torch: after the checks that need none
     from lightning_electra.objectives import OBJECTIVES
 
-    if cfg.variant not in OBJECTIVES:
-        close = difflib.get_close_matches(cfg.variant, OBJECTIVES, n=3)
-        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(OBJECTIVES)}."
-                          + (f" Did you mean {close[0]}?" if close else ""))
-    check(cfg)
     OBJECTIVES[cfg.variant].check_config(cfg)
     if cfg.model.generator == "learned":
         generator_shape(cfg.model)  # refuses a G width its heads do not divide, now rather than when it is built
+
+
+SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "common", "runs"}
+# flops: each run derives its steps from train.flops_budget (BERT more than ELECTRA for the same compute);
+# electra-steps: every run trains the steps the scale's default ELECTRA gets from it (the paper's generator sizes)
+BUDGETS = ("flops", "electra-steps")
+
+
+def load_sweep(name: str) -> dict:
+    """A sweep file: experiments/configs/sweeps/<name>.yaml, or `name` itself when it is the path of a YAML file
+    (a sweep of one's own, kept anywhere); its `name` (default: the file's) names its results."""
+    own = Path(name)
+    path = own if own.suffix in (".yaml", ".yml") and own.is_file() else CONFIG_ROOT / "sweeps" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"No sweep '{name}' ({path} does not exist). Known sweeps: {', '.join(known)}; or give "
+                          "the path of a sweep file.")
+    sweep = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"{path} must hold a mapping with a `runs` list; see experiments/configs/sweeps/.")
+    unknown = set(sweep) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; a sweep file holds {sorted(SWEEP_KEYS)}.")
+    names = [r.get("name") for r in sweep.get("runs", [])]
+    if not names or None in names or len(set(names)) != len(names):
+        raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
+    if sweep.get("budget", "flops") not in BUDGETS:
+        raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}; got {sweep['budget']}.")
+    return {**sweep, "name": sweep.get("name") or path.stem}
+
+
+def sweep_layers(sweep: dict, scale: str) -> tuple[list, list[list]]:
+    """(the layers every run shares, each run's own layers): the common keys; a run's keys, then its keys for
+    `scale` (`at_scale`)."""
+    name = sweep["name"]
+    common = [(sweep.get("common") or {}, f"sweep {name} common")]
+    runs = [[({k: v for k, v in r.items() if k != "at_scale"}, f"sweep {name} run {r['name']}"),
+             ((r.get("at_scale") or {}).get(scale) or {}, f"sweep {name} run {r['name']} at scale {scale}")]
+            for r in sweep["runs"]]
+    return common, runs
+
+
+def check_sweep(name: str, scale: str | None, overrides: list[str], data: bool = True) -> None:
+    """Every run of a sweep checked against the schema's own rules, and every data file it will read, without
+    importing torch: a misspelled key, a value out of its range or a missing or malformed file stops a command in
+    seconds, before any work (the objectives' own rules come with the heavy imports, still before any work)."""
+    sweep = load_sweep(name)
+    scale = pick_scale(scale, overrides)
+    common, runs = sweep_layers(sweep, scale)
+    configs = [load_config(scale, layers=[*common, *run], overrides=overrides, full=False) for run in runs]
+    checked = set()
+    for cfg in configs if data else []:  # and the data each reads (runs mostly share it: each set of files once)
+        key = repr((cfg.data, cfg.finetune.tasks, cfg.finetune.source))
+        if key not in checked:
+            check_data(cfg, announce=not checked)
+            checked.add(key)
 
 
 def save_config(cfg: Config, path: Path) -> None:

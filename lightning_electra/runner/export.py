@@ -30,6 +30,7 @@ import torch
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.tokenizer import build_tokenizer
+from lightning_electra.errors import SuiteError
 from lightning_electra.io import write_json
 from lightning_electra.models import saveable
 from lightning_electra.objectives import OBJECTIVES
@@ -40,7 +41,7 @@ from lightning_electra.runner.pretrain import build_module
 ROLES = ("discriminator", "generator", "mlm", "encoder")
 
 
-class ExportError(ValueError):
+class ExportError(SuiteError, ValueError):
     """A source that cannot be exported, with what it is and what to pass instead."""
 
 
@@ -136,9 +137,8 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
 
     `config` defaults to the run's config.yaml: two levels above a last.ckpt or a step directory.
     """
-    from transformers.utils import logging as hf_logging
-
     from transformers import ElectraTokenizerFast
+    from transformers.utils import logging as hf_logging
 
     from lightning_electra.finetune import load_backbone
 

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers.utils import logging as transformers_logging
 
-from lightning_electra.callbacks import (FlopsCounter, FractionCheckpoints, NonFiniteGuard, RngState, stage_seed)
+from lightning_electra.callbacks import FlopsCounter, FractionCheckpoints, NonFiniteGuard, RngState, stage_seed
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.data.files import vocab_path

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from lightning_electra.config import Config
-from lightning_electra.data.files import corpus_files, vocab_path
+from lightning_electra.data.files import check_data, vocab_path
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.finetune import finetune_task_seeds, glue_tasks
@@ -43,9 +43,7 @@ def train_and_score(cfg: Config, sweep: str, finetune: bool = True) -> Path | No
             return None
         print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
         return table
-    corpus_files(cfg.data)  # no data directory: say so first (it would also lack GLUE)
-    vocab_path(cfg.data)
-    glue_tasks(cfg)  # no GLUE task to fine-tune on: say so now, not after pre-training
+    check_data(cfg)  # every data file the run reads: say what is wrong now, not after pre-training
     if global_rank() == 0:
         layout.root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, layout.config)

@@ -23,58 +23,39 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.io import git_commit, hardware, write_json
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.results import COLUMNS, read_table, write_table
-from lightning_electra.runner.configs import CONFIG_ROOT, load_config, pick_scale
+from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.run import train_and_score
 
-SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "common", "runs"}
-# flops: each run derives its steps from train.flops_budget (BERT more than ELECTRA for the same compute);
-# electra-steps: every run trains the steps the scale's default ELECTRA gets from it (the paper's generator sizes)
-BUDGETS = ("flops", "electra-steps")
-
-
-def load_sweep(name: str) -> dict:
-    path = CONFIG_ROOT / "sweeps" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"No sweep '{name}' ({path} does not exist). Known sweeps: {', '.join(known)}.")
-    sweep = OmegaConf.to_container(OmegaConf.load(path))
-    unknown = set(sweep) - SWEEP_KEYS
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; a sweep file holds {sorted(SWEEP_KEYS)}.")
-    names = [r.get("name") for r in sweep.get("runs", [])]
-    if not names or None in names or len(set(names)) != len(names):
-        raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
-    if sweep.get("budget", "flops") not in BUDGETS:
-        raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}; got {sweep['budget']}.")
-    return sweep
-
 
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
     """The sweep file and one config per run: scale <- variant <- the sweep's common keys <- (with `budget:
-    electra-steps`, the reference step count) <- the run's keys <- its keys for this scale (`at_scale`) <- overrides."""
+    electra-steps`, the reference step count) <- the run's keys <- its keys for this scale (`at_scale`) <- overrides.
+    `name` is a sweep under experiments/configs/sweeps/ or the path of a sweep file."""
     sweep = load_sweep(name)
     scale = pick_scale(scale, overrides, announce)
-    common = [(sweep.get("common") or {}, f"sweep {name} common")]
+    common, runs = sweep_layers(sweep, scale)
     if sweep.get("budget") == "electra-steps":
         reference = budget(load_config(scale, variant="electra", layers=common, overrides=overrides))["steps"]
-        common.append(({"train": {"steps": reference}}, f"sweep {name}: the steps of the scale's ELECTRA"))
-    configs = []
-    for r in sweep["runs"]:
-        keys = {k: v for k, v in r.items() if k != "at_scale"}
-        own = (r.get("at_scale") or {}).get(scale) or {}
-        configs.append(load_config(scale, layers=[*common, (keys, f"sweep {name} run {r['name']}"),
-                                                  (own, f"sweep {name} run {r['name']} at scale {scale}")],
-                                   overrides=overrides))
-    return sweep, configs
+        common = [*common, ({"train": {"steps": reference}}, f"sweep {sweep['name']}: the steps of the scale's ELECTRA")]
+    return sweep, [load_config(scale, layers=[*common, *run], overrides=overrides) for run in runs]
+
+
+def select(configs, runs: str | None, sweep: str):
+    """The runs named in `runs` (comma-separated), in the sweep's order; all of them when None."""
+    wanted = [name.strip() for name in runs.split(",")] if runs else [c.name for c in configs]
+    unknown = sorted(set(wanted) - {c.name for c in configs})
+    if unknown:
+        raise ConfigError(f"no run named {', '.join(unknown)} in sweep {sweep}; its runs: "
+                          f"{', '.join(c.name for c in configs)}.")
+    return [c for c in configs if c.name in wanted]
 
 
 def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Path:
@@ -96,18 +77,6 @@ def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, se
                                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 "seconds": round(seconds, 1)})
     write_json(meta_path, meta)
-
-
-def select(configs, runs: str | None, sweep: str):
-    """The runs named in `runs` (comma-separated), in the sweep's order; all of them when None."""
-    wanted = [name.strip() for name in runs.split(",")] if runs else [c.name for c in configs]
-    unknown = sorted(set(wanted) - {c.name for c in configs})
-    if unknown:
-        raise ConfigError(f"no run named {', '.join(unknown)} in sweep {sweep}; its runs: "
-                          f"{', '.join(c.name for c in configs)}.")
-    return [c for c in configs if c.name in wanted]
-
-
 
 
 def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str) -> Path | None:

@@ -46,8 +46,7 @@ from lightning_electra.io import ROOT, atomic_write_text, git_commit
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, batch_from_ids, corpus_ids, synthetic_ids
-from lightning_electra.tools.benchmark_report import (COLUMNS, PLAIN_IMPLEMENTATION, SUITE, device_peaks,
-                                                      write_outputs)
+from lightning_electra.tools.benchmark_report import COLUMNS, PLAIN_IMPLEMENTATION, SUITE, device_peaks, write_outputs
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
