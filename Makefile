@@ -19,11 +19,14 @@ endif
 ifneq ($(NUM_NODES),)
 export NUM_NODES
 endif
+# A key=value word after the target whose key has a dot (make weight-sharing train.lr=1e-3) is a config override:
+# make would take it for a make variable and drop it, so it joins OVERRIDES.
+override OVERRIDES += $(strip $(foreach v,$(.VARIABLES),$(if $(and $(findstring .,$(v)),$(filter command line,$(origin $(v)))),$(v)=$($(v)))))
 CLI = $(PYTHON) -m lightning_electra
 SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
 	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),csv,table)) $(1) $(OVERRIDES)
 
-.PHONY: help install test test-all ablation-training-algorithms weight-sharing generator-size efficiency \
+.PHONY: help install data test test-full-data test-all ablation-training-algorithms weight-sharing generator-size efficiency \
 	small-model amos all-sweeps pretrain benchmark benchmark-finetune reports export clean-results
 
 help:  ## list every target
@@ -33,10 +36,16 @@ install:  ## install the dependencies from requirements.txt (torch first, if mis
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -r requirements.txt
 
-test:  ## run the fast test suite (the CI's)
-	$(PYTHON) -m pytest -q -m "not slow"
+data:  ## the corpus (wikitext-103) and all GLUE tasks from the Hugging Face hub into $(DATA_DIR) or ./data
+	$(CLI) data $(ARGS)
 
-test-all:  ## run every test, slow ones included
+test:  ## run the fast test suite (the CI's): no data needed, the tests carry theirs (tests/fixtures/)
+	$(PYTHON) -m pytest -q -m "not slow and not full_data"
+
+test-full-data:  ## the tests that need the whole data directory: make test-full-data DATA_DIR=../shared/data
+	$(PYTHON) -m pytest -q -m "full_data and not slow"
+
+test-all:  ## run every test, slow and full-data ones included
 	$(PYTHON) -m pytest -q
 
 ablation-training-algorithms:  ## paper Fig. 3 right: BERT, joint, two-stage, adversarial; GLUE vs pre-train FLOPs

@@ -49,7 +49,20 @@ def glue_table(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     wide = glue_scores(scores, keys, tasks)
     per_seed = scores.groupby(keys + ["finetune_seed"], dropna=False)["value"].mean().reset_index()
     spread = per_seed.groupby(keys, dropna=False)["value"].agg(glue_min="min", glue_max="max").reset_index()
-    return wide.merge(spread, on=keys).sort_values(["run", "step"]), tasks
+    glue = wide.merge(spread, on=keys).merge(constant_tasks(results, keys, tasks), on=keys, how="left")
+    glue["constant_tasks"] = glue["constant_tasks"].apply(lambda t: t if isinstance(t, tuple) else ())
+    glue["degenerate"] = glue["constant_tasks"].apply(len) * 2 >= len(tasks)
+    return glue.sort_values(["run", "step"]), tasks
+
+
+def constant_tasks(results: pd.DataFrame, keys: list[str], tasks: list[str]) -> pd.DataFrame:
+    """Per (run, step): the tasks whose every fine-tuning seed predicted one class (or one score) on dev: a score
+    that is the majority class's, not something learnt. Results without the `constant` metric mark none."""
+    flags = results[(results["metric"] == "constant") & results["task"].isin(tasks)]
+    every_seed = flags.groupby(keys + ["task"], dropna=False)["value"].min().reset_index()
+    constant = every_seed[every_seed["value"] > 0]
+    return constant.groupby(keys, dropna=False)["task"].agg(lambda t: tuple(sorted(t))).reset_index().rename(
+        columns={"task": "constant_tasks"}) if len(constant) else pd.DataFrame(columns=[*keys, "constant_tasks"])
 
 
 def glue_label(tasks: list[str]) -> str:
@@ -60,14 +73,15 @@ def paper_rows(experiment: str | None) -> pd.DataFrame:
     if not experiment or not PAPER.exists():
         return pd.DataFrame()
     paper = pd.read_csv(PAPER)
-    return paper[paper["experiment"] == experiment]
+    paper = paper[paper["experiment"] == experiment]
+    return paper.assign(variant=paper["variant"].str.replace("_", "-"))  # one name per variant: ours (two-stage)
 
 
 def palette(variants: list[str]) -> dict[str, str]:
     """One colour per variant in both panels, from the suite's list of variants (sweep.json): the same variant has
-    the same colour in every report. The paper's CSV spells names with underscores: both spellings map."""
+    the same colour in every report."""
     colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}
-    return {**colors, **{v.replace("-", "_"): c for v, c in colors.items()}}
+    return colors
 
 
 def draw_paper(ax, paper: pd.DataFrame, colors: dict[str, str]) -> None:
@@ -86,15 +100,16 @@ def draw_paper(ax, paper: pd.DataFrame, colors: dict[str, str]) -> None:
         for variant, g in paper.groupby("variant", sort=False):
             ax.plot(g["pretrain_flops"], g["glue_dev"], marker="s", linestyle="--", label=variant, color=colors.get(variant))
         ax.set_xscale("log")
-        ax.set_xlabel("pre-train FLOPs (paper convention)")
+        readable_log_ticks(ax, paper["pretrain_flops"])
+        ax.set_xlabel("the paper's pre-train FLOPs (paper convention)")
         ax.legend(fontsize=8)
     else:
         ax.bar(range(len(paper)), paper["glue_dev"], color="grey")
         ax.set_xticks(range(len(paper)), paper["variant"], fontsize=7, rotation=20)
         ax.set_ylim(paper["glue_dev"].min() - 3, paper["glue_dev"].max() + 1)
-    ax.set_ylabel("GLUE dev score (8 tasks)")
-    ax.set_title("the paper's numbers (ELECTRA-Base scale unless noted;\n"
-                 "from analysis/paper/paper_results.csv)", fontsize=9)
+    ax.set_ylabel("the paper's GLUE dev score (8 tasks)")
+    ax.set_title("the paper's numbers, on their own axes (ELECTRA-Base scale\nunless noted; "
+                 "analysis/paper/paper_results.csv)", fontsize=9)
     ax.grid(alpha=0.3)
 
 
@@ -105,18 +120,48 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def figure(paper: pd.DataFrame, colors: dict[str, str]):
+CAVEATS = {"smoke": "scale smoke is a pipeline check (2-layer, 64-wide models, a few hundred steps): "
+                    "its differences are noise, not findings"}
+
+
+def figure(paper: pd.DataFrame, colors: dict[str, str], scale: str):
+    """Our panel, and the paper's beside it on its own axes (its FLOPs and GLUE are another scale's); the scale's
+    caveat across the top."""
     with_paper = not paper.empty
-    fig, axes = plt.subplots(1, 2 if with_paper else 1, figsize=(11 if with_paper else 6, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if with_paper else 1, figsize=(11 if with_paper else 6, 4.6), squeeze=False)
     if with_paper:
         draw_paper(axes[0][1], paper, colors)
+    if scale in CAVEATS:
+        fig.suptitle(CAVEATS[scale][0].upper() + CAVEATS[scale][1:], fontsize=9, color="firebrick")
     return fig, axes[0][0]
 
 
+def readable_log_ticks(ax, values) -> None:
+    """Ticks at the points drawn, compactly labelled, at most six and none within 30% of another: a log axis over
+    less than a decade prints its minor ticks' labels over one another."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    points: list[float] = []
+    for v in sorted({float(v) for v in values if v == v and v > 0}):
+        if not points or v > points[-1] * 1.3:
+            points.append(v)
+    if len(points) > 6:
+        points = [points[round(i * (len(points) - 1) / 5)] for i in range(6)]
+    ax.xaxis.set_major_locator(FixedLocator(points))
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: compact(x)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def compact(x: float) -> str:
+    """1.7e12 for 1.7 x 10^12, 64 for 64."""
+    return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.2g}".replace("e+", "e")
+
+
 def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame, title: str, path: Path,
-                       colors: dict[str, str]) -> None:
+                       colors: dict[str, str], scale: str) -> None:
     fig, ax = figure(paper if paper.empty or paper["experiment"].ne("generator_size").all() else paper.iloc[:0],
-                     colors)
+                     colors, scale)
     several_per_variant = glue.groupby("variant")["run"].nunique().max() > 1
     for run, g in glue.groupby("run", sort=False):
         variant = g["variant"].iloc[0]
@@ -125,7 +170,8 @@ def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame
                        color=None if several_per_variant else colors.get(variant))[0]
         ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    finish(fig, ax, "pre-train FLOPs (paper convention)", tasks, f"{title}\n(median over fine-tuning seeds; "
+    readable_log_ticks(ax, glue["flops_paper"])
+    finish(fig, ax, "our pre-train FLOPs (paper convention)", tasks, f"{title}\n(median over fine-tuning seeds; "
            "band: min-max)", path)
 
 
@@ -140,9 +186,9 @@ def finish(fig, ax, xlabel: str, tasks: list[str], title: str, path: Path) -> No
 
 
 def plot_glue_vs_width(final: pd.DataFrame, widths: dict, tasks: list[str], paper: pd.DataFrame, title: str,
-                       path: Path) -> None:
+                       path: Path, scale: str) -> None:
     """Paper Fig. 3 left: final GLUE against generator width; a unigram generator (width 0) as its own marker."""
-    fig, ax = figure(paper, {})
+    fig, ax = figure(paper, {}, scale)
     final = final.assign(width=final["run"].map(widths)).dropna(subset=["width"]).sort_values("width")
     learned, unigram = final[final["width"] > 0], final[final["width"] == 0]
     ax.errorbar(learned["width"], learned["GLUE"], yerr=[learned["GLUE"] - learned["glue_min"],
@@ -152,7 +198,8 @@ def plot_glue_vs_width(final: pd.DataFrame, widths: dict, tasks: list[str], pape
                     yerr=[unigram["GLUE"] - unigram["glue_min"], unigram["glue_max"] - unigram["GLUE"]],
                     capsize=3, label="unigram (drawn at left)")
     ax.set_xscale("log", base=2)
-    finish(fig, ax, "generator hidden size", tasks, f"{title}\n(median over fine-tuning seeds; bars: min-max)", path)
+    readable_log_ticks(ax, [*learned["width"], *([learned["width"].min() / 2] if not unigram.empty else [])])
+    finish(fig, ax, "our generator's hidden size", tasks, f"{title}\n(median over fine-tuning seeds; bars: min-max)", path)
 
 
 def exit_weights(runs: dict) -> dict[str, pd.DataFrame]:
@@ -199,17 +246,21 @@ def exit_weight_lines(frames: dict[str, pd.DataFrame]) -> list[str]:
 
 
 def check_claim(claim: str, final: pd.DataFrame) -> str:
-    """'a > b' on final-checkpoint GLUE: agrees / disagrees, and whether the seed ranges overlap."""
+    """'a > b' on final-checkpoint GLUE: agrees or disagrees when the seed ranges are apart and neither side is
+    degenerate (one class predicted on at least half the tasks); undecided otherwise, saying why."""
     left, right = (s.strip() for s in claim.split(">"))
     rows = {r["run"]: r for _, r in final.iterrows()}
     if left not in rows or right not in rows:
         return f"| {claim} | not tested (runs missing) | |"
     a, b = rows[left], rows[right]
-    margin = a["GLUE"] - b["GLUE"]
+    degenerate = [r["run"] for r in (a, b) if r["degenerate"]]
     overlap = a["glue_min"] <= b["glue_max"] and b["glue_min"] <= a["glue_max"]
-    verdict = "agrees" if margin > 0 else "disagrees"
-    if overlap:
-        verdict += " (seed ranges overlap: not conclusive)"
+    if degenerate:
+        verdict = f"undecided ({' and '.join(degenerate)} predict one class on most tasks)"
+    elif overlap:
+        verdict = "undecided (the seed ranges overlap)"
+    else:
+        verdict = "agrees" if a["GLUE"] > b["GLUE"] else "disagrees"
     return (f"| {claim} | {verdict} | {a['GLUE']:.1f} [{a['glue_min']:.1f}, {a['glue_max']:.1f}] vs "
             f"{b['GLUE']:.1f} [{b['glue_min']:.1f}, {b['glue_max']:.1f}] |")
 
@@ -245,12 +296,13 @@ def render(out: Path) -> None:
         raise ValueError(f"{out / 'results.csv'} has no GLUE scores to report.")
     paper = paper_rows(meta.get("paper_experiment"))
     colors = palette(meta.get("variants") or list(dict.fromkeys(results["variant"])))
-    plot_glue_vs_flops(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png", colors)
+    plot_glue_vs_flops(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png", colors, scale)
     final = glue.sort_values("step").groupby("run", sort=False).tail(1)
     figures = ["![GLUE vs pre-train FLOPs](glue_vs_flops.png)"]
     if meta.get("figure") == "generator_width":
         widths = {run: info.get("generator_hidden") for run, info in meta.get("runs", {}).items()}
-        plot_glue_vs_width(final, widths, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_generator_width.png")
+        plot_glue_vs_width(final, widths, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_generator_width.png",
+                           scale)
         figures.insert(0, "![GLUE vs generator width](glue_vs_generator_width.png)")
     mixtures = exit_weights(meta.get("runs", {}))
     if mixtures:
@@ -279,7 +331,11 @@ def render(out: Path) -> None:
     lines += ["", "## Per task (final checkpoint, median over seeds)", "",
               "| run | " + " | ".join(tasks) + f" | {label} |", "|---|" + "---|" * (len(tasks) + 1)]
     for _, r in final.iterrows():
-        lines.append(f"| {r['run']} | " + " | ".join(fmt(r[t]) for t in tasks) + f" | {fmt(r['GLUE'])} |")
+        lines.append(f"| {r['run']} | " + " | ".join(fmt(r[t]) + ("*" if t in r["constant_tasks"] else "")
+                                                      for t in tasks) + f" | {fmt(r['GLUE'])} |")
+    if any(len(t) for t in final["constant_tasks"]):
+        lines += ["", "\\* every fine-tuning seed predicted one class (or one score) on dev: the majority class's "
+                  "score, nothing learnt."]
     lines += ["", "## Along the pre-training budget", "", f"| run | step | paper FLOPs | {label} | spread |",
               "|---|---|---|---|---|"]
     for _, r in glue.iterrows():
@@ -316,9 +372,9 @@ def finding(out: Path) -> str:
     claims = [check_claim(c, final) for c in meta.get("claims", [])]
     tested = [c for c in claims if "not tested" not in c]
     if claims:
-        agree = sum("| agrees" in c for c in tested)
-        conclusive = sum("| agrees" in c and "not conclusive" not in c for c in tested)
-        line += f"; the paper's claims: {agree} of {len(tested)} tested agree ({conclusive} outside the seed spread)"
+        counts = {v: sum(f"| {v}" in c for c in tested) for v in ("agrees", "disagrees", "undecided")}
+        line += (f"; the paper's claims, of {len(tested)} tested: {counts['agrees']} agree, {counts['disagrees']} "
+                 f"disagree, {counts['undecided']} undecided (degenerate or within the seed spread)")
         if len(tested) < len(claims):
             line += f", {len(claims) - len(tested)} not tested (runs missing)"
     return line

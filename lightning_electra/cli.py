@@ -3,6 +3,7 @@
     sweep <sweep> [--scale S] [--runs a,b] [--plan [csv]]  pre-train, fine-tune and report every run of a sweep
     plan <sweep> [--scale S] [--csv]                       what a sweep's runs would do, without training
     pretrain [--scale S] [--name N] variant=bert ...       pre-train one config (no fine-tuning)
+    data [--corpus wikitext-103] [--out DIR]               the corpus and GLUE from the hub, as the readers read them
     finetune <model dir> [--tasks RTE,MRPC] [--seeds N]    GLUE from any transformers ELECTRA directory
     export <run dir | last.ckpt | step dir> <out dir>      a run's models in transformers' format
     benchmark [flags]                                      pre-training throughput vs a plain transformers baseline
@@ -95,6 +96,23 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
     p.add_argument("--name", default="run", help="the run's name (its directory: <results>/<sweep>/<scale>/<name>-...)")
     p.add_argument("--sweep", default="runs", help="the folder under results_dir it goes in (default: runs)")
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+def data_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lightning_electra.data.download import download
+
+    out = Path(args.out or os.environ.get("DATA_DIR") or "data")
+    download(out, corpus=args.corpus, tasks=args.tasks, source_dir=Path(args.source_dir) if args.source_dir else None,
+             max_corpus_bytes=int(args.max_corpus_mb * 1e6) if args.max_corpus_mb else None)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="the data directory to fill (default: $DATA_DIR, else ./data)")
+    p.add_argument("--corpus", default="wikitext-103", help="wikitext-103 (default, a laptop's worth) or wikipedia")
+    p.add_argument("--tasks", type=lambda s: s.split(","), help="comma-separated GLUE tasks (default: all nine)")
+    p.add_argument("--max-corpus-mb", type=float, help="stop the corpus after this many MB of text")
+    p.add_argument("--source-dir", help="read datasets saved with save_to_disk here instead of the hub (a mirror)")
 
 
 # --- finetune, export ------------------------------------------------------------------------------------------------
@@ -206,6 +224,8 @@ COMMANDS: dict[str, tuple[str, Callable | None, Callable, bool, tuple]] = {
              plan_command, False, INPUT_ERRORS),
     "pretrain": ("pre-train one config (variant=... and any key=value)", _pretrain_args, pretrain_command, False,
                  INPUT_ERRORS),
+    "data": ("fetch the corpus and GLUE from the Hugging Face hub into the data directory (resumable)", _data_args,
+             data_command, False, INPUT_ERRORS),
     "finetune": ("fine-tune a transformers ELECTRA directory on GLUE and write the scores", _finetune_args,
                  finetune_command, False, (*INPUT_ERRORS, ValueError, OSError)),
     "export": ("write a run's models in transformers' format (from_pretrained)", _export_args, export_command, False,

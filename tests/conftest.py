@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "data"  # small real slices, in git (tests/fixtures/README.md)
 
 
 def shared_data() -> Path:
@@ -13,17 +14,25 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The fixture slices: every test but the `full_data` ones runs on them, with or without data beside."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def full_data_dir() -> Path:
+    """The whole data (DATA_DIR, else ../shared/data), for the tests marked `full_data`."""
     path = shared_data()
-    if not (path / "vocab" / "bert-base-uncased-vocab.txt").exists():
-        pytest.skip(f"real data not found at {path}: set DATA_DIR (e.g. DATA_DIR=../shared/data)")
+    if not (path / "glue").is_dir():
+        pytest.skip(f"the whole data is not at {path}: set DATA_DIR (these tests are marked full_data)")
     return path
 
 
 @pytest.fixture(scope="session")
-def special(data_dir):
+def special():
+    from lightning_electra.data.files import PACKAGED_VOCAB_FILE
     from lightning_electra.data.tokenizer import special_ids
 
-    return special_ids(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
+    return special_ids(PACKAGED_VOCAB_FILE)
 
 
 @pytest.fixture

@@ -17,9 +17,19 @@ from lightning_electra.data.glue import (TASKS, GlueCollator, GlueDataError, Glu
 from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
                                         warmup_linear_decay)
 
-DATA = Path(os.environ.get("DATA_DIR") or Path(__file__).parents[1].parent / "shared" / "data")
+from tests.conftest import FIXTURES, shared_data
+
+DATA = FIXTURES  # the tests' own slices; the `full_data` ones read the whole data (DATA_DIR)
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
-needs_data = pytest.mark.skipif(not (DATA / "glue").is_dir(), reason=f"no GLUE data under {DATA}")
+FULL = shared_data()
+
+
+def needs_data(test):
+    """The whole GLUE files (their published row and label counts): marked full_data, out of `make test`."""
+    return pytest.mark.full_data(pytest.mark.skipif(not (FULL / "glue").is_dir(), reason=f"no GLUE data under "
+                                                    f"{FULL}: set DATA_DIR")(test))
+
+
 needs_vocab = pytest.mark.skipif(not VOCAB.is_file(), reason=f"no vocabulary at {VOCAB}")
 
 
@@ -49,7 +59,7 @@ DEV_ROWS = {"CoLA": 1043, "SST-2": 872, "MRPC": 408, "STS-B": 1500, "RTE": 277, 
 @needs_data
 @pytest.mark.parametrize("task", list(DEV_ROWS))
 def test_real_dev_files(task: str) -> None:
-    examples = load_examples(DATA, task, "dev")
+    examples = load_examples(FULL, task, "dev")
     assert len(examples) == DEV_ROWS[task]
     spec = TASKS[task]
     assert all(isinstance(a, str) and a for a, _, _ in examples)
@@ -62,20 +72,20 @@ def test_real_dev_files(task: str) -> None:
 
 @needs_data
 def test_real_label_counts_and_train_rows() -> None:
-    cola = load_examples(DATA, "CoLA", "dev")
+    cola = load_examples(FULL, "CoLA", "dev")
     assert sum(y for _, _, y in cola) == 721  # acceptable, as published
-    mrpc = load_examples(DATA, "MRPC", "train")
+    mrpc = load_examples(FULL, "MRPC", "train")
     assert len(mrpc) == 3668 and sum(y for _, _, y in mrpc) == 2474
-    rte = load_examples(DATA, "RTE", "dev")
+    rte = load_examples(FULL, "RTE", "dev")
     assert rte[0][0].startswith("Dana Reeve") and rte[0][2] == TASKS["RTE"].labels.index("not_entailment")
-    assert len(load_examples(DATA, "SST-2", "train")) == 67349
+    assert len(load_examples(FULL, "SST-2", "train")) == 67349
 
 
 @needs_data
 def test_max_examples_is_a_fixed_subset_in_file_order() -> None:
-    full = load_examples(DATA, "CoLA", "dev")
-    a = load_examples(DATA, "CoLA", "dev", max_examples=64)
-    assert len(a) == 64 and a == load_examples(DATA, "CoLA", "dev", max_examples=64)
+    full = load_examples(FULL, "CoLA", "dev")
+    a = load_examples(FULL, "CoLA", "dev", max_examples=64)
+    assert len(a) == 64 and a == load_examples(FULL, "CoLA", "dev", max_examples=64)
     positions = [full.index(e) for e in a]
     assert positions == sorted(positions) and positions[-1] > 527  # reaches the out-of-domain half
 
@@ -222,11 +232,10 @@ def test_warmup_then_linear_decay() -> None:
 # ------------------------------------------------------------------------------------------- end to end
 
 
-@needs_data
 @needs_vocab
 def test_finetune_task_end_to_end(backbone: Path, tokenizer) -> None:
     cfg = FinetuneConfig(max_train_examples=64, max_eval_examples=64, task_epochs={"RTE": 2})
     result = finetune_task(backbone, "RTE", DATA, cfg, tokenizer, seed=1, accelerator="cpu")
-    assert set(result) == {"accuracy", "score"}
+    assert set(result) == {"accuracy", "constant", "score"}
     assert math.isfinite(result["score"]) and 0 <= result["score"] <= 100
     assert result["score"] == result["accuracy"]

@@ -26,8 +26,27 @@ _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
 _SUFFIX = {"dev": "", "dev_mismatched": "_mm"}  # result-key suffix per dev split
 
 
-def build_metrics(task: Union[str, GlueTask]) -> torchmetrics.MetricCollection:
-    """The task's dev metrics as torchmetrics objects, keyed by the names in `task.metrics` (0-1 scale)."""
+class ConstantPredictions(torchmetrics.Metric):
+    """1 when every dev prediction is the same (a fine-tune that learnt nothing: the majority class's score), else 0."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("low", default=torch.tensor(float("inf")), dist_reduce_fx="min")
+        self.add_state("high", default=torch.tensor(float("-inf")), dist_reduce_fx="max")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.low = torch.minimum(self.low, preds.min().float())
+        self.high = torch.maximum(self.high, preds.max().float())
+
+    def compute(self) -> torch.Tensor:
+        return (self.low == self.high).float()
+
+
+def build_metrics(task: Union[str, GlueTask], constant: bool = False) -> torchmetrics.MetricCollection:
+    """The task's dev metrics as torchmetrics objects, keyed by the names in `task.metrics` (0-1 scale); with
+    `constant`, also whether every prediction was the same (1: the fine-tune scores what the majority class would)."""
     spec = get_task(task)
     n = spec.num_labels
     make = {
@@ -39,7 +58,8 @@ def build_metrics(task: Union[str, GlueTask]) -> torchmetrics.MetricCollection:
     }
     with warnings.catch_warnings():  # Spearman's "keeps all predictions in memory": dev sets are small
         warnings.filterwarnings("ignore", message=r".*will save all targets and predictions.*")
-        return torchmetrics.MetricCollection({m: make[m]() for m in spec.metrics}, compute_groups=False)
+        extra = {"constant": ConstantPredictions()} if constant else {}
+        return torchmetrics.MetricCollection({**{m: make[m]() for m in spec.metrics}, **extra}, compute_groups=False)
 
 
 def layerwise_param_groups(model: nn.Module, lr: float, decay: float, num_layers: int, weight_decay: float,
@@ -125,7 +145,7 @@ class GlueClassifier(L.LightningModule):
             nn.init.normal_(self.head.weight, std=conf.initializer_range)
         nn.init.zeros_(self.head.bias)
         # One collection per dev split (MNLI: matched, mismatched), indexed by the dataloader.
-        self.dev_metrics = nn.ModuleList([build_metrics(self.task) for _ in self.dev_splits])
+        self.dev_metrics = nn.ModuleList([build_metrics(self.task, constant=True) for _ in self.dev_splits])
         self.dev_results: dict[str, float] = {}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

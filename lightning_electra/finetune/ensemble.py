@@ -79,7 +79,7 @@ class SeedEnsemble(L.LightningModule):
         self._groups = layerwise_param_groups(first, first.cfg.lr, first.cfg.layer_decay,
                                               first.backbone.config.num_hidden_layers, first.cfg.weight_decay,
                                               official=first.cfg.official_layer_decay)
-        self.dev_metrics = nn.ModuleList(nn.ModuleList(build_metrics(self.task) for _ in members)
+        self.dev_metrics = nn.ModuleList(nn.ModuleList(build_metrics(self.task, constant=True) for _ in members)
                                          for _ in self.dev_splits)
         self.dev_results: list[dict[str, float]] = [{} for _ in members]
 

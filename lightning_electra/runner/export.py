@@ -31,7 +31,7 @@ from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import write_json
+from lightning_electra.io import UnreadableFile, load_torch, write_json
 from lightning_electra.models import saveable
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.configs import load_run_config
@@ -92,7 +92,14 @@ def load_module(ckpt: Path, cfg: Config, config_path: Path | None):
     """The run's module with the checkpoint's weights, strictly: a mismatch names the variant that fits."""
     stage = RunLayout.stage_of(ckpt.parent)
     module = build_module(cfg, stage=stage)
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # a Lightning checkpoint is plain tensors/dicts
+    try:
+        saved = load_torch(ckpt)
+    except UnreadableFile as err:
+        raise ExportError(f"{err}: pass a run directory, a pretrain/last.ckpt or a checkpoints/step-* directory "
+                          "of this suite.") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ExportError(f"{ckpt} is not a Lightning checkpoint (no state_dict): pass a run directory, a "
+                          "pretrain/last.ckpt or a checkpoints/step-* directory of this suite.")
     state = saved["state_dict"]
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

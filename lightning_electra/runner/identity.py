@@ -7,7 +7,8 @@
 
 The directory is keyed by what pre-training depends on, and fine-tunes by what they depend on, so changing a
 fine-tuning setting never re-trains and asking for more seeds or tasks re-uses the fine-tunes already done. What a
-file holds, not where it lies, is part of the key: the vocabulary's contents and each GLUE task's files.
+file holds, not where it lies, is part of the key: the vocabulary's and the corpus's contents, each GLUE task's
+files.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_electra.config import Config, ConfigError, flatten, to_dict
-from lightning_electra.data.files import vocab_path
+from lightning_electra.data.files import data_file, vocab_path
 from lightning_electra.data.glue_tasks import TASKS, task_file
 from lightning_electra.io import file_digest
 
@@ -47,16 +48,24 @@ def _results_keys(cfg: Config) -> dict[str, Any]:
     keys = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
             and all(not k.startswith(section) or cfg.variant == variant for section, variant in VARIANT_SECTIONS.items())
             and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
-    try:  # what the vocabulary holds, not where it lies
-        keys["data.vocab"] = "sha256:" + file_digest(vocab_path(cfg.data))
-    except (ConfigError, OSError):
-        pass  # no file to read: its name stands for it (a run refuses it before any work)
+    # what the vocabulary and the corpus hold, not where they lie; a file not there is named instead (a run refuses
+    # it before any work)
+    keys["data.vocab"] = contents(lambda: vocab_path(cfg.data), cfg.data.vocab)
+    keys["data.corpus"] = [source if source.startswith("hub:") else contents(lambda: data_file(cfg.data, source),
+                                                                             source) for source in cfg.data.corpus]
     return keys
+
+
+def contents(locate, name: str) -> str:
+    try:
+        return "sha256:" + file_digest(locate())
+    except (ConfigError, OSError):
+        return name
 
 
 def config_hash(cfg: Config) -> str:
     """A short hash of everything that changes a run's results (not where it runs or where files go), the contents of
-    the vocabulary and of the GLUE files fine-tuned on included."""
+    the vocabulary, the corpus and the GLUE files fine-tuned on included."""
     glue = {f"glue.{task}": glue_digest(cfg, task) for task in cfg.finetune.tasks}
     return _hash({**_results_keys(cfg), **glue})
 

@@ -21,7 +21,7 @@ from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.distributed import global_rank
-from lightning_electra.io import atomic, write_json
+from lightning_electra.io import UnreadableFile, atomic, load_torch, write_json
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.loggers import make_loggers
@@ -100,7 +100,7 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
     steps, tokens and FLOPs done since pre-training began (`offset`: what earlier stages did)."""
     final = stage_dir / "final.pt"
     if final.exists():  # finished earlier: what the next stage starts from
-        saved = torch.load(final, map_location="cpu", weights_only=True)
+        saved = load_torch(final)
         return saved["state"], FlopsCounter(offset, saved["measured_flops_per_step"]).done(module, module.steps)
     counter = FlopsCounter(offset)
     guard = NonFiniteGuard(counter)
@@ -122,6 +122,8 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
           + f": {module.steps} steps, {module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
           + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
+    if guard.good_step != module.global_step:  # last.ckpt at the final step: what is exported is what was scored
+        trainer.save_checkpoint(resume)
     # on every rank: under FSDP this gathers the sharded weights onto rank 0 (the other ranks get nothing)
     state = {k: v.detach().cpu() for k, v in trainer.strategy.lightning_module_state_dict().items()}
     if module.stage < module.stages:  # what the next stage starts from: rank 0 saves it, every rank reads it back
@@ -129,7 +131,7 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
             with atomic(final) as tmp:
                 torch.save({"state": state, "measured_flops_per_step": counter.measured}, tmp)
         trainer.strategy.barrier()
-        state = torch.load(final, map_location="cpu", weights_only=True)["state"]
+        state = load_torch(final)["state"]
     return state, counter.done(module, module.steps)
 
 
@@ -138,11 +140,10 @@ def check_resumable(checkpoint: Path, module) -> int:
     on it with a long list of keys; returns its step. Run directories are keyed by a hash that includes both, so
     only a copied or moved file gets here."""
     try:
-        whole = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
-        saved = whole.get("state_dict", {})
-    except Exception as err:  # torch raises several types for a damaged file
-        raise ConfigError(f"{checkpoint} cannot be read ({type(err).__name__}: {err}); delete it to start this "
-                          "run's pre-training over.") from None
+        whole = load_torch(checkpoint, mmap=True)
+    except UnreadableFile as err:
+        raise ConfigError(f"{err}; delete it to start this run's pre-training over.") from None
+    saved = whole.get("state_dict", {})
     ours = module.state_dict()
     wrong = sorted(set(saved) ^ set(ours)) or [k for k in ours if saved[k].shape != ours[k].shape]
     if wrong:

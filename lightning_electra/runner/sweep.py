@@ -16,6 +16,7 @@ Runs already finished are skipped, so an interrupted sweep resumes by running th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -26,13 +27,14 @@ import pandas as pd
 
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
-from lightning_electra.io import git_commit, hardware, write_json
+from lightning_electra.io import git_commit, hardware, held_lock, write_json
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.results import COLUMNS, read_table, write_table
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.run import train_and_score
+from lightning_electra.runner.trainer import check_hardware
 
 
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
@@ -79,43 +81,53 @@ def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, se
     write_json(meta_path, meta)
 
 
-def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str) -> Path | None:
+def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str,
+              child: bool = False) -> Path | None:
     """Runs `selected` (of the sweep's `configs`) to the end, then writes the sweep's table and provenance; returns
-    the table (None on the ranks other than 0 of a distributed launch). Stopped by an error, it says what is kept."""
+    the table (None on the ranks other than 0 of a distributed launch). Stopped by an error, it says what is kept.
+    One sweep at a time per results directory: a lock names the process that holds it (`child`: a run of a parallel
+    sweep, whose parent holds it; a distributed launch's other ranks: rank 0 holds it)."""
     start = time.time()
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
           f"({', '.join(c.name for c in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
-    try:
+    lock = held_lock(results_dir / name / ".lock", str(results_dir / name)) if global_rank() == 0 and not child \
+        else contextlib.nullcontext()
+    with lock:
         if table_path.exists():  # another sweep's table in this one's place: say so before any training
             read_table(table_path, sweep=name)
-        # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and takes
-        # part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between pre-trainings
-        # would leave the other ranks waiting in the next run's first collective, which times out (30 minutes).
-        for current in selected:
-            train_and_score(current, name, finetune=False)
-        leave_process_group()
-        if global_rank() != 0:
-            return None
-        for current in selected:
-            train_and_score(current, name)
-    except BaseException:
-        # Nothing is lost: every finished stage of every run is on disk, and the sweep's table is only written below
-        if current is not None:
-            print(f"[sweep] stopped at run {current.name}. Finished pre-trainings, fine-tunes and run tables are "
-                  f"kept ({results_dir / name / scale}) and {table_path} is as it was; running the same "
-                  "command again skips what is done.", file=sys.stderr, flush=True)
-        raise
-    # every run of the sweep finished so far (this command's and earlier pieces'), in the sweep file's order
-    finished = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
-    finished = [(cfg, layout) for cfg, layout in finished if layout.table(cfg).exists()]
-    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
-    if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
-        print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these settings: "
-              f"{', '.join(missing)}", flush=True)
-    table_path = collect(name, scale, [layout.table(cfg) for cfg, layout in finished], results_dir)
-    runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout in finished}
-    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, time.time() - start)
+        for cfg in selected:  # devices that are not there, a batch they cannot split: before any run
+            check_hardware(cfg)
+        try:
+            # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
+            # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
+            # pre-trainings would leave the other ranks waiting in the next run's first collective (30 minutes).
+            for current in selected:
+                train_and_score(current, name, finetune=False)
+            leave_process_group()
+            if global_rank() != 0:
+                return None
+            for current in selected:
+                train_and_score(current, name)
+        except BaseException:
+            # Nothing is lost: every finished stage of every run is on disk; the sweep's table is only written below
+            if current is not None:  # what is checked before any run (config, data, devices) never gets here
+                print(f"[sweep] stopped at run {current.name}. Finished pre-trainings, fine-tunes and run tables are "
+                      f"kept ({results_dir / name / scale}) and {table_path} is as it was; running the same "
+                      "command again skips what is done.", file=sys.stderr, flush=True)
+            raise
+        if child:
+            return None  # a parallel sweep's parent writes the table, once every run is done
+        # every run of the sweep finished so far (this command's and earlier pieces'), in the sweep file's order
+        finished = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
+        finished = [(cfg, layout) for cfg, layout in finished if layout.table(cfg).exists()]
+        missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
+        if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
+            print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these "
+                  f"settings: {', '.join(missing)}", flush=True)
+        table_path = collect(name, scale, [layout.table(cfg) for cfg, layout in finished], results_dir)
+        runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout in finished}
+        record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, time.time() - start)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path
