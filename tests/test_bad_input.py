@@ -21,6 +21,7 @@ from lightning_electra.runner.configs import load_config
 from lightning_electra.runner.identity import config_hash
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel"
+FIXTURE_CORPUS = __import__("tests.conftest", fromlist=["FIXTURES"]).FIXTURES / "corpus" / "sample-20mb.txt.xz"
 
 
 def error(kind, call, *args, **kwargs) -> str:
@@ -276,3 +277,152 @@ def test_an_error_in_one_run_keeps_what_earlier_runs_did(tmp_path, data_dir, mon
     assert previous.read_text() == before and done.exists()
     note = capsys.readouterr().err
     assert "stopped at run tie-embeddings" in note and "kept" in note and "same command again" in note
+
+
+# --------------------------------------------------------------------------------------------- a newcomer's first hour
+@pytest.mark.parametrize("override, message", [
+    ("train.flops_budget=-1", "train.flops_budget must be above 0; got -1"),
+    ("finetune.seeds=0", "finetune.seeds must be at least 1; got 0"),
+    ("train.steps=0", "train.steps must be at least 1"),
+    ("data.max_seq_length=4", "data.max_seq_length must be at least 5"),
+    ("model.dropout=1.5", "model.dropout must lie in [0, 1)"),
+    ("train.warmup_fraction=1.0", "train.warmup_fraction must lie in [0, 1)"),
+    ("finetune.task_epochs.RTE=0", "at least 1 epoch"),
+])
+def test_an_out_of_range_value_names_the_key_and_its_range(override, message):
+    assert message in error(ConfigError, load_config, "smoke", overrides=[override])
+
+
+def test_a_config_error_comes_before_torch_is_imported():
+    """Seconds, not the 15 of the heavy imports: the command line checks the schema's rules first."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom lightning_electra.cli import main\ntry:\n    main(['sweep', 'weight-sharing', "
+            "'train.lr_rate=1'])\nexcept SystemExit as err:\n    print(err.code)\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "Unknown config key 'train.lr_rate'" in out and "Did you mean train.lr" in out
+    assert out.strip().endswith("False"), "torch was imported before the message"
+
+
+def test_a_missing_data_directory_says_make_data_before_any_work(tmp_path, capsys):
+    from tests.conftest import sweep_main as main
+
+    with pytest.raises(SystemExit) as err:
+        main(["training-algorithms", f"data.data_dir={tmp_path / 'nowhere'}", f"results_dir={tmp_path / 'r'}"])
+    assert "does not exist" in str(err.value.code) and "make data" in str(err.value.code)
+    assert "stopped at run" not in capsys.readouterr().err  # nothing ran, so nothing is said to be kept
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("sentence\nit is good\nit is bad\n", "1 tab-separated column(s), but SST-2 reads 2"),  # no label column
+    ("", "holds no SST-2 examples"),
+    ("sentence\tlabel\n", "holds no SST-2 examples"),
+])
+def test_a_glue_file_without_labels_or_rows_is_refused_before_pretraining(tmp_path, data_dir, content, message):
+    from lightning_electra.data.files import check_data
+
+    root = tmp_path / "data"
+    for part in ("corpus", "vocab"):
+        (root / part).mkdir(parents=True)
+        for f in (data_dir / part).iterdir():
+            (root / part / f.name).write_bytes(f.read_bytes())
+    (root / "glue" / "SST-2").mkdir(parents=True)
+    (root / "glue" / "SST-2" / "train.tsv").write_text(content)
+    (root / "glue" / "SST-2" / "dev.tsv").write_bytes((data_dir / "glue" / "SST-2" / "dev.tsv").read_bytes())
+    cfg = load_config("smoke", overrides=[f"data.data_dir={root}", "finetune.tasks=[SST-2]"])
+    msg = error(GlueDataError, check_data, cfg)
+    assert message in msg and "train.tsv" in msg
+
+
+@pytest.mark.parametrize("setting, warning", [
+    (["data.vocab=vocab/small.txt"], "of the corpus tokens are [UNK]"),  # a 1,000-line vocabulary
+    (["data.max_seq_length=8"], "keep 5% of the corpus's tokens"),
+])
+def test_a_vocabulary_or_length_that_loses_the_text_is_warned_about(own_data, tmp_path, capsys, setting, warning):
+    (own_data / "vocab" / "small.txt").write_text("\n".join((own_data / "vocab" / "v.txt").read_text()
+                                                             .splitlines()[:1000]) + "\n")
+    (own_data / "corpus" / "c.txt").write_bytes(lzma.open(FIXTURE_CORPUS, "rb").read())
+    PretrainDataModule(own_cfg(own_data, tmp_path, *setting)).prepare_data()
+    assert warning in capsys.readouterr().out
+
+
+def test_edited_data_files_are_new_results(own_data, tmp_path):
+    """What a file holds is part of the hash, not only where it lies: an edited GLUE file or vocabulary re-runs."""
+    from lightning_electra.runner.identity import RunLayout, pretrain_hash
+
+    cfg = own_cfg(own_data, tmp_path)
+    before = (config_hash(cfg), pretrain_hash(cfg), RunLayout.of(cfg, "s").finetune_result(cfg, tmp_path, "RTE", 0))
+    dev = own_data / "glue" / "RTE" / "dev.tsv"
+    dev.write_text(dev.read_text() + "1\tc\td\tnot_entailment\n")
+    after = (config_hash(cfg), pretrain_hash(cfg), RunLayout.of(cfg, "s").finetune_result(cfg, tmp_path, "RTE", 0))
+    assert after[0] != before[0] and after[1] == before[1] and after[2] != before[2]  # GLUE: no re-training
+    vocab = own_data / "vocab" / "v.txt"
+    vocab.write_text(vocab.read_text().replace("[unused0]", "[unused-zero]"))
+    assert pretrain_hash(cfg) != before[1]
+
+
+def test_a_dotted_word_after_a_make_target_is_an_override():
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "weight-sharing", "train.lr=1e-3", "finetune.tasks=[RTE]"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "sweep" in out and "weight-sharing train.lr=1e-3 finetune.tasks=[RTE]" in out
+
+
+def test_two_sweeps_on_one_results_directory_cannot_both_run(tmp_path, data_dir):
+    """The second names the first (process id, command) and stops; a dead holder's lock is taken over."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    lock = tmp_path / "results" / "weight-sharing" / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "command": "the first sweep",
+                                "since": "now"}))
+    with pytest.raises(SystemExit) as err:
+        sweep_main(tmp_path, data_dir)
+    assert f"process {os.getpid()}" in str(err.value.code) and "the first sweep" in str(err.value.code)
+    assert not (tmp_path / "results" / "weight-sharing" / "smoke").exists()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock.write_text(json.dumps({"pid": gone.pid, "host": os.uname().nodename, "command": "a killed sweep"}))
+    from lightning_electra.io import held_lock
+
+    with held_lock(lock, "the results"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()  # taken over
+    assert not lock.exists()  # and let go
+
+
+@pytest.mark.parametrize("errno_, cause", [(28, "the disk is full"), (30, "the file system is read-only")])
+def test_a_failed_write_names_the_file_keeps_the_last_good_one_and_leaves_no_temp(tmp_path, monkeypatch, errno_,
+                                                                                  cause):
+    from lightning_electra.io import WriteError
+    from lightning_electra.runner.trainer import AtomicCheckpointIO
+
+    path = tmp_path / "pretrain" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"half a checkpoint")
+        raise OSError(errno_, "No space left on device" if errno_ == 28 else "Read-only file system")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    msg = error(WriteError, AtomicCheckpointIO().save_checkpoint, {"step": 2}, path)
+    assert str(path) in msg and cause in msg
+    assert torch.load(path, weights_only=True) == {"step": 1}, "the last good checkpoint is kept"
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"], "no partial temporary file"
+
+
+def test_exporting_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, smoke_cfg):
+    from lightning_electra.runner.configs import save_config
+    from lightning_electra.runner.export import ExportError, export
+
+    (tmp_path / "notes.ckpt").write_text("these are my notes, not a checkpoint")
+    save_config(smoke_cfg(), tmp_path / "config.yaml")
+    msg = error(ExportError, export, tmp_path / "notes.ckpt", tmp_path / "out", config=tmp_path / "config.yaml")
+    assert "notes.ckpt cannot be read" in msg and "pass a run directory" in msg
+    assert "weights_only" not in msg and "\n" not in msg

@@ -149,3 +149,24 @@ def test_unknown_or_missing_loggers_are_config_errors(smoke_cfg):
     if importlib.util.find_spec("wandb") is None:  # opt-in and not installed: refused before any work
         with pytest.raises(ConfigError, match="wandb, which is not installed"):
             smoke_cfg("train.loggers=[csv,tensorboard,wandb]")
+
+
+def test_a_run_directory_exports_the_weights_its_last_step_ended_with(data_dir, tmp_path):
+    """Checkpoints come every steps // 10 steps, but last.ckpt is saved again at the final step: the exported model
+    is the one the report scored (its step-* encoder), and export.json says which step it is."""
+    from safetensors.torch import load_file
+
+    cfg = load_config("smoke", overrides=[
+        f"data.data_dir={data_dir}", f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.max_corpus_bytes=200000", "train.flops_budget=null", "train.steps=25", "train.checkpoint_fractions=[1.0]",
+        "model.dropout=0", "model.attention_dropout=0"])
+    out = run_dir(cfg, "export-final")
+    out.mkdir(parents=True)
+    save_config(cfg, out / "config.yaml")
+    pretrain(cfg, out)  # checkpoints at steps 2, 4, ..., 24, and the final one at 25
+    meta = export(out, tmp_path / "exported")
+    assert meta["step"] == 25
+    scored = load_file(out / "checkpoints" / "step-0000025" / "model.safetensors")
+    exported = load_file(tmp_path / "exported" / "discriminator" / "model.safetensors")
+    for name, weight in scored.items():
+        torch.testing.assert_close(exported[f"electra.{name}"], weight, msg=name)

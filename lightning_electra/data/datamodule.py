@@ -66,7 +66,15 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
     start = time.time()
     counts = np.zeros(ids.vocab_size, dtype=np.int64)
     examples = []
-    for example in pack(_token_lines(iter_lines(data_dir, data.corpus, data.max_corpus_bytes), tokenizer), builder):
+    read = [0]  # tokens the corpus holds, against those the examples keep (packing truncates segments)
+
+    def counted(lines):
+        for tokens in lines:
+            read[0] += len(tokens) if tokens else 0
+            yield tokens
+
+    for example in pack(counted(_token_lines(iter_lines(data_dir, data.corpus, data.max_corpus_bytes), tokenizer)),
+                        builder):
         examples.append(example)
         if len(examples) % 50_000 == 0:
             log(f"[data] packed {len(examples):,} examples ({time.time() - start:.0f}s)")
@@ -75,8 +83,10 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
                           "Point data.corpus at text files with one paragraph a line.")
     array = to_array(examples, data.max_seq_length, ids.pad)
     np.add.at(counts, array[array != ids.pad].astype(np.int64), 1)
+    text = int(counts.sum() - counts[ids.cls] - counts[ids.sep])
     meta = {"examples": len(array), "tokens": int((array != ids.pad).sum()), "seconds": round(time.time() - start, 1),
-            "corpus": data.corpus, "max_corpus_bytes": data.max_corpus_bytes, "max_seq_length": data.max_seq_length}
+            "corpus": data.corpus, "max_corpus_bytes": data.max_corpus_bytes, "max_seq_length": data.max_seq_length,
+            "corpus_tokens": read[0], "kept_share": text / max(1, read[0]), "unk_share": int(counts[ids.unk]) / max(1, text)}
     with atomic(out_dir, keep_existing=True) as tmp:  # another process (a rank, a run) may finish the same first
         tmp.mkdir()
         np.save(tmp / "examples.npy", array)
@@ -84,6 +94,20 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     log(f"[data] packed {meta['examples']:,} examples, {meta['tokens']:,} tokens in {meta['seconds']}s -> {out_dir}")
     return out_dir
+
+
+def corpus_warnings(meta: dict, data: DataConfig) -> list[str]:
+    """What a packed corpus says about its settings: too many [UNK] (a vocabulary that does not fit the text), or
+    most of the text cut away (sequences too short for the corpus's segments)."""
+    warnings = []
+    if meta.get("unk_share", 0) > 0.05:
+        warnings.append(f"{meta['unk_share']:.0%} of the corpus tokens are [UNK] under {data.vocab}: is it the "
+                        "vocabulary this text needs (BERT's uncased one: data.vocab=bert-base-uncased)?")
+    if meta.get("kept_share", 1) < 0.3:  # a paragraph a line at 128 tokens keeps about 60% (the official OWT way)
+        warnings.append(f"the examples keep {meta['kept_share']:.0%} of the corpus's tokens: at "
+                        f"data.max_seq_length={data.max_seq_length} packing cuts most segments short; the paper "
+                        "uses 128 (Small) or 512 (Base).")
+    return warnings
 
 
 def batch_layout(batch_size: int, world: int, max_device_batch: int | None = None) -> tuple[int, int]:
@@ -192,6 +216,8 @@ class PretrainDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if not (self.cache / "examples.npy").exists():
             build_packed_corpus(self.cfg.data, self.cache)
+        for warning in corpus_warnings(json.loads((self.cache / "meta.json").read_text()), self.cfg.data):
+            print(f"[data] warning: {warning}", flush=True)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = PackedExamples(self.cache / "examples.npy")

@@ -1,0 +1,75 @@
+"""Reports a researcher can trust, from a results table made here: claims undecided when a side is degenerate or
+the seed ranges overlap, constant-prediction fine-tunes marked, the scale's caveat on the figure, one name per
+variant, ticks that do not overlap."""
+
+import json
+
+import pandas as pd
+
+from analysis.report import check_claim, figure, glue_table, paper_rows, palette, readable_log_ticks, render
+from lightning_electra.results import COLUMNS
+
+TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]
+
+
+def rows(run, variant, scores, constant=()):
+    """Two seeds per task: `scores` is the task's value for seed 0; seed 1 is one point above."""
+    out = []
+    for task, value in zip(TASKS, scores):
+        for seed in (0, 1):
+            base = {**dict.fromkeys(COLUMNS, 0), "sweep": "s", "run": run, "variant": variant, "scale": "smoke",
+                    "step": 10, "tokens": 100, "flops_paper": 2e12, "flops_measured": 1e12, "task": task,
+                    "finetune_seed": seed, "commit": "c", "config_hash": "h"}
+            out += [{**base, "metric": "score", "value": value + seed},
+                    {**base, "metric": "constant", "value": 100.0 if task in constant else 0.0}]
+    return out
+
+
+def final(*runs):
+    glue, _ = glue_table(pd.DataFrame([r for run in runs for r in run]))
+    return glue
+
+
+def test_a_claim_is_undecided_when_a_side_is_degenerate_or_the_seeds_overlap():
+    good = rows("electra", "electra", [50, 90, 85, 80, 65])
+    majority = rows("bert", "bert", [0, 50, 68, 10, 50], constant=("CoLA", "SST-2", "MRPC"))
+    assert "undecided (bert predict one class on most tasks)" in check_claim("electra > bert", final(good, majority))
+    close = rows("bert", "bert", [50, 89.5, 85, 80, 65])
+    assert "undecided (the seed ranges overlap)" in check_claim("electra > bert", final(good, close))
+    far = rows("bert", "bert", [30, 80, 70, 60, 55])
+    assert "| agrees |" in check_claim("electra > bert", final(good, far))
+    assert "| disagrees |" in check_claim("bert > electra", final(good, far))
+
+
+def test_constant_fine_tunes_are_marked_in_the_summary(tmp_path):
+    out = tmp_path / "smoke" / "s"
+    out.mkdir(parents=True)
+    pd.DataFrame(rows("electra", "electra", [50, 90, 85, 80, 65]) + rows("bert", "bert", [0, 50, 68, 10, 50],
+                 constant=("SST-2",))).to_csv(out / "results.csv", index=False)
+    (out / "sweep.json").write_text(json.dumps({"claims": ["electra > bert"], "invocations": [], "runs": {}}))
+    render(out)
+    summary = (out / "summary.md").read_text()
+    assert "| bert | 0.5 | 50.5* |" in summary and "the majority class's score" in summary
+    assert "Scale smoke is a pipeline check" in summary
+
+
+def test_the_figure_carries_the_scale_caveat_and_one_name_per_variant():
+    paper = paper_rows("training_algorithms")
+    assert "two-stage" in set(paper["variant"]) and "two_stage" not in set(paper["variant"])  # our spelling
+    fig, ax = figure(paper, palette(["electra", "two-stage"]), "smoke")
+    assert "pipeline check" in fig._suptitle.get_text()
+    fig, ax = figure(paper, {}, "tiny")
+    assert fig._suptitle is None
+
+
+def test_log_ticks_do_not_crowd():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.plot([2.0e12, 2.005e12, 4e12, 1.7e12], [1, 2, 3, 4])
+    readable_log_ticks(ax, [2.0e12, 2.005e12, 4e12, 1.7e12])
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels == ["1.7e12", "4e12"]  # 2e12 within 30% of 1.7e12: one label, not two over each other
+    plt.close(fig)
