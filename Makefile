@@ -5,7 +5,9 @@
 #   ARGS="--flag ..."             (a tool's own flags: benchmark, benchmark-finetune; e.g. ARGS="--seeds 10")
 #   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
 #   RUNS=a,b                      (a sweep in pieces: only these runs now; the table and report take all finished)
-#   PLAN=1 | PLAN=csv             (print each run's steps, FLOPs, checkpoints and fine-tunes, then stop; no training)
+#   PLAN=1 | PLAN=csv             (print each run's steps, FLOPs, checkpoints, fine-tunes and estimated minutes; stop)
+#   PARALLEL=N                    (N runs at once on this machine's device, each its own process; with PLAN, the time)
+#   BUDGET_MINUTES=M              (with PLAN: whether the sweep fits M minutes, else RUNS= pieces that do)
 SHELL := /bin/bash
 PYTHON ?= python3
 SCALE ?=
@@ -24,10 +26,11 @@ endif
 override OVERRIDES += $(strip $(foreach v,$(.VARIABLES),$(if $(and $(findstring .,$(v)),$(filter command line,$(origin $(v)))),$(v)=$($(v)))))
 CLI = $(PYTHON) -m lightning_electra
 SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
+	$(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES)) \
 	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),csv,table)) $(1) $(OVERRIDES)
 
 .PHONY: help install data test test-full-data test-all ablation-training-algorithms weight-sharing generator-size efficiency \
-	small-model amos all-sweeps pretrain benchmark benchmark-finetune reports export clean-results
+	small-model amos all-sweeps pretrain benchmark benchmark-finetune gpu-window reports export clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -76,6 +79,10 @@ benchmark:  ## pre-training throughput of every variant vs a plain transformers 
 
 benchmark-finetune:  ## GLUE fine-tuning time, seeds one by one vs one batched ensemble -> analysis/reports/benchmark/
 	$(CLI) benchmark-finetune $(if $(SCALE),--scale $(SCALE)) $(ARGS) $(OVERRIDES)
+
+gpu-window:  ## one lent GPU's command (<= 9 min): benchmark, plan, a timed sweep -> OUT/window.{tar.gz,txt}
+	$(if $(OUT),,$(error make gpu-window needs OUT=<dir>; see experiments/gpu_window.sh for SWEEP, SCALE, PARALLEL))
+	$(if $(SCALE),SCALE=$(SCALE)) $(if $(PARALLEL),PARALLEL=$(PARALLEL)) experiments/gpu_window.sh $(OUT)
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
 	$(CLI) report

@@ -1,7 +1,7 @@
 """The suite's one command line: `python -m lightning_electra <command> ... [key=value ...]`.
 
-    sweep <sweep> [--scale S] [--runs a,b] [--plan [csv]]  pre-train, fine-tune and report every run of a sweep
-    plan <sweep> [--scale S] [--csv]                       what a sweep's runs would do, without training
+    sweep <sweep> [--scale S] [--runs a,b] [--parallel N]  pre-train, fine-tune and report every run of a sweep
+    plan <sweep> [--scale S] [--csv] [--budget-minutes M]  what a sweep's runs would do and how long, no training
     pretrain [--scale S] [--name N] variant=bert ...       pre-train one config (no fine-tuning)
     data [--corpus wikitext-103] [--out DIR]               the corpus and GLUE from the hub, as the readers read them
     finetune <model dir> [--tasks RTE,MRPC] [--seeds N]    GLUE from any transformers ELECTRA directory
@@ -41,26 +41,39 @@ def command_line(argv: list[str]) -> str:
 def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.configs import check_sweep
 
-    check_sweep(args.sweep, args.scale, overrides, data=not args.plan)  # in seconds: a typo costs no imports
+    check_sweep(args.sweep, args.scale, overrides, data=not args.plan and not args.child)  # in seconds, no torch
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
 
-    sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=args.plan != "csv")
+    sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=args.plan != "csv" and not args.child)
     name = sweep["name"]
-    selected = select(configs, args.runs, name)
+    selected = [] if args.collect else select(configs, args.runs, name)
     if args.plan:
-        return print_plan(name, selected, args.plan)
-    table = run_sweep(name, sweep, configs, selected, command_line(args.argv))
+        return print_plan(name, selected, args.plan, times=not args.no_time, parallel=args.parallel,
+                          budget_minutes=args.budget_minutes)
+    failed = []
+    if args.parallel > 1 and not args.child:
+        from lightning_electra.runner.parallel import run_parallel
+
+        table, failed = run_parallel(name, sweep, args.sweep, configs, selected, overrides, args.parallel,
+                                     command_line(args.argv))
+    else:
+        table = run_sweep(name, sweep, configs, selected, command_line(args.argv), child=args.child)
     if table is not None and not args.no_report:
         from analysis.report import REPORTS, build_report, write_index
 
         reports = Path(args.reports_dir) if args.reports_dir else REPORTS
         print(f"[sweep] report: {build_report(name, configs[0].scale, table.parent.parent, reports)}", flush=True)
         write_index(reports)
+    if failed:
+        from lightning_electra.runner.parallel import RunsFailed, failure_message
+
+        raise RunsFailed(failure_message(name, failed, Path(configs[0].results_dir) / name / configs[0].scale / "logs"))
 
 
 def plan_command(args: argparse.Namespace, overrides: list[str]) -> None:
     args.plan, args.no_report, args.reports_dir = ("csv" if args.csv else "table"), True, None
+    args.child = args.collect = False
     sweep_command(args, overrides)
 
 
@@ -83,13 +96,24 @@ def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
     p.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
                    "pieces, e.g. one per command on a lent machine); the table and report take every finished run")
+    p.add_argument("--parallel", type=int, default=int(os.environ.get("PARALLEL") or 1), metavar="N",
+                   help="run N runs at once on this machine's device, each its own process (default: $PARALLEL, "
+                   "else 1); with --plan, the estimate for N at once")
+    p.add_argument("--no-time", action="store_true", help="plan without the time estimates (no measured steps)")
+    p.add_argument("--budget-minutes", type=float, metavar="M", help="with a plan: whether the sweep fits M minutes, "
+                   "and if not, RUNS= pieces that each do")
     if plan:
         p.add_argument("--csv", action="store_true", help="the rows as CSV, for scripts")
         return
     p.add_argument("--plan", nargs="?", const="table", choices=["table", "csv"], default=None,
-                   help="print what each run would do (steps, FLOPs, checkpoints, fine-tunes) and stop; csv: as CSV")
+                   help="print what each run would do (steps, FLOPs, checkpoints, fine-tunes, estimated minutes) and "
+                   "stop; csv: as CSV")
     p.add_argument("--no-report", action="store_true", help="only run and collect; skip the report")
+    p.add_argument("--collect", action="store_true", help="train nothing: the table and report of the runs finished "
+                   "so far (e.g. after a sweep was stopped)")
     p.add_argument("--reports-dir", default=None, help="where reports go (default: analysis/reports)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a run of a parallel sweep (its parent
+    # holds the lock and writes the table)
 
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
+from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.objectives import OBJECTIVES as VARIANTS
 from lightning_electra.runner.configs import load_config
-from lightning_electra.tools.baseline import (SMALL_MODEL, batch_from_ids, plain_electra_objective, plain_mlm_objective,
-                                              synthetic_ids)
+from lightning_electra.tools.baseline import SMALL_MODEL, plain_electra_objective, plain_mlm_objective
 from lightning_electra.tools.benchmark_report import COLUMNS
 
 # No data needed: random ids shaped like packed examples, BERT's special ids, a small vocabulary for speed.

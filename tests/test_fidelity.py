@@ -52,7 +52,7 @@ def test_the_plan_prints_a_row_per_run_as_csv(capsys):
 
     from lightning_electra.cli import main
 
-    main(["plan", "small-model", "--scale", "small", "--csv"])
+    main(["plan", "small-model", "--scale", "small", "--csv", "--no-time"])
     frame = pd.read_csv(StringIO(capsys.readouterr().out))
     assert list(frame["run"]) == ["electra", "bert"] and list(frame["steps"]) == [1_000_000, 1_450_000]
     assert {"variant", "batch_size", "paper_flops", "checkpoints", "tasks", "seeds"} <= set(frame.columns)

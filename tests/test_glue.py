@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 import types
 from pathlib import Path
@@ -16,7 +15,6 @@ from lightning_electra.data.glue import (TASKS, GlueCollator, GlueDataError, Glu
                                          build_tokenizer, load_examples)
 from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
                                         warmup_linear_decay)
-
 from tests.conftest import FIXTURES, shared_data
 
 DATA = FIXTURES  # the tests' own slices; the `full_data` ones read the whole data (DATA_DIR)

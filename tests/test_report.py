@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from analysis.report import check_claim, figure, glue_table, paper_rows, palette, readable_log_ticks, render
+from analysis.report import check_claim, figure, glue_table, palette, paper_rows, readable_log_ticks, render
 from lightning_electra.results import COLUMNS
 
 TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]

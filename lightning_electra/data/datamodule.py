@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lightning_electra.config import Config, ConfigError, DataConfig
 from lightning_electra.data.corpus import CorpusError, iter_lines
 from lightning_electra.data.files import corpus_files, vocab_path
-from lightning_electra.data.packing import ExampleBuilder, pack, to_array, token_type_ids
+from lightning_electra.data.packing import ExampleBuilder, batch_from_ids, pack, to_array
 from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
 from lightning_electra.distributed import local_rank
 from lightning_electra.io import atomic, atomic_write_text
@@ -260,10 +260,7 @@ class PretrainDataModule(L.LightningDataModule):
         return batch_layout(self.cfg.train.batch_size, self._world(), self.cfg.train.max_device_batch)[0]
 
     def collate(self, rows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        input_ids = torch.stack(rows)
-        return {"input_ids": input_ids,
-                "token_type_ids": token_type_ids(input_ids, self.special.sep, self.special.pad),
-                "attention_mask": (input_ids != self.special.pad).long()}
+        return batch_from_ids(torch.stack(rows), self.special)
 
     def train_dataloader(self) -> DataLoader:
         batch, seed = self.per_device_batch(), self.cfg.train.seed

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from itertools import islice
+from pathlib import Path
 
 from lightning_electra.config import Config, ConfigError, DataConfig
 from lightning_electra.data.corpus import file_lines

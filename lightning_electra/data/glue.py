@@ -9,9 +9,19 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from lightning_electra.data.glue_tasks import (TASKS, Example, GlueDataError, GlueTask,  # noqa: F401 (re-exported)
-                                               available_tasks, both_orders, get_task, glue_root, load_examples,
-                                               task_file, unit_targets)
+from lightning_electra.data.glue_tasks import (  # noqa: F401 (re-exported)
+    TASKS,
+    Example,
+    GlueDataError,
+    GlueTask,
+    available_tasks,
+    both_orders,
+    get_task,
+    glue_root,
+    load_examples,
+    task_file,
+    unit_targets,
+)
 from lightning_electra.data.tokenizer import build_tokenizer
 
 # ----------------------------------------------------------------------------------------------- tokenisation

@@ -84,3 +84,24 @@ def token_type_ids(input_ids: torch.Tensor, sep_id: int, pad_id: int) -> torch.T
     is_sep = (input_ids == sep_id).long()
     after_first_sep = (is_sep.cumsum(-1) - is_sep).clamp(max=1)
     return after_first_sep * (input_ids != pad_id)
+
+
+def batch_from_ids(input_ids: torch.Tensor, special: SpecialIds) -> dict[str, torch.Tensor]:
+    """The DataModule's collate: ids, segment ids, attention mask."""
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids(input_ids, special.sep, special.pad),
+            "attention_mask": (input_ids != special.pad).long()}
+
+
+def synthetic_ids(rows: int, seq: int, special: SpecialIds, seed: int = 0) -> torch.Tensor:
+    """Random word ids shaped like packed examples: [CLS] A [SEP] B [SEP], 5% of rows shorter and padded."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(min(999, special.vocab_size // 2), special.vocab_size, (rows, seq), generator=g)  # past [unused]
+    lengths = torch.full((rows,), seq)
+    short = torch.rand(rows, generator=g) < 0.05
+    lengths[short] = torch.randint(8, seq, (int(short.sum()),), generator=g)
+    split = (lengths * (0.25 + 0.5 * torch.rand(rows, generator=g))).long()
+    pos = torch.arange(seq)[None]
+    ids[:, 0] = special.cls
+    ids = torch.where(pos == split[:, None], special.sep, ids)
+    ids = torch.where(pos == lengths[:, None] - 1, special.sep, ids)
+    return torch.where(pos >= lengths[:, None], special.pad, ids)

@@ -15,11 +15,10 @@ from torch.utils.data import DataLoader
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import GlueCollator
-from lightning_electra.data.glue_tasks import GlueTask, get_task
+from lightning_electra.data.glue_tasks import GlueTask, get_task, glue_tasks
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune.classifier import (GlueClassifier, build_metrics, check_vocab, glue_trainer,
                                                    layerwise_param_groups, load_backbone, quiet, with_score)
-from lightning_electra.data.glue_tasks import glue_tasks
 from lightning_electra.finetune.data import encoded, task_splits
 from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.optim import warmup_linear_decay

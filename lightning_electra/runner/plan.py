@@ -31,9 +31,64 @@ def plan_rows(configs: list[Config]) -> list[dict]:
     return rows
 
 
-def print_plan(sweep: str, configs: list[Config], style: str) -> None:
+TIME_COLUMNS = ["pretrain_min", "glue_min"]
+
+
+def add_times(rows: list[dict], configs: list[Config]) -> None:
+    """Each row's estimated pre-training and GLUE minutes on the device at hand (runner.rates: measured, cached)."""
+    from lightning_electra.runner.rates import Rates, estimate
+
+    for row, cfg in zip(rows, configs):
+        e = estimate(cfg, budget(cfg), Rates(cfg.data.cache_dir))
+        row["pretrain_min"] = e["pretrain_s"] / 60
+        row["glue_min"] = None if e["glue_s"] is None else e["glue_s"] / 60
+
+
+def contention(parallel: int) -> float:
+    """How much slower each of `parallel` runs sharing this machine goes than one alone: on a CPU, the cores they
+    ask for (torch's threads each) over the cores there are; on a GPU, a run alone leaves it idle part of a step, so
+    `parallel` runs share it as if each took the whole of it (a bound: MPS overlaps their kernels better)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return float(parallel)
+    return max(1.0, parallel * torch.get_num_threads() / (os.cpu_count() or 1))
+
+
+def makespan(minutes: list[float], parallel: int, slowdown: float) -> float:
+    """Longest-first onto the least loaded of `parallel` lanes, each run `slowdown` times its time alone."""
+    lanes = [0.0] * parallel
+    for m in sorted(minutes, reverse=True):
+        lanes[lanes.index(min(lanes))] += m * slowdown
+    return max(lanes)
+
+
+def pieces(names: list[str], minutes: list[float], budget_minutes: float) -> tuple[list[list[str]], list[str]]:
+    """Runs grouped into commands of at most `budget_minutes` each (first fit, longest first), and those that do
+    not fit one command on their own."""
+    groups: list[tuple[float, list[str]]] = []
+    alone = []
+    for name, m in sorted(zip(names, minutes), key=lambda nm: -nm[1]):
+        if m > budget_minutes:
+            alone.append(name)
+            continue
+        fit = next((g for g in groups if g[0] + m <= budget_minutes), None)
+        if fit is None:
+            groups.append((m, [name]))
+        else:
+            groups[groups.index(fit)] = (fit[0] + m, fit[1] + [name])
+    order = {n: i for i, n in enumerate(names)}
+    return [sorted(g, key=order.get) for _, g in groups], alone
+
+
+def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True, parallel: int = 1,
+               budget_minutes: float | None = None) -> None:
     rows = plan_rows(configs)
-    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    if times:
+        add_times(rows, configs)
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS + (TIME_COLUMNS if times else []))
     if style == "csv":
         print(frame.to_csv(index=False), end="")
         return
@@ -46,6 +101,28 @@ def print_plan(sweep: str, configs: list[Config], style: str) -> None:
     print(f"[plan] {sweep} at scale {cfg.scale}: {len(rows)} runs; {where}")
     shown = frame.assign(paper_flops=frame["paper_flops"].map(lambda f: f"{f:.3g}"),
                          steps=frame["steps"].map(lambda n: f"{n:,}"))
+    for column in TIME_COLUMNS if times else []:
+        shown[column] = frame[column].map(lambda m: "?" if m is None or m != m else f"{m:.1f}")
     print(shown.to_string(index=False))
     print(f"[plan] total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
           f"{frame['finetunes'].sum():,} fine-tunes")
+    if not times:
+        return
+    from lightning_electra.runner.rates import device
+
+    minutes = [r["pretrain_min"] + (r["glue_min"] or 0) for r in rows]
+    total = sum(minutes)
+    line = f"[plan] estimated on {device()}: {total:.1f} min one run after another"
+    if parallel > 1:
+        line += f", {makespan(minutes, parallel, contention(parallel)):.1f} min as {parallel} at once (PARALLEL)"
+    print(line + ("" if all(r["glue_min"] is not None for r in rows) else "; GLUE not timed (no GLUE files)"))
+    if budget_minutes is not None:
+        if total <= budget_minutes:
+            print(f"[plan] fits --budget-minutes {budget_minutes:g}")
+            return
+        groups, alone = pieces([r["run"] for r in rows], minutes, budget_minutes)
+        print(f"[plan] does not fit --budget-minutes {budget_minutes:g}; in pieces of at most that, one command each:")
+        for group in groups:
+            print(f"  RUNS={','.join(group)}")
+        if alone:
+            print(f"[plan] longer than {budget_minutes:g} min on their own: {', '.join(alone)}")

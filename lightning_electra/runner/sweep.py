@@ -119,15 +119,21 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
             raise
         if child:
             return None  # a parallel sweep's parent writes the table, once every run is done
-        # every run of the sweep finished so far (this command's and earlier pieces'), in the sweep file's order
-        finished = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
-        finished = [(cfg, layout) for cfg, layout in finished if layout.table(cfg).exists()]
-        missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
-        if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
-            print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these "
-                  f"settings: {', '.join(missing)}", flush=True)
-        table_path = collect(name, scale, [layout.table(cfg) for cfg, layout in finished], results_dir)
-        runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout in finished}
-        record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, time.time() - start)
+        return write_sweep_table(name, sweep, configs, command, time.time() - start)
+
+
+def write_sweep_table(name: str, sweep: dict, configs: list[Config], command: str, seconds: float) -> Path:
+    """The sweep's table from every run of it finished so far (this command's and earlier pieces'), in the sweep
+    file's order, and the invocation's provenance."""
+    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    finished = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
+    finished = [(cfg, layout) for cfg, layout in finished if layout.table(cfg).exists()]
+    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
+    if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
+        print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these "
+              f"settings: {', '.join(missing)}", flush=True)
+    table_path = collect(name, scale, [layout.table(cfg) for cfg, layout in finished], results_dir)
+    runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout in finished}
+    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path

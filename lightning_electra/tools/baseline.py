@@ -16,8 +16,6 @@ import torch
 
 from lightning_electra.config import Config
 from lightning_electra.corruption import Masked, replace_at, sample_tokens
-from lightning_electra.data.packing import token_type_ids
-from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import electra_train_flops
 from lightning_electra.models import build_discriminator, build_mlm, discriminator_shape, generator_shape, share_weights
 from lightning_electra.module import PretrainModule
@@ -52,27 +50,6 @@ def plain_mlm_objective(mlm, batch: dict[str, torch.Tensor], masked: Masked) -> 
     out = mlm(input_ids=masked.input_ids, attention_mask=batch["attention_mask"],
               token_type_ids=batch["token_type_ids"], labels=plain_mlm_labels(batch["input_ids"], masked))
     return {"loss": out.loss, "mlm_loss": out.loss}
-
-
-def batch_from_ids(input_ids: torch.Tensor, special: SpecialIds) -> dict[str, torch.Tensor]:
-    """The DataModule's collate: ids, segment ids, attention mask."""
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids(input_ids, special.sep, special.pad),
-            "attention_mask": (input_ids != special.pad).long()}
-
-
-def synthetic_ids(rows: int, seq: int, special: SpecialIds, seed: int = 0) -> torch.Tensor:
-    """Random word ids shaped like packed examples: [CLS] A [SEP] B [SEP], 5% of rows shorter and padded."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(999, special.vocab_size // 2), special.vocab_size, (rows, seq), generator=g)  # past [unused]
-    lengths = torch.full((rows,), seq)
-    short = torch.rand(rows, generator=g) < 0.05
-    lengths[short] = torch.randint(8, seq, (int(short.sum()),), generator=g)
-    split = (lengths * (0.25 + 0.5 * torch.rand(rows, generator=g))).long()
-    pos = torch.arange(seq)[None]
-    ids[:, 0] = special.cls
-    ids = torch.where(pos == split[:, None], special.sep, ids)
-    ids = torch.where(pos == lengths[:, None] - 1, special.sep, ids)
-    return torch.where(pos >= lengths[:, None], special.pad, ids)
 
 
 def corpus_ids(cfg: Config, rows: int, corpus_bytes: int) -> tuple[torch.Tensor, object, str]:

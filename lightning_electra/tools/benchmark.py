@@ -28,9 +28,7 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
-import time
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
@@ -41,11 +39,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_electra.data.files import vocab_path
+from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.io import ROOT, atomic_write_text, git_commit
+from lightning_electra.timing import Batches, StepTimer, profile_summary
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.configs import load_config
-from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, batch_from_ids, corpus_ids, synthetic_ids
+from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
 from lightning_electra.tools.benchmark_report import COLUMNS, PLAIN_IMPLEMENTATION, SUITE, device_peaks, write_outputs
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
@@ -58,70 +58,6 @@ def autocast(device: torch.device, precision: str):
     if precision.startswith("16"):
         return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Batches:
-    """`total` batches cycled from a pool already on the device (an iterable Lightning takes as it is)."""
-
-    def __init__(self, pool: list[dict], total: int):
-        self.pool, self.total = pool, total
-
-    def __len__(self) -> int:
-        return self.total
-
-    def __iter__(self):
-        return (self.pool[i % len(self.pool)] for i in range(self.total))
-
-
-class StepTimer(L.Callback):
-    """Synchronised wall time of the warm-up, then of `steps` steps in `windows` windows; then, if asked, a profile of
-    `profile` more steps. Peak memory is over warm-up and timed steps (CUDA graphs take their pool while recording)."""
-
-    def __init__(self, device: torch.device, warmup: int, steps: int, windows: int = 3, profile: int = 0):
-        self.device, self.warmup, self.profile_steps = device, warmup, profile
-        windows = max(1, min(windows, steps))
-        sizes = [steps // windows + (w < steps % windows) for w in range(windows)]
-        self.ends = [warmup + sum(sizes[:i + 1]) for i in range(windows)]  # steps at which a window closes
-        self.marks: list[float] = []  # the time at the warm-up's end and at each window's end
-        self.sizes, self.profiler = sizes, None
-
-    def on_train_start(self, trainer, module) -> None:
-        synchronize(self.device)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self.start = time.perf_counter()
-        if self.warmup == 0:
-            self.marks.append(self.start)
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if self.profile_steps and trainer.global_step == self.ends[-1] and self.profiler is None:
-            from torch.profiler import ProfilerActivity, profile
-
-            synchronize(self.device)
-            self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-            self.profiler.__enter__()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step == self.warmup or step in self.ends:
-            synchronize(self.device)
-            self.marks.append(time.perf_counter())
-            if step == self.ends[-1] and self.device.type == "cuda":
-                self.peak_gb = torch.cuda.max_memory_allocated(self.device) / 2**30
-        if self.profiler is not None and step == self.ends[-1] + self.profile_steps:
-            synchronize(self.device)
-            self.profiler.__exit__(None, None, None)
-
-    def timing(self) -> dict[str, float]:
-        step_s = [(b - a) / n for a, b, n in zip(self.marks, self.marks[1:], self.sizes)]
-        median = statistics.median(step_s)
-        return {"step_s": median, "spread": (max(step_s) - min(step_s)) / median,
-                "warmup_s": self.marks[0] - self.start, "peak_mem_gb": getattr(self, "peak_gb", math.nan)}
 
 
 def count_step(module, batch, device: torch.device, precision: str) -> tuple[float, float]:
@@ -142,33 +78,6 @@ def count_step(module, batch, device: torch.device, precision: str) -> tuple[flo
         loss.backward()
     module.zero_grad(set_to_none=True)
     return float(counter.get_total_flops()), float(sum(saved.values()))
-
-
-def profile_summary(prof, steps: int) -> dict:
-    """Kernels per step, GPU-busy time per step (union of kernel intervals) and the kernels that take the most."""
-    from torch.autograd import DeviceType
-
-    annotations = ("Optimizer.", "## ", "ProfilerStep", "Torch-Compiled", "CompiledFunction")  # GPU-side ranges
-    kernels = [e for e in prof.events() if getattr(e, "device_type", None) == DeviceType.CUDA
-               and not e.name.startswith(annotations)]
-    busy, end = 0.0, -math.inf
-    for a, b in sorted((e.time_range.start, e.time_range.end) for e in kernels):
-        if b > end:
-            busy += b - max(a, end)
-            end = b
-    by_name: dict[str, list[float]] = {}
-    for e in kernels:
-        entry = by_name.setdefault(e.name, [0.0, 0])
-        entry[0] += e.time_range.elapsed_us()
-        entry[1] += 1
-    total = sum(t for t, _ in by_name.values()) or 1.0
-    top = sorted(by_name.items(), key=lambda kv: -kv[1][0])
-    lines = [f"{t / total:6.1%} {t / steps / 1e3:8.3f} ms {n / steps:6.0f}x  {name[:110]}" for name, (t, n) in top[:25]]
-    cpu = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60)
-    return {"kernels_per_step": len(kernels) / steps, "gpu_busy_ms": busy / steps / 1e3,
-            "top": [(name, t / total) for name, (t, _) in top[:6]],
-            "text": "GPU kernels by time (share, ms per step, launches per step):\n" + "\n".join(lines)
-            + "\n\nHost side (profiled steps, CPU self time):\n" + cpu}
 
 
 def measure_row(name: str, cfg, special, device: torch.device, precision: str, token_counts, ids, warmup: int,

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One GPU window as one command of at most WINDOW_S seconds: the pre-training benchmark (every variant asked for
+# beside the plain baseline, in the same process), the sweep's plan, then the sweep itself, PARALLEL runs at once.
+# What comes back is two files in OUT, so that a lent machine's results can be committed:
+#   window.tar.gz  benchmark/ (csv, md, provenance), plan.txt, reports/ (figures, summary.md), results/ (tables,
+#                  sweep.json, each run's config, logs and fine-tune JSONs; no checkpoints), logs/
+#   window.txt     what ran: commit, GPU, date, each phase's command, exit status and wall time
+# Usage (from the repository root, data and packages in place, e.g. after ../shared/tools/device-prep):
+#   experiments/gpu_window.sh OUT
+#   SCALE=tiny SWEEP=training-algorithms PARALLEL=4 WINDOW_S=480 BENCH_S=170 PLAN_TIMES=0
+#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA, BERT, AMOS and plain, compiled)
+#   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
+# Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
+# the benchmark and plan left of WINDOW_S, less PACK_S for the archive.
+set -uo pipefail
+out=${1:?usage: experiments/gpu_window.sh OUT}
+scale=${SCALE:-tiny}
+sweep=${SWEEP:-training-algorithms}
+parallel=${PARALLEL:-4}
+window=${WINDOW_S:-480}
+bench_s=${BENCH_S:-170}
+pack_s=${PACK_S:-20}
+bench_args=${BENCH_ARGS:---variants electra,bert,amos,plain --batch-sizes 128,512 --compile on --plain-compile on --steps 30 --warmup 5}
+read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
+work=${WORK:-$(mktemp -d)}
+start=$(date +%s)
+mkdir -p "$out" "$work/logs"
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}  # the benchmark warms the sweep's
+summary="$out/window.txt"
+{
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)"
+  echo "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU) ($(nproc) cores)"
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "scale: $scale  sweep: $sweep  parallel: $parallel  window: ${window}s  overrides: ${SWEEP_OVERRIDES:-none}"
+} > "$summary"
+
+left() { echo $(( window - ($(date +%s) - start) )); }
+
+phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output in logs/NAME.log, its time in the summary
+  local name=$1 limit=$2; shift 2
+  if (( limit < 10 )); then echo "$name: skipped (${limit}s left)" | tee -a "$summary"; return; fi
+  local t0; t0=$(date +%s)
+  echo "[window] $name (at most ${limit}s): $*"
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" > >(tee "$work/logs/$name.log") 2>&1
+  local rc=$?
+  echo "$name: exit $rc in $(( $(date +%s) - t0 ))s$([ $rc = 124 ] && echo ' (timed out)'): $*" | tee -a "$summary"
+}
+
+phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" \
+  python -m lightning_electra benchmark $bench_args --out "$work/benchmark"
+plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
+phase plan 60 python -m lightning_electra plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"
+cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
+phase sweep "$(( $(left) - pack_s ))" python -m lightning_electra sweep "$sweep" --scale "$scale" \
+  --parallel "$parallel" --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
+# a sweep stopped by the window still leaves the table and report of the runs it finished
+grep -q "^sweep: exit 0" "$summary" || phase collect "$(( $(left) > 30 ? $(left) : 30 ))" python -m lightning_electra \
+  sweep "$sweep" --scale "$scale" --collect --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
+echo "total: $(( $(date +%s) - start ))s" >> "$summary"
+tar -czf "$out/window.tar.gz" -C "$work" --exclude='*.ckpt' --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
+  --exclude='tensorboard' $(cd "$work" && ls -d benchmark plan.txt reports results logs 2>/dev/null)
+cat "$summary"

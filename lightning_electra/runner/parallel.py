@@ -1,0 +1,175 @@
+"""A sweep's runs several at once on one machine (`--parallel N`, make's PARALLEL=N): each run a process of its own
+(`sweep <name> --runs <run> --child`), N at a time, on the same device; a big GPU is rarely filled by one small run.
+
+The children share what can be shared: the packed corpus (packed here first, once, so none waits on another), one
+compile cache (TORCHINDUCTOR_CACHE_DIR), and on a GPU one CUDA MPS server when one can be started (their kernels then
+overlap; otherwise the GPU time-slices between them). Each run's directory, rows and hashes are those a sequential
+sweep writes: a run's config, not the order runs happen in, decides its results. A run that fails stops none of the
+others; the failures are listed at the end, each with its log (`<results>/<sweep>/<scale>/logs/<run>.log`), and the
+table holds every run that finished, so the same command again runs only the failed ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lightning_electra.config import Config, ConfigError
+from lightning_electra.data.datamodule import PretrainDataModule
+from lightning_electra.errors import SuiteError
+from lightning_electra.io import ROOT, held_lock
+from lightning_electra.results import read_table
+from lightning_electra.runner.identity import RunLayout
+from lightning_electra.runner.sweep import write_sweep_table
+from lightning_electra.runner.trainer import check_hardware, world_size
+
+
+class RunsFailed(SuiteError):
+    """Runs of a parallel sweep that did not finish, each with the end of its log."""
+
+
+def child_command(sweep_arg: str, scale: str, run: str, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "lightning_electra", "sweep", sweep_arg, "--scale", scale, "--runs", run, "--child",
+            "--no-report", *overrides]
+
+
+def child_environment(cfg: Config, parallel: int, mps: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ, **mps)
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.data.cache_dir).resolve() / "inductor"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if not torch.cuda.is_available():  # on a CPU, the cores split between the runs rather than each asking for all
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    return env
+
+
+@contextlib.contextmanager
+def mps_server() -> Iterator[dict[str, str]]:
+    """A CUDA MPS control daemon of this sweep's own (its pipes in a temporary folder, quit at the end), and the
+    environment that points children at it; nothing where there is no GPU or no nvidia-cuda-mps-control."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if not torch.cuda.is_available() or control is None:
+        if torch.cuda.is_available():
+            print("[parallel] no nvidia-cuda-mps-control: the runs time-share the GPU", flush=True)
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="mps-") as tmp:
+        env = {"CUDA_MPS_PIPE_DIRECTORY": f"{tmp}/pipe", "CUDA_MPS_LOG_DIRECTORY": f"{tmp}/log"}
+        for folder in env.values():
+            os.makedirs(folder)
+        started = subprocess.run([control, "-d"], env=dict(os.environ, **env), capture_output=True, text=True)
+        if started.returncode != 0:
+            print(f"[parallel] CUDA MPS did not start ({started.stderr.strip() or started.returncode}): the runs "
+                  "time-share the GPU", flush=True)
+            yield {}
+            return
+        print("[parallel] CUDA MPS server started: the runs' kernels overlap on the GPU", flush=True)
+        try:
+            yield env
+        finally:
+            subprocess.run([control], input="quit\n", env=dict(os.environ, **env), capture_output=True, text=True)
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: SIGTERM when the parent dies (Linux), so a killed sweep leaves no runs behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _relay(process: subprocess.Popen, prefix: str, log: Path) -> None:
+    """A child's output, line by line, to the sweep's output with the run's name in front, and whole to its log."""
+    with open(log, "a") as f:
+        for line in process.stdout:
+            f.write(line)
+            f.flush()
+            sys.stdout.write(f"{prefix} {line}")
+            sys.stdout.flush()
+
+
+def check_parallel(configs: list[Config], parallel: int) -> None:
+    if parallel < 1:
+        raise ConfigError(f"--parallel {parallel}: the number of runs at once is at least 1.")
+    many = sorted({world_size(cfg) for cfg in configs} - {1})
+    if parallel > 1 and many:
+        raise ConfigError(f"--parallel {parallel} runs several one-device runs at once, but these runs each take "
+                          f"{many[0]} devices (train.devices={configs[0].train.devices}). Give each one device "
+                          "(DEVICES=1), or drop PARALLEL and let each run use them all.")
+
+
+def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], selected: list[Config],
+                 overrides: list[str], parallel: int, command: str) -> tuple[Path, list[str]]:
+    """Runs `selected` at most `parallel` at a time, each in a child process, then writes the sweep's table of every
+    finished run; returns it and the names of the runs that failed."""
+    start = time.time()
+    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    check_parallel(selected, parallel)
+    logs = results_dir / name / scale / "logs"
+    print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
+          f"(logs: {logs})", flush=True)
+    with held_lock(results_dir / name / ".lock", str(results_dir / name)):
+        if (results_dir / name / "results.csv").exists():
+            read_table(results_dir / name / "results.csv", sweep=name)
+        for cfg in selected:
+            check_hardware(cfg)
+        todo = [cfg for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()]
+        packed = set()
+        for cfg in todo:  # each corpus packed once, here, before the runs that read it start
+            data = PretrainDataModule(cfg)
+            if data.cache not in packed:
+                data.prepare_data()
+                packed.add(data.cache)
+        logs.mkdir(parents=True, exist_ok=True)
+        failed: dict[str, str] = {}
+        running: dict[str, tuple[subprocess.Popen, threading.Thread]] = {}
+        width = max((len(c.name) for c in todo), default=0)
+        with mps_server() as mps:
+            try:
+                waiting = list(todo)
+                while waiting or running:
+                    while waiting and len(running) < parallel:
+                        cfg = waiting.pop(0)
+                        log = logs / f"{cfg.name}.log"
+                        log.write_text("")
+                        process = subprocess.Popen(
+                            child_command(sweep_arg, scale, cfg.name, overrides), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, env=child_environment(cfg, parallel, mps),
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                        relay = threading.Thread(target=_relay, args=(process, f"[{cfg.name:{width}s}]", log),
+                                                 daemon=True)
+                        relay.start()
+                        running[cfg.name] = (process, relay)
+                    time.sleep(0.2)
+                    for run, (process, relay) in list(running.items()):
+                        if process.poll() is not None:
+                            relay.join()
+                            del running[run]
+                            if process.returncode != 0:
+                                failed[run] = str(logs / f"{run}.log")
+                                print(f"[parallel] run {run} failed (exit {process.returncode}); the others go on",
+                                      flush=True)
+            finally:
+                for process, _ in running.values():  # interrupted: the runs still going stop with the sweep
+                    process.terminate()
+        table = write_sweep_table(name, sweep, configs, command, time.time() - start)
+    return table, list(failed)
+
+
+def failure_message(name: str, failed: list[str], logs: Path) -> str:
+    tails = []
+    for run in failed:
+        lines = (logs / f"{run}.log").read_text().splitlines()
+        last = next((line for line in reversed(lines) if line.strip()), "(no output)")
+        tails.append(f"  {run}: {last}  ({logs / f'{run}.log'})")
+    return (f"{len(failed)} run(s) of {name} failed; the others finished and are in the table:\n" + "\n".join(tails)
+            + "\nFix what their logs say, then run the same command again: it runs only what is not finished.")
