@@ -39,6 +39,10 @@ def command_line(argv: list[str]) -> str:
 
 # --- sweep, plan, pretrain -------------------------------------------------------------------------------------------
 def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    if args.child:
+        from lightning_electra.runner.parallel import die_with_parent
+
+        die_with_parent()
     from lightning_electra.runner.configs import check_sweep
 
     check_sweep(args.sweep, args.scale, overrides, data=not args.plan and not args.child)  # in seconds, no torch

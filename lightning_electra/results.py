@@ -12,6 +12,7 @@ from lightning_electra.io import atomic_write_text
 
 COLUMNS = ["sweep", "run", "variant", "scale", "seed", "step", "tokens", "flops_paper", "flops_measured", "task",
            "metric", "value", "finetune_seed", "commit", "config_hash"]
+TEXT_COLUMNS = ["sweep", "run", "variant", "scale", "task", "metric", "commit", "config_hash"]
 
 
 def write_table(rows: Iterable[dict[str, Any]] | pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -32,7 +33,9 @@ REBUILD = ("running the sweep again rebuilds a run's table from its saved fine-t
 def read_table(path: Path, sweep: str | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"No results table at {path}: run the sweep first (e.g. make <sweep-target>).")
-    frame = pd.read_csv(path)
+    # names and hashes as text: pandas would read a hash like 4417e98150 as a float (inf) and a commit of digits as
+    # a number, and the next write would keep the mangled value
+    frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} is not a lightning_electra results table (missing columns {missing}). Move it "

@@ -73,3 +73,15 @@ def test_log_ticks_do_not_crowd():
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert labels == ["1.7e12", "4e12"]  # 2e12 within 30% of 1.7e12: one label, not two over each other
     plt.close(fig)
+
+
+def test_hashes_and_commits_that_look_like_numbers_stay_text(tmp_path):
+    from lightning_electra.results import read_table, write_table
+
+    table = pd.DataFrame([{**rows("r", "electra", [1, 2, 3, 4, 5])[0], "config_hash": "4417e98150",
+                           "commit": "0012345"}])
+    write_table(table, tmp_path / "results.csv")
+    again = read_table(tmp_path / "results.csv")  # read as floats, the hash was inf and the commit 12345
+    assert again.loc[0, "config_hash"] == "4417e98150" and again.loc[0, "commit"] == "0012345"
+    write_table(again, tmp_path / "results.csv")
+    assert read_table(tmp_path / "results.csv").loc[0, "config_hash"] == "4417e98150"

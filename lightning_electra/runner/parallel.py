@@ -81,10 +81,12 @@ def mps_server() -> Iterator[dict[str, str]]:
             subprocess.run([control], input="quit\n", env=dict(os.environ, **env), capture_output=True, text=True)
 
 
-def _die_with_parent() -> None:
-    """In a child, before exec: SIGTERM when the parent dies (Linux), so a killed sweep leaves no runs behind."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def die_with_parent() -> None:
+    """Called first thing in a child: SIGTERM when the parent sweep dies (Linux), so a killed sweep leaves no runs
+    behind (set by the child itself: a preexec_fn is unsafe beside the parent's relay threads)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _relay(process: subprocess.Popen, prefix: str, log: Path) -> None:
@@ -143,8 +145,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                         log.write_text("")
                         process = subprocess.Popen(
                             child_command(sweep_arg, scale, cfg.name, overrides), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1, env=child_environment(cfg, parallel, mps),
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, env=child_environment(cfg, parallel, mps))
                         relay = threading.Thread(target=_relay, args=(process, f"[{cfg.name:{width}s}]", log),
                                                  daemon=True)
                         relay.start()
