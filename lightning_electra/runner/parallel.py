@@ -132,7 +132,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                 data.prepare_data()
                 packed.add(data.cache)
         logs.mkdir(parents=True, exist_ok=True)
-        failed: dict[str, str] = {}
+        failed: list[str] = []
         running: dict[str, tuple[subprocess.Popen, threading.Thread]] = {}
         width = max((len(c.name) for c in todo), default=0)
         with mps_server() as mps:
@@ -156,14 +156,14 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                             relay.join()
                             del running[run]
                             if process.returncode != 0:
-                                failed[run] = str(logs / f"{run}.log")
+                                failed.append(run)
                                 print(f"[parallel] run {run} failed (exit {process.returncode}); the others go on",
                                       flush=True)
             finally:
                 for process, _ in running.values():  # interrupted: the runs still going stop with the sweep
                     process.terminate()
         table = write_sweep_table(name, sweep, configs, command, time.time() - start)
-    return table, list(failed)
+    return table, failed
 
 
 def failure_message(name: str, failed: list[str], logs: Path) -> str:
