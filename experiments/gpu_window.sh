@@ -7,8 +7,10 @@
 #   window.txt     what ran: commit, GPU, date, each phase's command, exit status and wall time
 # Usage (from the repository root, data and packages in place, e.g. after ../shared/tools/device-prep):
 #   experiments/gpu_window.sh OUT
-#   SCALE=tiny SWEEP=training-algorithms PARALLEL=4 WINDOW_S=480 BENCH_S=170 PLAN_TIMES=0
-#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA, BERT, AMOS and plain, compiled)
+#   SCALE=tiny SWEEP=training-algorithms PARALLEL=4 WINDOW_S=480 BENCH_S=200 PLAN_TIMES=0 PYTHON=python3
+#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA, the plain baseline and BERT, compiled,
+#                           batch 128: each compiled row costs about a minute of compilation on a fresh machine)
+#   BENCH_S=0               no benchmark; SWEEP=none: no plan and no sweep (a window for the benchmark alone)
 #   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
 # Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
 # the benchmark and plan left of WINDOW_S, less PACK_S for the archive.
@@ -18,10 +20,12 @@ scale=${SCALE:-tiny}
 sweep=${SWEEP:-training-algorithms}
 parallel=${PARALLEL:-4}
 window=${WINDOW_S:-480}
-bench_s=${BENCH_S:-170}
+bench_s=${BENCH_S:-200}
+python=${PYTHON:-python3}
 pack_s=${PACK_S:-20}
-bench_args=${BENCH_ARGS:---variants electra,bert,amos,plain --batch-sizes 128,512 --compile on --plain-compile on --steps 30 --warmup 5}
+read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain,bert --batch-sizes 128 --compile on --plain-compile on --steps 20 --warmup 3}"
 read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
+overrides+=("data.cache_dir=${CACHE_DIR:-$PWD/.cache}")  # never empty, so "${overrides[@]}" is safe on any bash
 work=${WORK:-$(mktemp -d)}
 start=$(date +%s)
 mkdir -p "$out" "$work/logs"
@@ -41,22 +45,31 @@ phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output i
   if (( limit < 10 )); then echo "$name: skipped (${limit}s left)" | tee -a "$summary"; return; fi
   local t0; t0=$(date +%s)
   echo "[window] $name (at most ${limit}s): $*"
-  timeout --signal=TERM --kill-after=10 "$limit" "$@" > >(tee "$work/logs/$name.log") 2>&1
-  local rc=$?
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" 2>&1 | tee "$work/logs/$name.log"
+  local rc=${PIPESTATUS[0]}  # timeout's (124: timed out), not tee's; and tee has finished writing the log
   echo "$name: exit $rc in $(( $(date +%s) - t0 ))s$([ $rc = 124 ] && echo ' (timed out)'): $*" | tee -a "$summary"
 }
 
-phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" \
-  python -m lightning_electra benchmark $bench_args --out "$work/benchmark"
-plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
-phase plan 60 python -m lightning_electra plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"
-cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
-phase sweep "$(( $(left) - pack_s ))" python -m lightning_electra sweep "$sweep" --scale "$scale" \
-  --parallel "$parallel" --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
-# a sweep stopped by the window still leaves the table and report of the runs it finished
-grep -q "^sweep: exit 0" "$summary" || phase collect "$(( $(left) > 30 ? $(left) : 30 ))" python -m lightning_electra \
-  sweep "$sweep" --scale "$scale" --collect --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
+cli=("$python" -m lightning_electra)
+phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
+if [ "$sweep" != none ]; then
+  plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
+  phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"
+  cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
+  phase sweep "$(( $(left) - pack_s - 20 ))" "${cli[@]}" sweep "$sweep" --scale "$scale" --parallel "$parallel" \
+    --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
+  # a sweep stopped by the window still leaves the table and report of the runs it finished (20 s kept for it)
+  grep -q "^sweep: exit 0" "$summary" || phase collect 20 "${cli[@]}" sweep "$sweep" --scale "$scale" --collect \
+    --parallel 1 --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
+fi
 echo "total: $(( $(date +%s) - start ))s" >> "$summary"
-tar -czf "$out/window.tar.gz" -C "$work" --exclude='*.ckpt' --exclude='*.safetensors' --exclude='*.bin' --exclude='*.pt' \
-  --exclude='tensorboard' $(cd "$work" && ls -d benchmark plan.txt reports results logs 2>/dev/null)
+# no weights (a save the window cut leaves .last.ckpt.tmp<pid>), and under the 16 MiB a file may bring back
+archive() { tar -czf "$out/window.tar.gz" -C "$work" --exclude='*.ckpt*' --exclude='*.pt' --exclude='*.pt.tmp*' \
+  --exclude='*.safetensors*' --exclude='*.bin' --exclude='.*.tmp*' --exclude='tensorboard' "$@" \
+  $(cd "$work" && ls -d benchmark plan.txt reports results logs 2>/dev/null); }
+archive
+if (( $(stat -c %s "$out/window.tar.gz") > 15 * 1024 * 1024 )); then
+  echo "archive over 15 MiB: without the runs' metrics.csv" | tee -a "$summary"
+  archive --exclude='metrics.csv'
+fi
 cat "$summary"

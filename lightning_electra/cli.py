@@ -43,8 +43,14 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
         from lightning_electra.runner.parallel import die_with_parent
 
         die_with_parent()
+    from lightning_electra.config import ConfigError
     from lightning_electra.runner.configs import check_sweep
 
+    if args.collect and args.plan:
+        raise ConfigError("--collect trains nothing and --plan shows what would be trained: ask for one of them.")
+    if args.budget_minutes is not None and not args.plan:
+        raise ConfigError("--budget-minutes (BUDGET_MINUTES) is a plan's question: add --plan (PLAN=1) to see whether "
+                          "the sweep fits and which RUNS= pieces do.")
     check_sweep(args.sweep, args.scale, overrides, data=not args.plan and not args.child)  # in seconds, no torch
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
@@ -94,13 +100,21 @@ def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
           f"{out}/checkpoints/step-...`, export it with `python -m lightning_electra export {out} <dir>`", flush=True)
 
 
+def parallel_count(text: str) -> int:
+    """--parallel N (or $PARALLEL): a whole number of runs at once, at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs at once: use a whole number, 1 or more "
+                                         "(PARALLEL=2, --parallel 2)")
+    return int(text)
+
+
 def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     p.add_argument("sweep", help="a sweep under experiments/configs/sweeps/ (its name, without .yaml), or the path of "
                    "a sweep file of one's own")
     p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
     p.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
                    "pieces, e.g. one per command on a lent machine); the table and report take every finished run")
-    p.add_argument("--parallel", type=int, default=int(os.environ.get("PARALLEL") or 1), metavar="N",
+    p.add_argument("--parallel", type=parallel_count, default=os.environ.get("PARALLEL") or "1", metavar="N",
                    help="run N runs at once on this machine's device, each its own process (default: $PARALLEL, "
                    "else 1); with --plan, the estimate for N at once")
     p.add_argument("--no-time", action="store_true", help="plan without the time estimates (no measured steps)")

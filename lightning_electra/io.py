@@ -171,6 +171,11 @@ def git_commit() -> str:
         return os.environ.get("GIT_COMMIT", "unknown")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def hardware() -> str:
     import torch
 

@@ -49,3 +49,57 @@ def test_parallel_runs_write_what_a_sequential_sweep_writes_and_a_failure_stops_
         main([*common, "--parallel", "2", f"results_dir={parallel}"])
     out = capsys.readouterr().out
     assert "[bert" not in out and "[diverges]" in out
+
+
+def test_sigterm_to_a_parallel_sweep_stops_its_runs_and_releases_the_lock(data_dir, tmp_path):
+    """A parallel sweep killed by a scheduler (SIGTERM): its children stop with it, nothing stays locked, and it exits
+    as SIGTERM's (143), so that a job script sees it was stopped rather than done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    sweep = tmp_path / "parallel-check.yaml"
+    sweep.write_text(SWEEP)
+    results = tmp_path / "results"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "lightning_electra", "sweep", str(sweep), "--scale", "smoke", "--no-report",
+         "--parallel", "2", "--runs", "bert,electra", f"data.cache_dir={tmp_path / 'cache'}",
+         f"data.data_dir={data_dir}", "data.max_corpus_bytes=200000", "train.flops_budget=1e14",
+         f"results_dir={results}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    seen = []
+    for line in parent.stdout:  # both runs started and training
+        seen.append(line)
+        if any(s.startswith("[bert") for s in seen) and any(s.startswith("[electra") for s in seen):
+            break
+    assert parent.poll() is None, "".join(seen)
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and str(results).encode()
+                in _cmdline(int(p)) and int(p) != parent.pid]
+    assert len(children) == 2, children
+    parent.send_signal(signal.SIGTERM)
+    parent.stdout.read()
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert not any(os.path.exists(f"/proc/{pid}") and b"<defunct>" not in _stat(pid) for pid in children)
+    assert not (results / "parallel-check" / ".lock").exists()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _stat(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return b"<defunct>" if stat.split(b") ")[1][:1] == b"Z" else stat
+    except OSError:
+        return b"<defunct>"

@@ -49,8 +49,9 @@ def test_the_plan_times_are_the_measured_rates_times_the_work(planned, monkeypat
     epochs = cfg.finetune.task_epochs.get("RTE", cfg.finetune.epochs)
     rows = min(200, cfg.finetune.max_train_examples or 200)
     dev = min(200, cfg.finetune.max_eval_examples or 200)
-    assert task_seconds(cfg, "RTE", rate) == pytest.approx(
-        cfg.finetune.seeds * 0.002 * (rows * epochs + dev / 3) + (1 if cfg.finetune.batched_seeds else 2) * 3.0)
+    one = 0.002 * (rows * epochs + dev / 3) + 3.0
+    assert task_seconds(cfg, "RTE", rate) == pytest.approx(cfg.finetune.seeds * one)  # one fine-tune a seed
+    assert task_seconds(cfg, "RTE", {**rate, "batched_seeds": 2}) == pytest.approx(one)  # the seeds as one group
 
 
 def test_rates_are_measured_once_and_other_code_measures_again(planned, monkeypatch):
@@ -72,3 +73,5 @@ def test_parallel_lanes_and_budget_pieces():
     assert makespan([4, 4], 2, 1.5) == 6  # two at once, each slowed by sharing
     groups, alone = pieces(["a", "b", "c", "d"], [5, 4, 1, 12], 6)
     assert groups == [["a", "c"], ["b"]] and alone == ["d"]
+    groups, alone = pieces(["a", "b", "c", "d"], [5, 4, 1, 12], 6, parallel=2)  # two lanes a command
+    assert groups == [["a", "b", "c"]] and alone == ["d"]

@@ -29,7 +29,7 @@ import torch
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import ROOT, held_lock
+from lightning_electra.io import ROOT, held_lock, usable_cores
 from lightning_electra.results import read_table
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.sweep import write_sweep_table
@@ -50,7 +50,7 @@ def child_environment(cfg: Config, parallel: int, mps: dict[str, str]) -> dict[s
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cfg.data.cache_dir).resolve() / "inductor"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if not torch.cuda.is_available():  # on a CPU, the cores split between the runs rather than each asking for all
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // parallel)))
     return env
 
 
@@ -74,11 +74,23 @@ def mps_server() -> Iterator[dict[str, str]]:
                   "time-share the GPU", flush=True)
             yield {}
             return
-        print("[parallel] CUDA MPS server started: the runs' kernels overlap on the GPU", flush=True)
         try:
+            # the daemon starts its server at the first client: a client that cannot reach the GPU through it means
+            # every run would fail at its first CUDA call, so probe once and fall back to time-sharing
+            probe = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda').sum().item()"],
+                                   env=dict(os.environ, **env), capture_output=True, text=True, timeout=120)
+            if probe.returncode == 0:
+                print("[parallel] CUDA MPS server started: the runs' kernels overlap on the GPU", flush=True)
+            else:
+                print("[parallel] CUDA MPS started but a client could not use the GPU through it "
+                      f"({probe.stderr.strip().splitlines()[-1:] or probe.returncode}): the runs time-share the GPU",
+                      flush=True)
+                env = {}
             yield env
         finally:
-            subprocess.run([control], input="quit\n", env=dict(os.environ, **env), capture_output=True, text=True)
+            subprocess.run([control], input="quit\n", env=dict(os.environ, CUDA_MPS_PIPE_DIRECTORY=f"{tmp}/pipe",
+                                                                CUDA_MPS_LOG_DIRECTORY=f"{tmp}/log"),
+                           capture_output=True, text=True)
 
 
 def die_with_parent() -> None:
@@ -97,6 +109,40 @@ def _relay(process: subprocess.Popen, prefix: str, log: Path) -> None:
             f.flush()
             sys.stdout.write(f"{prefix} {line}")
             sys.stdout.flush()
+
+
+class Stopped(BaseException):
+    """SIGTERM to a parallel sweep's parent: raised in its own polling loop, so that its cleanup runs."""
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """While the parent polls its children, SIGTERM raises Stopped (rather than the CLI's os._exit) so the children
+    are stopped and waited for, the MPS server quit and the lock released; then the process exits as SIGTERM's."""
+    def handler(signum, frame):
+        raise Stopped()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except Stopped:
+        sys.stdout.flush()
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop(running: dict[str, tuple[subprocess.Popen, threading.Thread]], grace_s: float = 15.0) -> None:
+    """The runs still going, stopped (SIGTERM, which each takes at once; SIGKILL after `grace_s`) and waited for."""
+    for process, _ in running.values():
+        process.terminate()
+    deadline = time.time() + grace_s
+    for process, relay in running.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        relay.join(timeout=5)
 
 
 def check_parallel(configs: list[Config], parallel: int) -> None:
@@ -119,7 +165,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
           f"(logs: {logs})", flush=True)
-    with held_lock(results_dir / name / ".lock", str(results_dir / name)):
+    with stopped_by_sigterm(), held_lock(results_dir / name / ".lock", str(results_dir / name)):
         if (results_dir / name / "results.csv").exists():
             read_table(results_dir / name / "results.csv", sweep=name)
         for cfg in selected:
@@ -160,8 +206,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                                 print(f"[parallel] run {run} failed (exit {process.returncode}); the others go on",
                                       flush=True)
             finally:
-                for process, _ in running.values():  # interrupted: the runs still going stop with the sweep
-                    process.terminate()
+                stop(running)
         table = write_sweep_table(name, sweep, configs, command, time.time() - start)
     return table, failed
 

@@ -48,13 +48,13 @@ def contention(parallel: int) -> float:
     """How much slower each of `parallel` runs sharing this machine goes than one alone: on a CPU, the cores they
     ask for (torch's threads each) over the cores there are; on a GPU, a run alone leaves it idle part of a step, so
     `parallel` runs share it as if each took the whole of it (a bound: MPS overlaps their kernels better)."""
-    import os
-
     import torch
+
+    from lightning_electra.io import usable_cores
 
     if torch.cuda.is_available():
         return float(parallel)
-    return max(1.0, parallel * torch.get_num_threads() / (os.cpu_count() or 1))
+    return max(1.0, parallel * min(torch.get_num_threads(), usable_cores()) / usable_cores())
 
 
 def makespan(minutes: list[float], parallel: int, slowdown: float) -> float:
@@ -65,22 +65,27 @@ def makespan(minutes: list[float], parallel: int, slowdown: float) -> float:
     return max(lanes)
 
 
-def pieces(names: list[str], minutes: list[float], budget_minutes: float) -> tuple[list[list[str]], list[str]]:
-    """Runs grouped into commands of at most `budget_minutes` each (first fit, longest first), and those that do
-    not fit one command on their own."""
-    groups: list[tuple[float, list[str]]] = []
+def pieces(names: list[str], minutes: list[float], budget_minutes: float, parallel: int = 1,
+           slowdown: float = 1.0) -> tuple[list[list[str]], list[str]]:
+    """Runs grouped into commands that each take at most `budget_minutes` with `parallel` runs at once (first fit,
+    longest first), and those that do not fit one command on their own."""
+    groups: list[list[tuple[str, float]]] = []
     alone = []
+
+    def fits(group: list[tuple[str, float]]) -> bool:
+        return makespan([m for _, m in group], parallel, slowdown) <= budget_minutes
+
     for name, m in sorted(zip(names, minutes), key=lambda nm: -nm[1]):
-        if m > budget_minutes:
+        if not fits([(name, m)]):
             alone.append(name)
             continue
-        fit = next((g for g in groups if g[0] + m <= budget_minutes), None)
+        fit = next((g for g in groups if fits([*g, (name, m)])), None)
         if fit is None:
-            groups.append((m, [name]))
+            groups.append([(name, m)])
         else:
-            groups[groups.index(fit)] = (fit[0] + m, fit[1] + [name])
+            fit.append((name, m))
     order = {n: i for i, n in enumerate(names)}
-    return [sorted(g, key=order.get) for _, g in groups], alone
+    return [sorted((n for n, _ in g), key=order.get) for g in groups], alone
 
 
 def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True, parallel: int = 1,
@@ -111,17 +116,20 @@ def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True
     from lightning_electra.runner.rates import device
 
     minutes = [r["pretrain_min"] + (r["glue_min"] or 0) for r in rows]
-    total = sum(minutes)
-    line = f"[plan] estimated on {device()}: {total:.1f} min one run after another"
+    slowdown = contention(parallel)
+    total = makespan(minutes, parallel, slowdown)
+    line = f"[plan] estimated on {device()}: {sum(minutes):.1f} min one run after another"
     if parallel > 1:
-        line += f", {makespan(minutes, parallel, contention(parallel)):.1f} min as {parallel} at once (PARALLEL)"
+        line += f", {total:.1f} min as {parallel} at once (PARALLEL)"
     print(line + ("" if all(r["glue_min"] is not None for r in rows) else "; GLUE not timed (no GLUE files)"))
     if budget_minutes is not None:
+        at_once = f" with {parallel} at once" if parallel > 1 else ""
         if total <= budget_minutes:
-            print(f"[plan] fits --budget-minutes {budget_minutes:g}")
+            print(f"[plan] fits --budget-minutes {budget_minutes:g}{at_once}")
             return
-        groups, alone = pieces([r["run"] for r in rows], minutes, budget_minutes)
-        print(f"[plan] does not fit --budget-minutes {budget_minutes:g}; in pieces of at most that, one command each:")
+        groups, alone = pieces([r["run"] for r in rows], minutes, budget_minutes, parallel, slowdown)
+        print(f"[plan] does not fit --budget-minutes {budget_minutes:g}{at_once}; in pieces that each do, one "
+              "command each:")
         for group in groups:
             print(f"  RUNS={','.join(group)}")
         if alone:

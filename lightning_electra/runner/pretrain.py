@@ -82,6 +82,8 @@ def pretrain(cfg: Config, out: Path) -> dict:
     start, previous, done, stages = time.time(), None, None, OBJECTIVES[cfg.variant].stages
     for stage in range(1, stages + 1):
         L.seed_everything(stage_seed(cfg.train.seed, stage), workers=True, verbose=False)  # the weights' init too
+        if cfg.train.compile:  # each stage compiles afresh: runs of a sweep in one process would otherwise pass torch's
+            torch._dynamo.reset()  # recompile limit (8 shapes a function) and fall back to eager silently
         module = make_module(cfg, data, stage, previous)
         saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps * stages)
         stage_dir = layout.stage_dir(stage, stages)

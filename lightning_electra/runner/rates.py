@@ -27,9 +27,11 @@ from lightning_electra.config import Config
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.glue import GlueDataset
 from lightning_electra.data.glue_tasks import TASKS, available_tasks, load_examples, task_file
+from lightning_electra.data.datamodule import batch_layout
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import train_one
+from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.io import ROOT, write_json
 from lightning_electra.models import discriminator_shape, electra_config
 from lightning_electra.objectives import OBJECTIVES
@@ -49,8 +51,8 @@ def code_version() -> str:
 
 def device() -> str:
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__})"
 
 
 class Rates:
@@ -89,22 +91,27 @@ def quiet():
 def step_key(cfg: Config, stage: int) -> str:
     m, d, t = cfg.model, cfg.data, cfg.train
     shape = (cfg.variant, stage, m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.embedding_size,
-             m.generator_fraction, m.generator, m.tie, d.max_seq_length, t.batch_size, t.precision, t.compile,
-             repr(cfg.amos) if cfg.variant == "amos" else "")
+             m.generator_fraction, m.generator, m.tie, d.max_seq_length, d.mask_prob, d.vocab, t.batch_size,
+             t.max_device_batch, t.precision, t.compile, repr(cfg.amos) if cfg.variant == "amos" else "")
     return "step|" + "|".join(map(str, shape))
 
 
 def measure_steps(cfg: Config, stage: int, warmup: int, steps: int) -> dict:
     """Seconds a training step takes (median of synchronised windows) and the warm-up (compilation included), from
     a fit of random ids shaped like packed examples, on the device at hand."""
-    accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = "cuda" if torch.cuda.is_available() and cfg.train.accelerator != "cpu" else "cpu"
     on = torch.device(accelerator)
+    if accelerator == "cuda":
+        torch.set_float32_matmul_precision("high")  # as pre-training sets it (runner.pretrain)
+    if cfg.train.compile:
+        torch._dynamo.reset()  # a fresh compile each measurement: no recompile limit, its warm-up measured whole
+    # one device's micro-batch, as the run takes it (train.max_device_batch), times the micro-batches of a step
+    micro, accumulate = batch_layout(cfg.train.batch_size, 1, cfg.train.max_device_batch)
     torch.manual_seed(0)
-    module = build_module(cfg, stage=stage)
+    module = build_module(replace(cfg, train=replace(cfg.train, batch_size=micro, max_device_batch=None)), stage=stage)
     special = module.special
-    batches = [{k: v.to(on) for k, v in batch_from_ids(synthetic_ids(cfg.train.batch_size, cfg.data.max_seq_length,
-                                                                      special, seed=i), special).items()}
-               for i in range(2)]
+    batches = [{k: v.to(on) for k, v in batch_from_ids(synthetic_ids(micro, cfg.data.max_seq_length, special,
+                                                                      seed=i), special).items()} for i in range(2)]
     timer = StepTimer(on, warmup, steps)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=cfg.train.precision, max_steps=warmup + steps,
                         gradient_clip_val=cfg.train.grad_clip, logger=False, enable_checkpointing=False,
@@ -112,36 +119,44 @@ def measure_steps(cfg: Config, stage: int, warmup: int, steps: int) -> dict:
                         num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=Batches(batches, warmup + steps))
     timing = timer.timing()
-    return {"step_s": timing["step_s"], "warmup_s": timing["warmup_s"]}
+    return {"step_s": timing["step_s"] * accumulate, "warmup_s": timing["warmup_s"]}
 
 
 def measure_finetune(cfg: Config) -> dict:
-    """Seconds per training example of a GLUE fine-tune (train and dev), and per fine-tune besides (building the
-    model and Trainer), from two short fine-tunes of a random encoder of D's shape on random sentence pairs."""
+    """Seconds per training example of a GLUE fine-tune (train and dev) and per fine-tune besides (building the
+    model and Trainer), from two short fine-tunes of a random encoder of D's shape on random sentence pairs. With
+    `finetune.batched_seeds`, a fine-tune is the seeds' one ensemble, and its rates are the whole group's."""
     tokenizer = build_tokenizer(vocab_path(cfg.data))
     words = [w for w in tokenizer.get_vocab() if w.isalpha()][:2000]
-    ft = replace(cfg.finetune, epochs=1, task_epochs={}, batched_seeds=False)
+    ft = replace(cfg.finetune, epochs=1, task_epochs={})
+    spec = TASKS["RTE"]
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
         ElectraModel(electra_config(discriminator_shape(cfg.model), cfg.model, len(tokenizer))).save_pretrained(tmp)
         for n in (ft.batch_size, 4 * ft.batch_size):
             pairs = [(" ".join(words[(i * 7 + j) % len(words)] for j in range(20)),
                       " ".join(words[(i * 11 + j) % len(words)] for j in range(20)), i % 2) for i in range(n)]
-            data = {"train": GlueDataset(pairs, tokenizer, ft.max_seq_length, False),
-                    "dev": GlueDataset(pairs[:ft.batch_size], tokenizer, ft.max_seq_length, False)}
+            train = GlueDataset(pairs, tokenizer, ft.max_seq_length, False)
+            dev = GlueDataset(pairs[:ft.batch_size], tokenizer, ft.max_seq_length, False)
             start = time.perf_counter()
-            train_one(tmp, TASKS["RTE"], ft, 0, data, tokenizer.pad_token_id, cfg.train.accelerator, 1, False)
+            if ft.batched_seeds:
+                finetune_seeds(tmp, spec, ft, list(range(ft.seeds)), train, [dev], ["dev"], tokenizer.pad_token_id,
+                               cfg.train.accelerator)
+            else:
+                train_one(tmp, spec, ft, 0, {"train": train, "dev": dev}, tokenizer.pad_token_id,
+                          cfg.train.accelerator, 1, False)
             seconds[n] = time.perf_counter() - start
     small, large = ft.batch_size, 4 * ft.batch_size
     per_example = max(1e-6, (seconds[large] - seconds[small]) / (large - small))
-    return {"per_example_s": per_example, "overhead_s": max(0.0, seconds[small] - small * (1 + EVAL_COST)
-                                                              * per_example)}
+    return {"per_example_s": per_example, "batched_seeds": ft.seeds if ft.batched_seeds else 0,
+            "overhead_s": max(0.0, seconds[small] - small * (1 + EVAL_COST) * per_example)}
 
 
 def finetune_key(cfg: Config) -> str:
     m, f = cfg.model, cfg.finetune
     return "finetune|" + "|".join(map(str, (m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size,
-                                            m.embedding_size, f.batch_size, f.max_seq_length, f.precision)))
+                                            m.embedding_size, cfg.data.vocab, f.batch_size, f.max_seq_length,
+                                            f.precision, f.seeds if f.batched_seeds else 0)))
 
 
 def estimate(cfg: Config, budget: dict, rates: Rates) -> dict:
@@ -163,7 +178,7 @@ def estimate(cfg: Config, budget: dict, rates: Rates) -> dict:
 
 
 def task_seconds(cfg: Config, task: str, rate: dict) -> float:
-    """One checkpoint's fine-tunes of one task, every seed (a batched ensemble: the seeds' work in one group)."""
+    """One checkpoint's fine-tunes of one task, every seed (a batched ensemble: its seeds as one group)."""
     f, spec = cfg.finetune, TASKS[task]
     train = len(load_examples(cfg.data.data_dir, spec, "train", f.max_train_examples))
     train *= 2 if f.double_unordered and spec.unordered else 1
@@ -171,4 +186,5 @@ def task_seconds(cfg: Config, task: str, rate: dict) -> float:
               if s == "dev" or task_file(cfg.data.data_dir, spec, s).is_file())
     epochs = f.task_epochs.get(spec.name, f.epochs)
     work = rate["per_example_s"] * (train * epochs + EVAL_COST * dev)
-    return f.seeds * work + (1 if f.batched_seeds else f.seeds) * rate["overhead_s"]
+    groups = 1 if rate.get("batched_seeds") else f.seeds  # a batched rate is already the seeds' group's
+    return groups * (work + rate["overhead_s"])
