@@ -11,6 +11,8 @@
 #   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA, the plain baseline and BERT, compiled,
 #                           batch 128: each compiled row costs about a minute of compilation on a fresh machine)
 #   BENCH_S=0               no benchmark; SWEEP=none: no plan and no sweep (a window for the benchmark alone)
+#   FT_BENCH_S=150          also the GLUE fine-tuning benchmark, after the pre-training one (default 0: not run);
+#   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without length buckets)
 #   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
 # Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
 # the benchmark and plan left of WINDOW_S, less PACK_S for the archive.
@@ -21,9 +23,11 @@ sweep=${SWEEP:-training-algorithms}
 parallel=${PARALLEL:-4}
 window=${WINDOW_S:-480}
 bench_s=${BENCH_S:-200}
+ft_bench_s=${FT_BENCH_S:-0}
 python=${PYTHON:-python3}
 pack_s=${PACK_S:-20}
 read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain,bert --batch-sizes 128 --compile on --plain-compile on --steps 20 --warmup 3}"
+read -r -a ft_bench_args <<< "${FT_BENCH_ARGS:---seeds 3 --modes batched,batched-unbucketed}"
 read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
 overrides+=("data.cache_dir=${CACHE_DIR:-$PWD/.cache}")  # never empty, so "${overrides[@]}" is safe on any bash
 work=${WORK:-$(mktemp -d)}
@@ -51,7 +55,9 @@ phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output i
 }
 
 cli=("$python" -m lightning_electra)
-phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
+(( bench_s > 0 )) && phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
+(( ft_bench_s > 0 )) && phase benchmark-finetune "$(( ft_bench_s < $(left) ? ft_bench_s : $(left) ))" "${cli[@]}" \
+  benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" --out "$work/benchmark"
 if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"

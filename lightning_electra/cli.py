@@ -198,7 +198,7 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     tokenizer, tokenizer_source = model_tokenizer(args.model, args.tokenizer, cfg)
     runs = {task: finetune_task_seeds(args.model, task, Path(cfg.data.data_dir), ft, tokenizer, range(ft.seeds),
                                       accelerator=cfg.train.accelerator, source=ft.source,
-                                      progress_bar=sys.stderr.isatty()) for task in tasks}
+                                      progress_bar=sys.stderr.isatty(), cache_dir=cfg.data.cache_dir) for task in tasks}
     for task, seeds in runs.items():
         for seed, scores in enumerate(seeds):
             print(f"[finetune] {task} seed {seed}: {scores['score']:.2f}", flush=True)

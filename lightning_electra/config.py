@@ -68,7 +68,7 @@ class DataConfig:
     # of the chosen positions, the share set to a random token (the rest stay unchanged). The official code has
     # none; BERT's own masking (80% [MASK], 10% random, 10% kept) is set in variants/bert.yaml, as the paper states
     random_token_prob: float = 0.0
-    cache_dir: str = ".cache"  # packed corpora, keyed by a hash of this section and the vocabulary
+    cache_dir: str = ".cache"  # packed corpora and tokenised GLUE splits, keyed by what they are made from
     num_workers: int = 0
     seed: int = 0  # packing randomness (sentence split points, short targets)
 
@@ -168,7 +168,14 @@ class FinetuneConfig:
     # (transformers' initializer_range, 0.02)
     head_init: str = "glorot"
     batch_size: int = 32
+    # dev sets in batches of this many (null: finetune.batch_size); a GPU evaluates far more at once
+    eval_batch_size: Optional[int] = None
     max_seq_length: int = 128
+    # [] : batches drawn at random and padded to their longest. Widths (e.g. [16, 32, 64]): each example goes to the
+    # smallest that holds it (finetune.max_seq_length always last), each training batch is drawn from one such
+    # bucket and padded to its width: a few static shapes and little padding (SST-2's sentences are ~13 tokens);
+    # dev sets in length order. Other batches than the official random ones (lightning_electra/finetune/data.py)
+    length_buckets: list[int] = field(default_factory=list)
     epochs: int = 3
     task_epochs: dict[str, int] = field(default_factory=lambda: {"RTE": 10, "STS-B": 10})
     dropout: float = 0.1
@@ -202,7 +209,7 @@ RANGES: dict[str, tuple[float | None, float | None, str]] = {
                      "model.embedding_size", "model.max_position_embeddings", "data.max_corpus_bytes",
                      "train.batch_size", "train.steps", "train.num_nodes", "train.max_device_batch",
                      "train.log_every_n_steps", "finetune.seeds", "finetune.batch_size", "finetune.epochs",
-                     "finetune.max_train_examples", "finetune.max_eval_examples"], COUNT),
+                     "finetune.max_train_examples", "finetune.max_eval_examples", "finetune.eval_batch_size"], COUNT),
     **dict.fromkeys(["data.max_seq_length", "finetune.max_seq_length"], (5, None, "[)")),  # [CLS] A [SEP] B [SEP]
     **dict.fromkeys(["model.dropout", "model.attention_dropout", "finetune.dropout", "train.warmup_fraction",
                      "finetune.warmup_fraction"], SHARE),
@@ -278,6 +285,10 @@ def check(cfg: Config) -> None:
     if cfg.adversarial.baseline_loss not in ("cross-entropy", "squared-error"):
         raise ConfigError(f"adversarial.baseline_loss must be cross-entropy or squared-error; got "
                           f"'{cfg.adversarial.baseline_loss}'.")
+    buckets = cfg.finetune.length_buckets
+    if any(w < 1 for w in buckets) or buckets != sorted(set(buckets)):
+        raise ConfigError(f"finetune.length_buckets must be increasing positive widths, e.g. [16, 32, 64]; got "
+                          f"{buckets}.")
     if cfg.finetune.head_init not in ("glorot", "normal"):
         raise ConfigError(f"finetune.head_init must be glorot or normal; got '{cfg.finetune.head_init}'.")
     if cfg.train.steps is None and cfg.train.flops_budget is None:

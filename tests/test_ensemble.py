@@ -37,7 +37,7 @@ def test_each_member_gets_its_own_gradient_and_clipping(backbone, tokenizer, dat
     references = [copy.deepcopy(m) for m in members]
     ensemble = SeedEnsemble(members)
     data = encoded(data_dir, spec, "train", 16, "files", tokenizer, 128)
-    batch = next(iter(SeedBatches(data, [0, 1], 8, tokenizer.pad_token_id)))
+    batch = next(iter(SeedBatches(data, [0, 1], FinetuneConfig(batch_size=8), tokenizer.pad_token_id)))
     assert batch["input_ids"].shape[:2] == (2, 8) and not torch.equal(*batch["input_ids"])  # own data order each
     ensemble.training_step(batch, 0).backward()
     index = {n: i for i, n in enumerate(ensemble.names)}
@@ -80,6 +80,10 @@ def test_the_finetune_benchmark_times_both_modes(data_dir, tmp_path, monkeypatch
 
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     table = main(["--scale", "smoke", "--tasks", "RTE", "--seeds", "2", "--out", str(tmp_path),
+                  "--modes", "sequential,batched,batched-unbucketed", "finetune.length_buckets=[32,64]",
                   "finetune.max_train_examples=16", "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1"])
-    assert list(table["mode"]) == ["sequential", "batched"] and (table["seconds"] > 0).all()
+    assert list(table["mode"]) == ["sequential", "batched", "batched-unbucketed"] and (table["seconds"] > 0).all()
+    assert list(table["length_buckets"]) == ["32-64", "32-64", "none"]
     assert "batched" in (tmp_path / "finetune.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["--modes", "batched,bucketed", "--out", str(tmp_path)])

@@ -2,24 +2,21 @@
 
     classifier.py  the classifier, its optimiser and metrics, the protocol's Trainer
     ensemble.py    a task's seeds trained together through vmap (finetune.batched_seeds)
-    data.py        which tasks, and their tokenised splits
+    data.py        which tasks, their tokenised splits, and the batches a fine-tune draws
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import lightning as L
-from torch.utils.data import DataLoader
-
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import GlueCollator
 from lightning_electra.data.glue_tasks import GlueTask, get_task, glue_tasks
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune.classifier import (GlueClassifier, build_metrics, check_vocab, glue_trainer,
                                                    layerwise_param_groups, load_backbone, quiet, with_score)
-from lightning_electra.finetune.data import encoded, task_splits
+from lightning_electra.finetune.data import encoded, eval_loader, task_splits, train_loader
 from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.optim import warmup_linear_decay
 
@@ -40,15 +37,16 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
 
 def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
                         cfg: FinetuneConfig, tokenizer: Any, seeds: Sequence[int], accelerator: str = "auto",
-                        source: str = "files", devices: Union[int, str] = 1,
-                        progress_bar: bool = False) -> list[dict[str, float]]:
+                        source: str = "files", devices: Union[int, str] = 1, progress_bar: bool = False,
+                        cache_dir: Optional[Union[str, Path]] = None) -> list[dict[str, float]]:
     """A task's fine-tunes for several seeds: one after another, or together as one batched ensemble when
-    `finetune.batched_seeds` (ensemble.py). One result dict per seed, in order."""
+    `finetune.batched_seeds` (ensemble.py). One result dict per seed, in order. `cache_dir` keeps the tokenised
+    splits on disk (data.cache_dir)."""
     spec = get_task(task)
     if isinstance(tokenizer, (str, Path)):
         tokenizer = build_tokenizer(tokenizer)
     check_vocab(backbone_dir, tokenizer)  # before tokenising: a full task takes a while
-    data = task_splits(data_dir, spec, cfg, tokenizer, source)
+    data = task_splits(data_dir, spec, cfg, tokenizer, source, cache_dir)
     train, *splits = data
     with quiet():
         if cfg.batched_seeds and len(seeds) > 1:
@@ -62,14 +60,11 @@ def train_one(backbone_dir, spec: GlueTask, cfg: FinetuneConfig, seed: int, data
               accelerator: str, devices: Union[int, str], progress_bar: bool) -> dict[str, float]:
     """One seed's fine-tune on the task's splits (`data`: train first, then the dev splits)."""
     L.seed_everything(seed, workers=True, verbose=False)
-    collate = GlueCollator(pad_id)
     train, *splits = data
     model = GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits)
     trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
-    trainer.fit(model, train_dataloaders=DataLoader(data[train], batch_size=cfg.batch_size, shuffle=True,
-                                                    collate_fn=collate))
-    trainer.validate(model, dataloaders=[DataLoader(data[s], batch_size=cfg.batch_size, shuffle=False,
-                                                    collate_fn=collate) for s in splits], verbose=False)
+    trainer.fit(model, train_dataloaders=train_loader(data[train], cfg, pad_id))
+    trainer.validate(model, dataloaders=[eval_loader(data[s], cfg, pad_id) for s in splits], verbose=False)
     return with_score(model.dev_results, spec)
 
 

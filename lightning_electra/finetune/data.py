@@ -1,47 +1,149 @@
-"""GLUE data for fine-tuning: each task's splits tokenised once per process."""
+"""GLUE data for fine-tuning: each task's splits tokenised once (per process, and on disk under data.cache_dir), and
+the batches a fine-tune draws.
+
+Batches are the official code's (random, padded) unless `finetune.length_buckets` names widths. Then each example
+goes to the smallest width that holds it, and a training epoch is every bucket's examples shuffled and cut into
+batches, in an order of buckets that is itself shuffled: each example once an epoch as before, but a batch of SST-2
+sentences is 16 or 32 wide rather than 128, and there are only a few shapes for a compiled step to keep.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import weakref
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import torch
+from torch.utils.data import DataLoader, Sampler
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import GlueDataset, both_orders, load_examples, unit_targets
+from lightning_electra.data.glue import GlueCollator, GlueDataset, both_orders, load_examples, unit_targets
 from lightning_electra.data.glue_tasks import GlueTask, task_file
+from lightning_electra.io import UnreadableFile, atomic, file_digest, load_torch
 
 _ENCODED: dict[tuple, GlueDataset] = {}
-_VOCAB_KEYS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()  # sorting 30k entries: once each
+_VOCAB_KEYS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()  # sorting 30k entries: once each
 
 
-def vocab_key(tokenizer: Any) -> int:
-    """Equal vocabularies encode alike, whichever tokenizer object holds them."""
+def vocab_key(tokenizer: Any) -> str:
+    """Equal vocabularies encode alike, whichever tokenizer object holds them (a digest: stable across processes)."""
     if tokenizer not in _VOCAB_KEYS:
-        _VOCAB_KEYS[tokenizer] = hash(tuple(sorted(tokenizer.get_vocab().items())))
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
+        _VOCAB_KEYS[tokenizer] = hashlib.sha256(vocab).hexdigest()[:16]
     return _VOCAB_KEYS[tokenizer]
 
 
 def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: str, tokenizer: Any,
-            max_seq_length: int, both_orders_: bool = False, unit_targets_: bool = False) -> GlueDataset:
-    """A tokenised split, kept for the process: a sweep fine-tunes the same split for every seed and checkpoint.
-    A cap picks examples (pairs), then `both_orders_` doubles them and `unit_targets_` rescales regression scores."""
+            max_seq_length: int, both_orders_: bool = False, unit_targets_: bool = False,
+            cache_dir: Optional[Union[str, Path]] = None) -> GlueDataset:
+    """A tokenised split, kept for the process (a sweep fine-tunes the same split for every seed and checkpoint) and,
+    given `cache_dir`, on disk under it, keyed by the file's contents (every run of a sweep, each process of a
+    parallel one, reads it rather than tokenising SST-2 again). A cap picks examples (pairs), then `both_orders_`
+    doubles them and `unit_targets_` rescales regression scores."""
     key = (str(data_dir), spec.name, split, cap, source, vocab_key(tokenizer), max_seq_length, both_orders_,
            unit_targets_)
     if key not in _ENCODED:
         if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
             _ENCODED.pop(next(iter(_ENCODED)))
-        examples = load_examples(data_dir, spec, split, cap, source=source)
-        examples = both_orders(examples) if both_orders_ else examples
-        examples = unit_targets(spec, examples) if unit_targets_ else examples
-        _ENCODED[key] = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
+        on_disk = None
+        if cache_dir is not None and source == "files":
+            digest = hashlib.sha256(repr((file_digest(task_file(data_dir, spec, split)), *key[2:])).encode())
+            on_disk = Path(cache_dir) / "glue" / f"{spec.name}-{split}-{digest.hexdigest()[:16]}.pt"
+        _ENCODED[key] = read_encoded(on_disk) if on_disk is not None and on_disk.is_file() else None
+        if _ENCODED[key] is None:
+            examples = load_examples(data_dir, spec, split, cap, source=source)
+            examples = both_orders(examples) if both_orders_ else examples
+            examples = unit_targets(spec, examples) if unit_targets_ else examples
+            _ENCODED[key] = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
+            if on_disk is not None:
+                with atomic(on_disk, keep_existing=True) as tmp:  # runs at once may write the same split
+                    torch.save(_ENCODED[key].to_tensors(), tmp)
     return _ENCODED[key]
 
 
-def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, source: str) -> dict[str, GlueDataset]:
-    """A task's tokenised train split and the dev splits it reports on, by name (train first). Extra dev splits
-    (MNLI mismatched) are reported when their file is there; "dev" itself is required."""
+def read_encoded(path: Path) -> Optional[GlueDataset]:
+    """A cached split, or None when the file is damaged (then it is tokenised again and rewritten)."""
+    try:
+        return GlueDataset.from_tensors(load_torch(path))
+    except (UnreadableFile, KeyError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, source: str,
+                cache_dir: Optional[Union[str, Path]] = None) -> dict[str, GlueDataset]:
+    """A task's tokenised train split and the dev splits it reports on, by name (train first), cached on disk under
+    `cache_dir` when given. Extra dev splits (MNLI mismatched) are reported when their file is there; "dev" itself is
+    required."""
     splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
     return {split: encoded(data_dir, spec, split, cfg.max_train_examples if split == "train" else cfg.max_eval_examples,
                            source, tokenizer, cfg.max_seq_length,
                            both_orders_=split == "train" and cfg.double_unordered and spec.unordered,
-                           unit_targets_=cfg.scale_regression_targets and spec.target_range is not None)
+                           unit_targets_=cfg.scale_regression_targets and spec.target_range is not None,
+                           cache_dir=cache_dir)
             for split in ["train", *splits]}
+
+
+def bucket_widths(cfg: FinetuneConfig) -> tuple[int, ...]:
+    """The padded widths a fine-tune's batches take (none: each batch its longest); max_seq_length always last."""
+    if not cfg.length_buckets:
+        return ()
+    return (*(w for w in cfg.length_buckets if w < cfg.max_seq_length), cfg.max_seq_length)
+
+
+class LengthBuckets(Sampler[list[int]]):
+    """Training batches of one bucket each (the module docstring). `generator` draws which examples a batch holds;
+    `schedule` draws the order of the buckets' batches. Seeds of one ensemble share the schedule (their batches at
+    a step then have one shape and one size) and draw their own examples."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, widths: Sequence[int], generator: torch.Generator,
+                 schedule: torch.Generator):
+        buckets: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            buckets.setdefault(next((b for b, w in enumerate(widths) if n <= w), len(widths) - 1), []).append(i)
+        self.buckets = [torch.tensor(buckets[b]) for b in sorted(buckets)]
+        self.batch_size, self.generator, self.schedule = batch_size, generator, schedule
+
+    def __len__(self) -> int:
+        return sum(math.ceil(len(b) / self.batch_size) for b in self.buckets)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = [iter(b[torch.randperm(len(b), generator=self.generator)].split(self.batch_size))
+                   for b in self.buckets]
+        order = torch.tensor([k for k, b in enumerate(self.buckets) for _ in b[::self.batch_size]])
+        for k in order[torch.randperm(len(order), generator=self.schedule)].tolist():
+            yield next(batches[k]).tolist()
+
+
+def generator_from(seed: Optional[int]) -> torch.Generator:
+    """A generator of its own, or (None) one seeded from torch's global stream, which seed_everything set."""
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())) if seed is None else seed)
+
+
+def train_loader(data: GlueDataset, cfg: FinetuneConfig, pad_id: int, seed: Optional[int] = None,
+                 schedule_seed: Optional[int] = None) -> DataLoader:
+    """A fine-tune's training batches. `seed` seeds its data order (None: torch's global stream, as a one-by-one
+    fine-tune draws it); `schedule_seed`, with length buckets, the order of the buckets (None: from `seed`)."""
+    collate = GlueCollator(pad_id, bucket_widths(cfg))
+    if not cfg.length_buckets:
+        return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                          generator=None if seed is None else torch.Generator().manual_seed(seed))
+    generator = generator_from(seed)
+    schedule = generator_from(schedule_seed) if schedule_seed is not None else generator_from(
+        int(torch.randint(0, 2**62, (), generator=generator)))
+    return DataLoader(data, batch_sampler=LengthBuckets(data.lengths, cfg.batch_size, collate.widths, generator,
+                                                         schedule), collate_fn=collate)
+
+
+def eval_loader(data: GlueDataset, cfg: FinetuneConfig, pad_id: int) -> DataLoader:
+    """A dev split in batches of finetune.eval_batch_size; with length buckets, in length order (dev metrics do not
+    depend on the order), so that a batch is padded to little more than its own sentences."""
+    size, collate = cfg.eval_batch_size or cfg.batch_size, GlueCollator(pad_id, bucket_widths(cfg))
+    if not cfg.length_buckets:
+        return DataLoader(data, batch_size=size, shuffle=False, collate_fn=collate)
+    lengths = data.lengths
+    order = sorted(range(len(data)), key=lengths.__getitem__)
+    return DataLoader(data, batch_sampler=[order[i:i + size] for i in range(0, len(order), size)], collate_fn=collate)

@@ -20,13 +20,12 @@ import lightning as L
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
-from torch.utils.data import DataLoader
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import GlueCollator
 from lightning_electra.data.glue_tasks import GlueTask
 from lightning_electra.finetune.classifier import (GlueClassifier, build_metrics, dev_scores, glue_optimizer,
                                                    glue_trainer, layerwise_param_groups, with_score)
+from lightning_electra.finetune.data import eval_loader, train_loader
 
 
 def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -36,12 +35,11 @@ def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 class SeedBatches:
     """One loader per seed (each shuffled by its own generator), zipped: each step holds every seed's batch, padded
-    to one width and stacked to (S, B, L)."""
+    to one width and stacked to (S, B, L). With length buckets the seeds share the buckets' order (the first seed's),
+    so their batches at a step come from one bucket: one width, no padding between them."""
 
-    def __init__(self, data, seeds: Sequence[int], batch_size: int, pad_id: int):
-        collate = GlueCollator(pad_id)
-        self.loaders = [DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                                   generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+    def __init__(self, data, seeds: Sequence[int], cfg: FinetuneConfig, pad_id: int):
+        self.loaders = [train_loader(data, cfg, pad_id, seed, schedule_seed=seeds[0]) for seed in seeds]
         self.pad_id = pad_id
 
     def __len__(self) -> int:
@@ -146,8 +144,6 @@ def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, cfg: Finetune
     del members
     L.seed_everything(seeds[0], workers=True, verbose=False)  # dropout: one stream, different per member (vmap)
     trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
-    trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, cfg.batch_size, pad_id))
-    collate = GlueCollator(pad_id)
-    dev = [DataLoader(d, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate) for d in dev_data]
-    trainer.validate(model, dataloaders=dev, verbose=False)
+    trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, cfg, pad_id))
+    trainer.validate(model, dataloaders=[eval_loader(d, cfg, pad_id) for d in dev_data], verbose=False)
     return [with_score(r, spec) for r in model.dev_results]

@@ -156,7 +156,8 @@ def finetune_key(cfg: Config) -> str:
     m, f = cfg.model, cfg.finetune
     return "finetune|" + "|".join(map(str, (m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size,
                                             m.embedding_size, cfg.data.vocab, f.batch_size, f.max_seq_length,
-                                            f.precision, f.seeds if f.batched_seeds else 0)))
+                                            f.precision, f.seeds if f.batched_seeds else 0, f.length_buckets,
+                                            f.eval_batch_size)))
 
 
 def estimate(cfg: Config, budget: dict, rates: Rates) -> dict:

@@ -76,7 +76,8 @@ def finetune_checkpoints(cfg: Config, layout: RunLayout, sweep: str) -> list[dic
             for group in [list(results)] if batched else [[seed] for seed in missing]:
                 start = time.time()
                 all_scores = finetune_task_seeds(checkpoint, task, Path(cfg.data.data_dir), cfg.finetune, tokenizer,
-                                                 group, accelerator=cfg.train.accelerator, source=cfg.finetune.source)
+                                                 group, accelerator=cfg.train.accelerator, source=cfg.finetune.source,
+                                                 cache_dir=cfg.data.cache_dir)
                 seconds = round((time.time() - start) / len(group), 2)
                 for seed, scores in zip(group, all_scores):
                     write_json(results[seed], {"scores": scores, "seconds": seconds})

@@ -2,12 +2,14 @@
 
     python -m lightning_electra benchmark-finetune                 # GPU: scale tiny's protocol, every task, 10 seeds
     python -m lightning_electra benchmark-finetune --tasks RTE,MRPC --seeds 3 --scale smoke   # CPU: capped, a minute
+    python -m lightning_electra benchmark-finetune --seeds 3 --modes batched,batched-unbucketed  # buckets' gain
     make benchmark-finetune ARGS="--seeds 10"
 
 The backbone is `--model` (a transformers ELECTRA directory) or, by default, a freshly initialised encoder of the
 scale's discriminator shape: time does not depend on the weights. Each mode fine-tunes every task present under
 DATA_DIR with the scale's fine-tuning protocol (epochs per task, caps, precision) and records wall time, so the
-issue's targets read directly: one seed of all tasks, and the median's seeds of all tasks. Writes
+issue's targets read directly: one seed of all tasks, and the median's seeds of all tasks. A mode ending in
+`-unbucketed` draws the official random batches (finetune.length_buckets=[]) whatever the scale says. Writes
 `finetune.csv` and `finetune.md` (with command, commit, hardware, date) to analysis/reports/benchmark/.
 """
 
@@ -47,7 +49,9 @@ def random_backbone(cfg, vocab_size: int, where: Path) -> Path:
 def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokenizer) -> dict:
     from lightning_electra.finetune import finetune_task_seeds
 
-    ft = replace(cfg.finetune, batched_seeds=mode == "batched")
+    ft = replace(cfg.finetune, batched_seeds=mode.startswith("batched"))
+    if mode.endswith("-unbucketed"):
+        ft = replace(ft, length_buckets=[])
     start = time.perf_counter()
     scores = {task: finetune_task_seeds(model, task, Path(cfg.data.data_dir), ft, tokenizer, list(range(seeds)),
                                         accelerator=cfg.train.accelerator, source=ft.source) for task in tasks}
@@ -55,6 +59,7 @@ def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokeniz
     print(f"[finetune-benchmark] {mode}: {len(tasks)} task(s) x {seeds} seed(s) in {seconds:.1f} s", flush=True)
     return {"mode": mode, "tasks": ",".join(tasks), "seeds": seeds, "seconds": round(seconds, 1),
             "seconds_per_seed": round(seconds / seeds, 1), "device": hardware(), "precision": ft.precision,
+            "length_buckets": "-".join(map(str, ft.length_buckets)) or "none",
             "median_score": round(float(glue(scores)), 2)}
 
 
@@ -71,13 +76,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--tasks", default=None, help="comma-separated GLUE tasks (default: every task with data)")
     p.add_argument("--seeds", type=int, default=10, help="seeds per task (the paper's median takes 10)")
     p.add_argument("--model", type=Path, default=None, help="a transformers ELECTRA directory (default: random)")
-    p.add_argument("--modes", default="sequential,batched")
+    p.add_argument("--modes", default="sequential,batched",
+                   help="sequential and/or batched, each also as -unbucketed (the official random batches)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. finetune.precision=bf16-mixed)")
     args = p.parse_intermixed_args(argv)
     modes = args.modes.split(",")
-    if set(modes) - {"sequential", "batched"}:
-        p.error(f"--modes takes sequential and/or batched, not {args.modes}")
+    known = {m + suffix for m in ("sequential", "batched") for suffix in ("", "-unbucketed")}
+    if set(modes) - known:
+        p.error(f"--modes takes {', '.join(sorted(known))} (comma-separated), not {args.modes}")
 
     from lightning_electra.data.glue_tasks import get_task
     from lightning_electra.data.tokenizer import build_tokenizer
@@ -88,7 +95,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     tasks = glue_tasks(cfg)
     tokenizer = build_tokenizer(vocab_path(cfg.data))
     for task in tasks:  # read and tokenise outside the timing, so the first mode pays no more than the second
-        task_splits(Path(cfg.data.data_dir), get_task(task), cfg.finetune, tokenizer, cfg.finetune.source)
+        task_splits(Path(cfg.data.data_dir), get_task(task), cfg.finetune, tokenizer, cfg.finetune.source,
+                    cfg.data.cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_backbone(cfg, len(tokenizer), Path(tmp))
         rows = [time_mode(mode, model, tasks, args.seeds, cfg, tokenizer) for mode in modes]
