@@ -55,9 +55,10 @@ phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output i
 }
 
 cli=("$python" -m lightning_electra)
+(( bench_s > 0 )) || echo "benchmark: not run (BENCH_S=0)" >> "$summary"
 (( bench_s > 0 )) && phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
 (( ft_bench_s > 0 )) && phase benchmark-finetune "$(( ft_bench_s < $(left) ? ft_bench_s : $(left) ))" "${cli[@]}" \
-  benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" --out "$work/benchmark"
+  benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" "data.cache_dir=${CACHE_DIR:-$PWD/.cache}" --out "$work/benchmark"
 if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"

@@ -32,8 +32,9 @@ class WriteError(SuiteError, OSError):
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    else:  # nothing there, or a file where a folder of the path should be (then the write's own error says so)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            path.unlink()
 
 
 @contextlib.contextmanager

@@ -149,3 +149,28 @@ def test_tokenised_splits_are_kept_on_disk_keyed_by_the_file_s_contents(tokenize
     path.write_text("\n".join([lines[0], *lines[2:]]) + "\n")
     finetune_data._ENCODED.clear()
     assert split().input_ids != first.input_ids and len(list((cache / "glue").glob("MRPC-train-*.pt"))) == 2
+
+
+def test_a_split_that_fails_to_load_fails_again_and_a_cache_that_cannot_be_written_is_only_a_warning(tokenizer,
+                                                                                                     tmp_path):
+    from lightning_electra.data.glue import GlueDataError
+
+    spec = get_task("RTE")
+    for _ in range(2):  # nothing half-made is kept for the next call
+        with pytest.raises(GlueDataError):
+            encoded(tmp_path / "nowhere", spec, "train", None, "files", tokenizer, 128, cache_dir=tmp_path / "c")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache's folder would go")
+    with pytest.warns(UserWarning, match="without being cached"):
+        data = encoded(FIXTURES, spec, "dev", 23, "files", tokenizer, 128, cache_dir=blocked / "cache")
+    assert len(data) == 23
+
+
+def test_tokenizers_that_encode_differently_do_not_share_a_cached_split(tokenizer):
+    from lightning_electra.finetune.data import tokenizer_key
+
+    same, cased = (build_tokenizer(FIXTURES / "vocab" / "bert-base-uncased-vocab.txt") for _ in range(2))
+    assert tokenizer_key(same) == tokenizer_key(tokenizer)  # another object, the same encoding
+    cased.backend_tokenizer.normalizer = type(cased.backend_tokenizer.normalizer)(lowercase=False)
+    assert cased("Hello")["input_ids"] != tokenizer("Hello")["input_ids"]
+    assert tokenizer_key(cased) != tokenizer_key(tokenizer)

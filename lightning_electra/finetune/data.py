@@ -4,7 +4,8 @@ the batches a fine-tune draws.
 Batches are the official code's (random, padded) unless `finetune.length_buckets` names widths. Then each example
 goes to the smallest width that holds it, and a training epoch is every bucket's examples shuffled and cut into
 batches, in an order of buckets that is itself shuffled: each example once an epoch as before, but a batch of SST-2
-sentences is 16 or 32 wide rather than 128, and there are only a few shapes for a compiled step to keep.
+sentences is 16 or 32 wide where a random batch is as wide as its longest sentence, and a fine-tune sees a few shapes
+only (a width, and a full batch or a bucket's last one), which is what a compiled step would need.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -22,18 +24,23 @@ from torch.utils.data import DataLoader, Sampler
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import GlueCollator, GlueDataset, both_orders, load_examples, unit_targets
 from lightning_electra.data.glue_tasks import GlueTask, task_file
-from lightning_electra.io import UnreadableFile, atomic, file_digest, load_torch
+from lightning_electra.io import UnreadableFile, WriteError, atomic, file_digest, load_torch
 
 _ENCODED: dict[tuple, GlueDataset] = {}
-_VOCAB_KEYS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()  # sorting 30k entries: once each
+_TOKENIZER_KEYS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()  # a 30k vocabulary: once each
+# Bumped when tokenising or reading the GLUE files changes (truncation, subsets, labels): every cached split is
+# then made again, as PACKING_VERSION does for the packed corpus.
+GLUE_CACHE_VERSION = 1
 
 
-def vocab_key(tokenizer: Any) -> str:
-    """Equal vocabularies encode alike, whichever tokenizer object holds them (a digest: stable across processes)."""
-    if tokenizer not in _VOCAB_KEYS:
-        vocab = json.dumps(sorted(tokenizer.get_vocab().items())).encode()
-        _VOCAB_KEYS[tokenizer] = hashlib.sha256(vocab).hexdigest()[:16]
-    return _VOCAB_KEYS[tokenizer]
+def tokenizer_key(tokenizer: Any) -> str:
+    """Tokenizers that encode alike share a key, whichever object holds them: a digest of the whole fast tokenizer
+    (vocabulary, lower-casing, normalisation), stable across processes."""
+    if tokenizer not in _TOKENIZER_KEYS:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        described = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+        _TOKENIZER_KEYS[tokenizer] = hashlib.sha256(described.encode()).hexdigest()[:16]
+    return _TOKENIZER_KEYS[tokenizer]
 
 
 def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: str, tokenizer: Any,
@@ -43,32 +50,38 @@ def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: st
     given `cache_dir`, on disk under it, keyed by the file's contents (every run of a sweep, each process of a
     parallel one, reads it rather than tokenising SST-2 again). A cap picks examples (pairs), then `both_orders_`
     doubles them and `unit_targets_` rescales regression scores."""
-    key = (str(data_dir), spec.name, split, cap, source, vocab_key(tokenizer), max_seq_length, both_orders_,
+    key = (str(data_dir), spec.name, split, cap, source, tokenizer_key(tokenizer), max_seq_length, both_orders_,
            unit_targets_)
-    if key not in _ENCODED:
-        if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
-            _ENCODED.pop(next(iter(_ENCODED)))
-        on_disk = None
-        if cache_dir is not None and source == "files":
-            digest = hashlib.sha256(repr((file_digest(task_file(data_dir, spec, split)), *key[2:])).encode())
-            on_disk = Path(cache_dir) / "glue" / f"{spec.name}-{split}-{digest.hexdigest()[:16]}.pt"
-        _ENCODED[key] = read_encoded(on_disk) if on_disk is not None and on_disk.is_file() else None
-        if _ENCODED[key] is None:
-            examples = load_examples(data_dir, spec, split, cap, source=source)
-            examples = both_orders(examples) if both_orders_ else examples
-            examples = unit_targets(spec, examples) if unit_targets_ else examples
-            _ENCODED[key] = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
-            if on_disk is not None:
+    if key in _ENCODED:
+        return _ENCODED[key]
+    path = task_file(data_dir, spec, split) if source == "files" else None
+    on_disk = None
+    if cache_dir is not None and path is not None and path.is_file():  # a missing file: load_examples says so
+        digest = hashlib.sha256(repr((GLUE_CACHE_VERSION, file_digest(path), *key[2:])).encode()).hexdigest()
+        on_disk = Path(cache_dir) / "glue" / f"{spec.name}-{split}-{digest[:16]}.pt"
+    data = read_encoded(on_disk) if on_disk is not None and on_disk.is_file() else None
+    if data is None:
+        examples = load_examples(data_dir, spec, split, cap, source=source)
+        examples = both_orders(examples) if both_orders_ else examples
+        examples = unit_targets(spec, examples) if unit_targets_ else examples
+        data = GlueDataset(examples, tokenizer, max_seq_length, spec.is_regression)
+        if on_disk is not None:
+            try:
                 with atomic(on_disk, keep_existing=True) as tmp:  # runs at once may write the same split
-                    torch.save(_ENCODED[key].to_tensors(), tmp)
-    return _ENCODED[key]
+                    torch.save(data.to_tensors(), tmp)
+            except WriteError as err:  # a cache is a saving, never a reason to stop
+                warnings.warn(f"{err} The split is used without being cached.", stacklevel=2)
+    if len(_ENCODED) >= 32:  # bounded: a sweep touches a handful of (task, split) pairs
+        _ENCODED.pop(next(iter(_ENCODED)))
+    _ENCODED[key] = data
+    return data
 
 
 def read_encoded(path: Path) -> Optional[GlueDataset]:
     """A cached split, or None when the file is damaged (then it is tokenised again and rewritten)."""
     try:
         return GlueDataset.from_tensors(load_torch(path))
-    except (UnreadableFile, KeyError):
+    except (UnreadableFile, KeyError, TypeError, IndexError, AttributeError):
         path.unlink(missing_ok=True)
         return None
 
@@ -118,6 +131,9 @@ class LengthBuckets(Sampler[list[int]]):
             yield next(batches[k]).tolist()
 
 
+SCHEDULE_SALT = 0x5EED_B0C5  # the buckets' order of seed k is not drawn from the stream of seed k's examples
+
+
 def generator_from(seed: Optional[int]) -> torch.Generator:
     """A generator of its own, or (None) one seeded from torch's global stream, which seed_everything set."""
     return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())) if seed is None else seed)
@@ -132,7 +148,7 @@ def train_loader(data: GlueDataset, cfg: FinetuneConfig, pad_id: int, seed: Opti
         return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
                           generator=None if seed is None else torch.Generator().manual_seed(seed))
     generator = generator_from(seed)
-    schedule = generator_from(schedule_seed) if schedule_seed is not None else generator_from(
+    schedule = generator_from(schedule_seed + SCHEDULE_SALT) if schedule_seed is not None else generator_from(
         int(torch.randint(0, 2**62, (), generator=generator)))
     return DataLoader(data, batch_sampler=LengthBuckets(data.lengths, cfg.batch_size, collate.widths, generator,
                                                          schedule), collate_fn=collate)

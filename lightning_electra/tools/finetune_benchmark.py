@@ -99,13 +99,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     cfg.data.cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or random_backbone(cfg, len(tokenizer), Path(tmp))
-        rows = [time_mode(mode, model, tasks, args.seeds, cfg, tokenizer) for mode in modes]
+        rows = []
+        for mode in modes:  # each mode's row written as it comes: a benchmark stopped by a window keeps the rest
+            rows.append(time_mode(mode, model, tasks, args.seeds, cfg, tokenizer))
+            atomic_write_text(args.out / "finetune.csv", pd.DataFrame(rows).to_csv(index=False))
     table = pd.DataFrame(rows)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", "benchmark-finetune",
                                                  *(argv if argv is not None else sys.argv[1:])])
     if os.environ.get("DATA_DIR"):
         command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"
-    atomic_write_text(args.out / "finetune.csv", table.to_csv(index=False))
     source = f"model {args.model}" if args.model else "a random encoder of the scale's discriminator shape"
     lines = ["# GLUE fine-tuning time: seeds one by one vs one batched ensemble", "",
              f"Scale `{cfg.scale}`'s protocol ({cfg.finetune.epochs} epochs, per task {cfg.finetune.task_epochs}, "
