@@ -1,7 +1,8 @@
 # lightning_electra: one target per paper figure or table. `make help` lists them.
 #   SCALE=smoke|tiny|small|base   (default: smoke without a GPU, tiny with one)
 #   DATA_DIR=/path/to/data        (holds corpus/, glue/, vocab/; e.g. ../shared/data)
-#   OVERRIDES="key=value ..."     (any config key, every target: e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
+#   OVERRIDES="key=value ..."     (any config key, for the sweeps, pretrain, the benchmarks and export:
+#                                  e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
 #   ARGS="--flag ..."             (a tool's own flags: benchmark, benchmark-finetune; e.g. ARGS="--seeds 10")
 #   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
 #   RUNS=a,b                      (a sweep in pieces: only these runs now; the table and report take all finished)

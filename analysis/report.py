@@ -120,8 +120,9 @@ def save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-CAVEATS = {"smoke": "scale smoke is a pipeline check (2-layer, 64-wide models, a few hundred steps): "
-                    "its differences are noise, not findings"}
+# What a scale's numbers cannot say, on its figures, its summaries and the reports' index.
+CAVEATS = {"smoke": "Scale smoke is a pipeline check (2-layer, 64-wide models, a few hundred steps and fine-tuning "
+                    "examples): its differences are noise, not findings"}
 
 
 def figure(paper: pd.DataFrame, colors: dict[str, str], scale: str):
@@ -132,7 +133,7 @@ def figure(paper: pd.DataFrame, colors: dict[str, str], scale: str):
     if with_paper:
         draw_paper(axes[0][1], paper, colors)
     if scale in CAVEATS:
-        fig.suptitle(CAVEATS[scale][0].upper() + CAVEATS[scale][1:], fontsize=9, color="firebrick")
+        fig.suptitle(CAVEATS[scale], fontsize=9, color="firebrick")
     return fig, axes[0][0]
 
 
@@ -315,9 +316,7 @@ def render(out: Path) -> None:
              f"{label} = mean over {', '.join(tasks)} of each task's median over {seeds} fine-tuning seed(s) "
              "(dev sets; CoLA: MCC, STS-B: Spearman, others: accuracy; x100). Spread: min-max over seeds of the "
              "per-seed GLUE.", "",
-             *figures, "", *(["**Scale smoke is a pipeline check** (a 2-layer, 64-wide model, a few hundred steps, "
-                              "a few hundred fine-tuning examples a task): its GLUE differences are noise, not "
-                              "findings.", ""] if scale == "smoke" else []),
+             *figures, "", *([f"**{CAVEATS[scale]}.**", ""] if scale in CAVEATS else []),
              "## Final checkpoints", "",
              f"| run | variant | steps | tokens | paper FLOPs | measured FLOPs | pre-train time | {label} | spread |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -387,9 +386,8 @@ def write_index(reports: Path = REPORTS) -> Path:
              "results tables alone.", ""]
     for scale in sorted({p.parent.parent.name for p in reports.glob("*/*/results.csv")}):
         lines += [f"## Scale `{scale}`", ""]
-        if scale == "smoke":
-            lines += ["Pipeline checks on 2 CPU cores (2-layer, 64-wide models, a few hundred steps): differences "
-                      "between runs are noise, not findings.", ""]
+        if scale in CAVEATS:
+            lines += [f"{CAVEATS[scale]}.", ""]
         for out in sorted(reports.glob(f"{scale}/*/results.csv")):
             lines.append(f"- [{out.parent.name}]({scale}/{out.parent.name}/summary.md): {finding(out.parent)}")
         lines.append("")

@@ -29,11 +29,12 @@ pack_s=${PACK_S:-20}
 read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain,bert --batch-sizes 128 --compile on --plain-compile on --steps 20 --warmup 3}"
 read -r -a ft_bench_args <<< "${FT_BENCH_ARGS:---seeds 3 --modes batched,batched-unbucketed}"
 read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
-overrides+=("data.cache_dir=${CACHE_DIR:-$PWD/.cache}")  # never empty, so "${overrides[@]}" is safe on any bash
+cache=${CACHE_DIR:-$PWD/.cache}  # packed corpus, tokenised GLUE, measured rates, compiled kernels: one place
+overrides+=("data.cache_dir=$cache")  # never empty, so "${overrides[@]}" is safe on any bash
 work=${WORK:-$(mktemp -d)}
 start=$(date +%s)
 mkdir -p "$out" "$work/logs"
-export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}  # the benchmark warms the sweep's
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$cache/inductor}  # the benchmark warms the sweep's
 summary="$out/window.txt"
 {
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)"
@@ -58,7 +59,7 @@ cli=("$python" -m lightning_electra)
 (( bench_s > 0 )) || echo "benchmark: not run (BENCH_S=0)" >> "$summary"
 (( bench_s > 0 )) && phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
 (( ft_bench_s > 0 )) && phase benchmark-finetune "$(( ft_bench_s < $(left) ? ft_bench_s : $(left) ))" "${cli[@]}" \
-  benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" "data.cache_dir=${CACHE_DIR:-$PWD/.cache}" --out "$work/benchmark"
+  benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" "data.cache_dir=$cache" --out "$work/benchmark"
 if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"

@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from lightning_electra.errors import SuiteError
+from lightning_electra.io import command_line
 
 # Errors in what the user gave (config, data, files, a diverged run), whose messages say what to do: printed alone.
 INPUT_ERRORS = (SuiteError,)
-
-
-def command_line(argv: list[str]) -> str:
-    """The command as a user would type it again, DATA_DIR included (for provenance)."""
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", *argv])
-    return f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}" if os.environ.get("DATA_DIR") else command
 
 
 # --- sweep, plan, pretrain -------------------------------------------------------------------------------------------
@@ -178,13 +172,12 @@ def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
 def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     """GLUE from any transformers ELECTRA directory, `finetune.seeds` seeds a task; the median per task is kept
     (the paper's protocol) and their mean is the GLUE score."""
-    import pandas as pd
 
     from lightning_electra.config import to_dict
     from lightning_electra.data.glue_tasks import available_tasks
     from lightning_electra.finetune import finetune_task_seeds, glue_tasks
     from lightning_electra.io import write_json
-    from lightning_electra.results import glue_scores
+    from lightning_electra.results import task_seed_scores
     from lightning_electra.runner.configs import load_config, load_run_config
     from lightning_electra.runner.identity import finetune_hash
 
@@ -202,8 +195,7 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     for task, seeds in runs.items():
         for seed, scores in enumerate(seeds):
             print(f"[finetune] {task} seed {seed}: {scores['score']:.2f}", flush=True)
-    table = glue_scores(pd.DataFrame([{"model": args.model, "task": task, "value": r["score"]}
-                                      for task, seeds in runs.items() for r in seeds]), ["model"], tasks).iloc[0]
+    table = task_seed_scores(runs)
     results = {task: {"score": float(table[task]), "seeds": seeds} for task, seeds in runs.items()}
     out = Path(args.out) if args.out else (
         Path(args.model) if Path(args.model).is_dir() else Path.cwd()) \

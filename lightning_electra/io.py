@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -150,14 +152,15 @@ def file_digest(path: Path) -> str:
     return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
 
 
-_DIGESTS: dict[tuple, str] = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
-    key = (path, size, mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return _DIGESTS[key]
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def command_line(argv: list[str]) -> str:
+    """`python -m lightning_electra ARGV` as a user would type it again, DATA_DIR included (for provenance)."""
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", *argv])
+    return f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}" if os.environ.get("DATA_DIR") else command
 
 
 def git_commit() -> str:

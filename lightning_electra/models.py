@@ -50,6 +50,16 @@ def build_discriminator(m: ModelConfig, vocab_size: int) -> ElectraForPreTrainin
     return ElectraForPreTraining(electra_config(discriminator_shape(m), m, vocab_size))
 
 
+def save_random_encoder(m: ModelConfig, vocab_size: int, where) -> None:
+    """A freshly initialised encoder of D's shape in transformers' format, for timing fine-tunes (time does not
+    depend on the weights)."""
+    from transformers import ElectraModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    ElectraModel(electra_config(discriminator_shape(m), m, vocab_size)).save_pretrained(where)
+
+
 def build_mlm(shape: Shape, m: ModelConfig, vocab_size: int) -> ElectraForMaskedLM:
     """An MLM transformer: the generator at G's shape, or BERT at D's."""
     return ElectraForMaskedLM(electra_config(shape, m, vocab_size))

@@ -95,6 +95,10 @@ class PretrainModule(L.LightningModule):
         """One step's forward: mask the batch on the device, then the objective."""
         return self.objective(batch, self.mask(batch))
 
+    def resolved_compile_mode(self) -> str:
+        """The torch.compile mode train.compile uses: `compile_mode` if set, else CUDA graphs on a GPU."""
+        return self.compile_mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+
     def loss_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`masked_objective`, through torch.compile when train.compile (a speed switch: same ops, same losses).
 
@@ -105,7 +109,7 @@ class PretrainModule(L.LightningModule):
         if not self.cfg.train.compile:
             return self.masked_objective(batch)
         if self._compiled_step is None:
-            mode = self.compile_mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+            mode = self.resolved_compile_mode()
             self._compiled_step = torch.compile(self.masked_objective, dynamic=False, mode=mode)
             self._cuda_graphs = self.device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
         metrics = self._compiled_step(batch)

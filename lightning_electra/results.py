@@ -55,3 +55,9 @@ def glue_scores(scores: pd.DataFrame, keys: list[str], tasks: list[str]) -> pd.D
     wide.columns.name = None
     wide["GLUE"] = wide[tasks].mean(axis=1, skipna=False)
     return wide
+
+
+def task_seed_scores(runs: dict[str, list[dict]]) -> pd.Series:
+    """glue_scores of one model's fine-tunes, {task: one result dict per seed}: each task's median and GLUE."""
+    rows = pd.DataFrame([{"model": "", "task": task, "value": r["score"]} for task, seeds in runs.items() for r in seeds])
+    return glue_scores(rows, ["model"], list(runs)).iloc[0]

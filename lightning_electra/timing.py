@@ -103,3 +103,18 @@ def profile_summary(prof, steps: int) -> dict:
             "top": [(name, t / total) for name, (t, _) in top[:6]],
             "text": "GPU kernels by time (share, ms per step, launches per step):\n" + "\n".join(lines)
             + "\n\nHost side (profiled steps, CPU self time):\n" + cpu}
+
+
+def timed_fit(module: L.LightningModule, pool: list[dict], device: torch.device, precision: str, grad_clip: float,
+              warmup: int, steps: int, profile: int = 0, log_every_n_steps: int = 50) -> StepTimer:
+    """The module's own training step in a plain Lightning fit (no logger, checkpoints or validation) over batches
+    cycled from `pool` (already on `device`), timed by a StepTimer, which is returned."""
+    timer = StepTimer(device, warmup, steps, profile=profile)
+    total = warmup + steps + profile
+    trainer = L.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
+                        precision=precision, max_steps=total, gradient_clip_val=grad_clip, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps,
+                        callbacks=[timer])
+    trainer.fit(module, train_dataloaders=Batches(pool, total))
+    return timer

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lightning_electra.data.corpus import iter_lines
-from lightning_electra.data.download import GLUE_CONFIGS, download, write_corpus
+from lightning_electra.data.download import download, write_corpus
 from lightning_electra.data.glue_tasks import TASKS, load_examples
 
 datasets = pytest.importorskip("datasets")
@@ -55,8 +55,9 @@ def mirror(tmp_path_factory):
 def test_what_make_data_writes_is_what_the_readers_read(mirror, tmp_path):
     out = tmp_path / "data"
     download(out, source_dir=mirror, log=lambda *_: None)
-    for task, config in GLUE_CONFIGS.items():
-        spec, (columns, names) = TASKS[task], GLUE[config]
+    for task, spec in TASKS.items():
+        config = spec.hub_config
+        columns, names = GLUE[config]
         splits = ([("train", "train"), ("dev", "validation_matched"), ("dev_mismatched", "validation_mismatched")]
                   if spec.extra_dev else [("train", "train"), ("dev", "validation")])
         for split, hub in splits:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from lightning_electra.data.corpus import CorpusError
-from lightning_electra.data.glue_tasks import TASKS, GlueTask, task_file
+from lightning_electra.data.glue_tasks import GLUE_HUB, TASKS, GlueTask, hub_split_of, task_file
 from lightning_electra.io import atomic, write_json
 
 SHARD_BYTES = 100_000_000  # of raw text a shard (the shared data's wiki-train shards hold 99.4 MB each)
@@ -66,14 +66,6 @@ CORPORA = {
     "wikipedia": Corpus("wikimedia/wikipedia", "20231101.en", article_documents,
                         "English Wikipedia (2023-11-01 dump, CC BY-SA), the paper's corpus but for BooksCorpus"),
 }
-GLUE_CONFIGS = {"CoLA": "cola", "SST-2": "sst2", "MRPC": "mrpc", "STS-B": "stsb", "QQP": "qqp", "MNLI": "mnli",
-                "QNLI": "qnli", "RTE": "rte", "WNLI": "wnli"}
-def hub_split_of(spec: GlueTask, split: str) -> str:
-    """The hub's name of a split: validation for dev; MNLI's dev is validation_matched."""
-    if split == "train":
-        return "train"
-    return {"dev": "validation_matched", "dev_mismatched": "validation_mismatched"}[split] if spec.extra_dev \
-        else "validation"
 
 
 class OfflineError(CorpusError):
@@ -205,8 +197,7 @@ def write_glue(out: Path, tasks: list[str], source_dir: Path | None, log=print) 
             path = task_file(out, spec, split)
             if path.is_file():
                 continue
-            hub_split = hub_split_of(spec, split)
-            rows = load("nyu-mll/glue", GLUE_CONFIGS[name], hub_split, source_dir, f"glue/{GLUE_CONFIGS[name]}")
+            rows = load(GLUE_HUB, spec.hub_config, hub_split_of(spec, split), source_dir, f"glue/{spec.hub_config}")
             names = getattr(rows.features["label"], "names", None) if rows.features else None
             with atomic(path) as tmp:
                 tmp.write_text("\n".join(glue_rows(spec, split, rows, names)) + "\n", encoding="utf-8")
@@ -220,10 +211,10 @@ def download(out: Path, corpus: str = "wikitext-103", tasks: list[str] | None = 
     """The whole data directory (see the module docstring), resumable and idempotent."""
     if corpus not in CORPORA:
         raise CorpusError(f"Unknown corpus '{corpus}' for `make data`; known: {', '.join(CORPORA)}.")
-    tasks = list(tasks or GLUE_CONFIGS)
-    unknown = [t for t in tasks if t not in GLUE_CONFIGS]
+    tasks = list(tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        raise CorpusError(f"Unknown GLUE task(s) {unknown}; known: {', '.join(GLUE_CONFIGS)}.")
+        raise CorpusError(f"Unknown GLUE task(s) {unknown}; known: {', '.join(TASKS)}.")
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -241,7 +232,7 @@ def download(out: Path, corpus: str = "wikitext-103", tasks: list[str] | None = 
         rows = load(c.dataset, c.config, "train", source_dir, f"corpus/{corpus}")
         manifest = write_corpus(c.documents(rows), out, max_corpus_bytes, progress)
     sources = {"corpus": {"name": corpus, "dataset": c.dataset, "config": c.config, "about": c.about,
-                          "shards": manifest["shards"]}, "glue": {"dataset": "nyu-mll/glue", "tasks": tasks}}
+                          "shards": manifest["shards"]}, "glue": {"dataset": GLUE_HUB, "tasks": tasks}}
     if not (out / "SOURCES.json").is_file() or json.loads((out / "SOURCES.json").read_text()) != sources:
         write_json(out / "SOURCES.json", sources)
     log(f"[data] done: DATA_DIR={out} ({len(manifest['shards'])} corpus shard(s), {len(tasks)} GLUE tasks)")

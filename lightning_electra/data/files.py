@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lightning_electra.config import Config, ConfigError, DataConfig
 from lightning_electra.data.corpus import file_lines
-from lightning_electra.data.glue_tasks import TASKS, glue_tasks, load_examples, task_file
+from lightning_electra.data.glue_tasks import TASKS, glue_tasks, load_examples, reported_dev_splits
 from lightning_electra.data.tokenizer import read_vocab
 
 PACKAGED_VOCAB = "bert-base-uncased"
@@ -57,7 +57,6 @@ def check_data(cfg: Config, announce: bool = False) -> list[str]:
     if cfg.finetune.source == "files":
         for task in tasks:
             spec = TASKS[task]
-            for split in ("train", *spec.dev_splits):
-                if split == "dev" or task_file(cfg.data.data_dir, spec, split).is_file():
-                    load_examples(cfg.data.data_dir, spec, split)
+            for split in ("train", *reported_dev_splits(cfg.data.data_dir, spec)):
+                load_examples(cfg.data.data_dir, spec, split)
     return tasks

@@ -38,13 +38,10 @@ class GlueDataset(Dataset):
         self.input_ids: list[list[int]] = enc["input_ids"]
         self.token_type_ids: list[list[int]] = enc["token_type_ids"]
         self.labels = torch.tensor([e[2] for e in examples], dtype=torch.float32 if regression else torch.long)
+        self.lengths = [len(ids) for ids in self.input_ids]
 
     def __len__(self) -> int:
         return len(self.input_ids)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """The split as flat tensors (a file of them loads in a fraction of tokenising's time)."""
@@ -60,11 +57,16 @@ class GlueDataset(Dataset):
         starts = [0, *ends[:-1]]
         data.input_ids = [ids[a:b] for a, b in zip(starts, ends)]
         data.token_type_ids = [types[a:b] for a, b in zip(starts, ends)]
-        data.labels = tensors["labels"]
+        data.labels, data.lengths = tensors["labels"], tensors["lengths"].tolist()
         return data
 
     def __getitem__(self, i: int) -> tuple[list[int], list[int], torch.Tensor]:
         return self.input_ids[i], self.token_type_ids[i], self.labels[i]
+
+
+def padded_width(length: int, widths: Sequence[int]) -> int:
+    """The smallest of `widths` that holds `length` (`length` itself when none does, or there are none)."""
+    return next((w for w in widths if w >= length), length)
 
 
 @dataclass
@@ -76,8 +78,7 @@ class GlueCollator:
     widths: tuple[int, ...] = ()
 
     def __call__(self, batch: list[tuple[list[int], list[int], torch.Tensor]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _, _ in batch)
-        width = next((w for w in self.widths if w >= longest), longest)
+        width = padded_width(max(len(ids) for ids, _, _ in batch), self.widths)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         types = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -90,4 +91,4 @@ class GlueCollator:
 
 
 __all__ = ["GlueTask", "TASKS", "GlueDataError", "Example", "get_task", "glue_root", "task_file", "available_tasks",
-           "load_examples", "both_orders", "unit_targets", "build_tokenizer", "GlueDataset", "GlueCollator"]
+           "load_examples", "both_orders", "unit_targets", "build_tokenizer", "GlueDataset", "GlueCollator", "padded_width"]

@@ -98,6 +98,12 @@ def task_file(data_dir: Union[str, Path], task: Union[str, GlueTask], split: str
     return glue_root(data_dir) / spec.name / (spec.dev_file if split == "dev" else f"{split}.tsv")
 
 
+def reported_dev_splits(data_dir: Union[str, Path], spec: GlueTask, source: str = "files") -> list[str]:
+    """The dev splits a fine-tune reports on: "dev" always (a missing file is an error where it is read), the extra
+    ones (MNLI mismatched) when their file is there (from the hub: always)."""
+    return [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
+
+
 def available_tasks(data_dir: Union[str, Path], tasks: Sequence[str]) -> tuple[list[str], list[str]]:
     """(usable, missing): a task is usable when its train and dev files both exist. Missing ones are not errors:
     offline copies of GLUE often lack the big files (MNLI, QQP, QNLI train)."""
@@ -181,19 +187,27 @@ def _read_tsv(path: Path, mtime_ns: int, task_name: str) -> tuple[Example, ...]:
     return tuple(examples)
 
 
+GLUE_HUB = "nyu-mll/glue"
+
+
+def hub_split_of(spec: GlueTask, split: str) -> str:
+    """The hub's name of a split: validation for dev; MNLI's dev is validation_matched."""
+    task_file(".", spec, split)  # rejects a split the task does not have
+    return {"train": "train", "dev": "validation_matched" if spec.extra_dev else "validation",
+            "dev_mismatched": "validation_mismatched"}[split]
+
+
 def _load_hub(spec: GlueTask, split: str) -> list[Example]:
     try:
         import datasets
     except ImportError:
         raise GlueDataError("source='hub' needs the `datasets` package (pip install datasets); or read local files "
                             "with source='files' and DATA_DIR pointing at a folder holding glue/<TASK>/.") from None
-    task_file(".", spec, split)  # rejects a split the task does not have
-    hub_split = {"train": "train", "dev": "validation_matched" if spec.extra_dev else "validation",
-                 "dev_mismatched": "validation_mismatched"}[split]
+    hub_split = hub_split_of(spec, split)
     try:
-        ds = datasets.load_dataset("nyu-mll/glue", spec.hub_config, split=hub_split)
+        ds = datasets.load_dataset(GLUE_HUB, spec.hub_config, split=hub_split)
     except Exception as err:  # network, cache and hub errors all mean the same thing to the caller
-        raise GlueDataError(f"Could not load nyu-mll/glue ({spec.hub_config}, {hub_split}) from the Hugging Face hub: "
+        raise GlueDataError(f"Could not load {GLUE_HUB} ({spec.hub_config}, {hub_split}) from the Hugging Face hub: "
                             f"{type(err).__name__}: {err}. It needs network access or a filled HF cache; offline, use "
                             "source='files' with DATA_DIR pointing at a folder holding glue/<TASK>/.") from None
     col_a, col_b = spec.hub_columns

@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import GlueCollator, GlueDataset, both_orders, load_examples, unit_targets
-from lightning_electra.data.glue_tasks import GlueTask, task_file
+from lightning_electra.data.glue import (GlueCollator, GlueDataset, both_orders, load_examples, padded_width,
+                                         unit_targets)
+from lightning_electra.data.glue_tasks import GlueTask, reported_dev_splits, task_file
 from lightning_electra.io import UnreadableFile, WriteError, atomic, file_digest, load_torch
 
 _ENCODED: dict[tuple, GlueDataset] = {}
@@ -50,14 +51,16 @@ def encoded(data_dir, spec: GlueTask, split: str, cap: Optional[int], source: st
     given `cache_dir`, on disk under it, keyed by the file's contents (every run of a sweep, each process of a
     parallel one, reads it rather than tokenising SST-2 again). A cap picks examples (pairs), then `both_orders_`
     doubles them and `unit_targets_` rescales regression scores."""
-    key = (str(data_dir), spec.name, split, cap, source, tokenizer_key(tokenizer), max_seq_length, both_orders_,
-           unit_targets_)
+    # one key for both caches: what the split is made from (a file's contents, or the hub's name), not where it lies
+    path = task_file(data_dir, spec, split) if source == "files" else None
+    made_from = file_digest(path) if path is not None and path.is_file() else f"{source}:{data_dir}"
+    key = (GLUE_CACHE_VERSION, made_from, spec.name, split, cap, tokenizer_key(tokenizer), max_seq_length,
+           both_orders_, unit_targets_)
     if key in _ENCODED:
         return _ENCODED[key]
-    path = task_file(data_dir, spec, split) if source == "files" else None
     on_disk = None
     if cache_dir is not None and path is not None and path.is_file():  # a missing file: load_examples says so
-        digest = hashlib.sha256(repr((GLUE_CACHE_VERSION, file_digest(path), *key[2:])).encode()).hexdigest()
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()
         on_disk = Path(cache_dir) / "glue" / f"{spec.name}-{split}-{digest[:16]}.pt"
     data = read_encoded(on_disk) if on_disk is not None and on_disk.is_file() else None
     if data is None:
@@ -91,7 +94,7 @@ def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, s
     """A task's tokenised train split and the dev splits it reports on, by name (train first), cached on disk under
     `cache_dir` when given. Extra dev splits (MNLI mismatched) are reported when their file is there; "dev" itself is
     required."""
-    splits = [s for s in spec.dev_splits if s == "dev" or source != "files" or task_file(data_dir, spec, s).is_file()]
+    splits = reported_dev_splits(data_dir, spec, source)
     return {split: encoded(data_dir, spec, split, cfg.max_train_examples if split == "train" else cfg.max_eval_examples,
                            source, tokenizer, cfg.max_seq_length,
                            both_orders_=split == "train" and cfg.double_unordered and spec.unordered,
@@ -116,7 +119,7 @@ class LengthBuckets(Sampler[list[int]]):
                  schedule: torch.Generator):
         buckets: dict[int, list[int]] = {}
         for i, n in enumerate(lengths):
-            buckets.setdefault(next((b for b, w in enumerate(widths) if n <= w), len(widths) - 1), []).append(i)
+            buckets.setdefault(padded_width(n, widths), []).append(i)
         self.buckets = [torch.tensor(buckets[b]) for b in sorted(buckets)]
         self.batch_size, self.generator, self.schedule = batch_size, generator, schedule
 

@@ -131,9 +131,6 @@ class RunLayout:
         """Every stage's last.ckpt, first stage first."""
         return sorted(self.root.glob("pretrain*/last.ckpt"), key=lambda p: self.stage_of(p.parent))
 
-    def step_dir(self, step: int) -> Path:
-        return self.checkpoints / self.step_name(step)
-
     @staticmethod
     def step_name(step: int) -> str:
         return f"step-{step:07d}"

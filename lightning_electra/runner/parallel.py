@@ -29,11 +29,10 @@ import torch
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import ROOT, held_lock, usable_cores
-from lightning_electra.results import read_table
+from lightning_electra.io import ROOT, usable_cores
 from lightning_electra.runner.identity import RunLayout
-from lightning_electra.runner.sweep import write_sweep_table
-from lightning_electra.runner.trainer import check_hardware, world_size
+from lightning_electra.runner.sweep import sweep_guard, write_sweep_table
+from lightning_electra.runner.trainer import world_size
 
 
 class RunsFailed(SuiteError):
@@ -165,11 +164,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
           f"(logs: {logs})", flush=True)
-    with stopped_by_sigterm(), held_lock(results_dir / name / ".lock", str(results_dir / name)):
-        if (results_dir / name / "results.csv").exists():
-            read_table(results_dir / name / "results.csv", sweep=name)
-        for cfg in selected:
-            check_hardware(cfg)
+    with stopped_by_sigterm(), sweep_guard(name, selected):
         todo = [cfg for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()]
         packed = set()
         for cfg in todo:  # each corpus packed once, here, before the runs that read it start

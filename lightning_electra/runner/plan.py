@@ -14,11 +14,10 @@ PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "pa
                 "seeds", "finetunes"]
 
 
-def plan_rows(configs: list[Config]) -> list[dict]:
-    """What each run will do, from its config and the vocabulary alone (no training, no data read)."""
+def plan_rows(configs: list[Config], budgets: list[dict]) -> list[dict]:
+    """What each run will do, from its config and its budget (runner.pretrain.budget: no training, no data read)."""
     rows = []
-    for cfg in configs:
-        b = budget(cfg)
+    for cfg, b in zip(configs, budgets):
         files = cfg.finetune.source == "files" and glue_root(cfg.data.data_dir).is_dir()
         tasks = available_tasks(cfg.data.data_dir, cfg.finetune.tasks)[0] if files else list(cfg.finetune.tasks)
         width = OBJECTIVES[cfg.variant].generator_width(cfg)
@@ -34,12 +33,15 @@ def plan_rows(configs: list[Config]) -> list[dict]:
 TIME_COLUMNS = ["pretrain_min", "glue_min"]
 
 
-def add_times(rows: list[dict], configs: list[Config]) -> None:
+def add_times(rows: list[dict], configs: list[Config], budgets: list[dict]) -> None:
     """Each row's estimated pre-training and GLUE minutes on the device at hand (runner.rates: measured, cached)."""
     from lightning_electra.runner.rates import Rates, estimate
 
-    for row, cfg in zip(rows, configs):
-        e = estimate(cfg, budget(cfg), Rates(cfg.data.cache_dir))
+    rates: dict[str, Rates] = {}  # one cache file per cache directory, read once
+    for row, cfg, b in zip(rows, configs, budgets):
+        if cfg.data.cache_dir not in rates:
+            rates[cfg.data.cache_dir] = Rates(cfg.data.cache_dir)
+        e = estimate(cfg, b, rates[cfg.data.cache_dir])
         row["pretrain_min"] = e["pretrain_s"] / 60
         row["glue_min"] = None if e["glue_s"] is None else e["glue_s"] / 60
 
@@ -90,15 +92,14 @@ def pieces(names: list[str], minutes: list[float], budget_minutes: float, parall
 
 def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True, parallel: int = 1,
                budget_minutes: float | None = None) -> None:
-    rows = plan_rows(configs)
+    budgets = [budget(cfg) for cfg in configs]
+    rows = plan_rows(configs, budgets)
     if times:
-        add_times(rows, configs)
+        add_times(rows, configs, budgets)
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS + (TIME_COLUMNS if times else []))
     if style == "csv":
         print(frame.to_csv(index=False), end="")
         return
-    from lightning_electra.data.glue_tasks import glue_root
-
     cfg = configs[0]
     root = glue_root(cfg.data.data_dir)
     where = ("GLUE from the hub" if cfg.finetune.source == "hub" else f"the GLUE tasks with files under {root}"

@@ -7,40 +7,38 @@ Estimates, not promises: a run's pre-training is its steps times the measured st
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
-import logging
 import os
 import platform
 import tempfile
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import lightning as L
 import torch
-from transformers import ElectraModel
 
 from lightning_electra.config import Config
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.glue import GlueDataset
-from lightning_electra.data.glue_tasks import TASKS, available_tasks, load_examples, task_file
+from lightning_electra.data.glue_tasks import TASKS, available_tasks, load_examples, reported_dev_splits
 from lightning_electra.data.datamodule import batch_layout
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import train_one
+from lightning_electra.finetune.classifier import quiet
 from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.io import ROOT, write_json
-from lightning_electra.models import discriminator_shape, electra_config
+from lightning_electra.models import save_random_encoder
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.pretrain import build_module
-from lightning_electra.timing import Batches, StepTimer
+from lightning_electra.timing import timed_fit
 
 EVAL_COST = 1 / 3  # a dev example costs about a third of a training one (a forward, no backward)
 
 
+@functools.cache
 def code_version() -> str:
     """A digest of the package's sources: a rate measured by other code is measured again."""
     digest = hashlib.sha256()
@@ -72,22 +70,6 @@ class Rates:
         return self.entries[full]
 
 
-@contextlib.contextmanager
-def quiet():
-    """Lightning's lines about each short measuring fit (devices found, why it stopped) are noise in a plan."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*val_dataloader.*")
-            yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
-
-
 def step_key(cfg: Config, stage: int) -> str:
     m, d, t = cfg.model, cfg.data, cfg.train
     shape = (cfg.variant, stage, m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.embedding_size,
@@ -112,13 +94,8 @@ def measure_steps(cfg: Config, stage: int, warmup: int, steps: int) -> dict:
     special = module.special
     batches = [{k: v.to(on) for k, v in batch_from_ids(synthetic_ids(micro, cfg.data.max_seq_length, special,
                                                                       seed=i), special).items()} for i in range(2)]
-    timer = StepTimer(on, warmup, steps)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=cfg.train.precision, max_steps=warmup + steps,
-                        gradient_clip_val=cfg.train.grad_clip, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer])
-    trainer.fit(module, train_dataloaders=Batches(batches, warmup + steps))
-    timing = timer.timing()
+    timing = timed_fit(module, batches, on, cfg.train.precision, cfg.train.grad_clip, warmup, steps,
+                       log_every_n_steps=cfg.train.log_every_n_steps).timing()
     return {"step_s": timing["step_s"] * accumulate, "warmup_s": timing["warmup_s"]}
 
 
@@ -132,7 +109,7 @@ def measure_finetune(cfg: Config) -> dict:
     spec = TASKS["RTE"]
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ElectraModel(electra_config(discriminator_shape(cfg.model), cfg.model, len(tokenizer))).save_pretrained(tmp)
+        save_random_encoder(cfg.model, len(tokenizer), tmp)
         for n in (ft.batch_size, 4 * ft.batch_size):
             pairs = [(" ".join(words[(i * 7 + j) % len(words)] for j in range(20)),
                       " ".join(words[(i * 11 + j) % len(words)] for j in range(20)), i % 2) for i in range(n)]
@@ -183,8 +160,8 @@ def task_seconds(cfg: Config, task: str, rate: dict) -> float:
     f, spec = cfg.finetune, TASKS[task]
     train = len(load_examples(cfg.data.data_dir, spec, "train", f.max_train_examples))
     train *= 2 if f.double_unordered and spec.unordered else 1
-    dev = sum(len(load_examples(cfg.data.data_dir, spec, s, f.max_eval_examples)) for s in spec.dev_splits
-              if s == "dev" or task_file(cfg.data.data_dir, spec, s).is_file())
+    dev = sum(len(load_examples(cfg.data.data_dir, spec, s, f.max_eval_examples))
+              for s in reported_dev_splits(cfg.data.data_dir, spec))
     epochs = f.task_epochs.get(spec.name, f.epochs)
     work = rate["per_example_s"] * (train * epochs + EVAL_COST * dev)
     groups = 1 if rate.get("batched_seeds") else f.seeds  # a batched rate is already the seeds' group's

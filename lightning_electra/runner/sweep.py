@@ -92,13 +92,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
           f"({', '.join(c.name for c in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
-    lock = held_lock(results_dir / name / ".lock", str(results_dir / name)) if global_rank() == 0 and not child \
-        else contextlib.nullcontext()
-    with lock:
-        if table_path.exists():  # another sweep's table in this one's place: say so before any training
-            read_table(table_path, sweep=name)
-        for cfg in selected:  # devices that are not there, a batch they cannot split: before any run
-            check_hardware(cfg)
+    with sweep_guard(name, selected, hold_lock=global_rank() == 0 and not child):
         try:
             # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
             # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
@@ -122,18 +116,32 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
         return write_sweep_table(name, sweep, configs, command, time.time() - start)
 
 
+@contextlib.contextmanager
+def sweep_guard(name: str, selected: list[Config], hold_lock: bool = True):
+    """One sweep at a time per results directory (a lock naming its process; `hold_lock=False` where another process
+    holds it), and what can be refused before any run: another sweep's table in this one's place, devices that are not
+    there or a batch they cannot split."""
+    sweep_dir = Path(selected[0].results_dir) / name
+    with held_lock(sweep_dir / ".lock", str(sweep_dir)) if hold_lock else contextlib.nullcontext():
+        if (sweep_dir / "results.csv").exists():
+            read_table(sweep_dir / "results.csv", sweep=name)
+        for cfg in selected:
+            check_hardware(cfg)
+        yield
+
+
 def write_sweep_table(name: str, sweep: dict, configs: list[Config], command: str, seconds: float) -> Path:
     """The sweep's table from every run of it finished so far (this command's and earlier pieces'), in the sweep
     file's order, and the invocation's provenance."""
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    finished = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
-    finished = [(cfg, layout) for cfg, layout in finished if layout.table(cfg).exists()]
-    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _ in finished}]
+    tables = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
+    finished = [(cfg, layout, table) for cfg, layout in tables if (table := layout.table(cfg)).exists()]
+    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _, _ in finished}]
     if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
         print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these "
               f"settings: {', '.join(missing)}", flush=True)
-    table_path = collect(name, scale, [layout.table(cfg) for cfg, layout in finished], results_dir)
-    runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout in finished}
+    table_path = collect(name, scale, [table for _, _, table in finished], results_dir)
+    runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout, _ in finished}
     record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path

@@ -27,13 +27,11 @@ import gc
 import math
 import os
 import platform
-import shlex
 import sys
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -41,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import special_ids
-from lightning_electra.io import ROOT, atomic_write_text, git_commit
-from lightning_electra.timing import Batches, StepTimer, profile_summary
+from lightning_electra.io import ROOT, atomic_write_text, command_line, git_commit
+from lightning_electra.timing import profile_summary, timed_fit
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
@@ -93,20 +91,14 @@ def measure_row(name: str, cfg, special, device: torch.device, precision: str, t
         cls = PlainElectra if name == PLAIN else OBJECTIVES[name]
         module = cls(cfg, special, token_counts=token_counts)
         module.compile_mode = mode if cfg.train.compile else None
-        default = "reduce-overhead" if device.type == "cuda" else "default"
-        used_mode = (module.compile_mode or default) if cfg.train.compile else ""
         module.to(device).train()
+        used_mode = module.resolved_compile_mode() if cfg.train.compile else ""
         bs = cfg.train.batch_size
         batches = [{k: v.to(device) for k, v in batch_from_ids(ids[i * bs:(i + 1) * bs], special).items()}
                    for i in range(pool)]
         flops, saved = count_step(module, batches[0], device, precision)
-        timer = StepTimer(device, warmup, steps, profile=profile)
-        trainer = L.Trainer(accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
-                            precision=precision, max_steps=warmup + steps + profile,
-                            gradient_clip_val=cfg.train.grad_clip, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            num_sanity_val_steps=0, log_every_n_steps=cfg.train.log_every_n_steps, callbacks=[timer])
-        trainer.fit(module, train_dataloaders=Batches(batches, warmup + steps + profile))
+        timer = timed_fit(module, batches, device, precision, cfg.train.grad_clip, warmup, steps, profile,
+                          cfg.train.log_every_n_steps)
         dynamo = {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
                   "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
         prof = profile_summary(timer.profiler, profile) if timer.profiler is not None else {}
@@ -230,7 +222,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
             for compiled in modes(compile_choice)]
     plan += [(PLAIN, bs, compiled) for bs in plain_sizes for compiled in modes(plain_compile)] if PLAIN in names \
         else []
-    info = {"command": "python -m lightning_electra benchmark " + shlex.join(argv), "data": data_note,
+    info = {"command": command_line(["benchmark", *argv]), "data": data_note,
             "steps": steps, "warmup": warmup, "small": small, "scale": args.scale, "seq_len": seq,
             "precision": precision, "device": device_name(device), "host": platform.machine(),
             "cpu_count": os.cpu_count(), "commit": git_commit(), "versions": versions(),

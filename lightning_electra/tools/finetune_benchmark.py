@@ -16,8 +16,6 @@ issue's targets read directly: one seed of all tasks, and the median's seeds of 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import tempfile
 import time
@@ -28,22 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 from lightning_electra.data.files import vocab_path
-from lightning_electra.io import ROOT, atomic_write_text, git_commit, hardware
-from lightning_electra.results import glue_scores
+from lightning_electra.io import ROOT, atomic_write_text, command_line, git_commit, hardware
+from lightning_electra.results import task_seed_scores
 from lightning_electra.runner.configs import load_config
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
-
-
-def random_backbone(cfg, vocab_size: int, where: Path) -> Path:
-    from transformers import ElectraModel
-    from transformers.utils import logging as transformers_logging
-
-    from lightning_electra.models import discriminator_shape, electra_config
-
-    transformers_logging.disable_progress_bar()
-    ElectraModel(electra_config(discriminator_shape(cfg.model), cfg.model, vocab_size)).save_pretrained(where)
-    return where
 
 
 def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokenizer) -> dict:
@@ -60,13 +47,7 @@ def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokeniz
     return {"mode": mode, "tasks": ",".join(tasks), "seeds": seeds, "seconds": round(seconds, 1),
             "seconds_per_seed": round(seconds / seeds, 1), "device": hardware(), "precision": ft.precision,
             "length_buckets": "-".join(map(str, ft.length_buckets)) or "none",
-            "median_score": round(float(glue(scores)), 2)}
-
-
-def glue(scores: dict[str, list[dict]]) -> float:
-    """The paper's aggregate (the mean over tasks of each task's median seed) of {task: one result per seed}."""
-    rows = pd.DataFrame([{"model": "", "task": task, "value": r["score"]} for task, runs in scores.items() for r in runs])
-    return glue_scores(rows, ["model"], list(scores))["GLUE"].iloc[0]
+            "median_score": round(float(task_seed_scores(scores)["GLUE"]), 2)}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -98,16 +79,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         task_splits(Path(cfg.data.data_dir), get_task(task), cfg.finetune, tokenizer, cfg.finetune.source,
                     cfg.data.cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or random_backbone(cfg, len(tokenizer), Path(tmp))
+        model = args.model
+        if model is None:
+            from lightning_electra.models import save_random_encoder
+
+            save_random_encoder(cfg.model, len(tokenizer), tmp)
+            model = Path(tmp)
         rows = []
         for mode in modes:  # each mode's row written as it comes: a benchmark stopped by a window keeps the rest
             rows.append(time_mode(mode, model, tasks, args.seeds, cfg, tokenizer))
             atomic_write_text(args.out / "finetune.csv", pd.DataFrame(rows).to_csv(index=False))
     table = pd.DataFrame(rows)
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", "benchmark-finetune",
-                                                 *(argv if argv is not None else sys.argv[1:])])
-    if os.environ.get("DATA_DIR"):
-        command = f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}"
+    command = command_line(["benchmark-finetune", *(argv if argv is not None else sys.argv[1:])])
     source = f"model {args.model}" if args.model else "a random encoder of the scale's discriminator shape"
     lines = ["# GLUE fine-tuning time: seeds one by one vs one batched ensemble", "",
              f"Scale `{cfg.scale}`'s protocol ({cfg.finetune.epochs} epochs, per task {cfg.finetune.task_epochs}, "
