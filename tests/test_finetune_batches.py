@@ -131,6 +131,7 @@ def test_tokenised_splits_are_kept_on_disk_keyed_by_the_file_s_contents(tokenize
         return encoded(data_dir, spec, "train", 50, "files", tokenizer, 128, both_orders_=True, cache_dir=cache,
                        **kwargs)
 
+    finetune_data._ENCODED.clear()  # a fresh process (the split's contents may be in memory from another test)
     first = split()
     files = list((cache / "glue").glob("MRPC-train-*.pt"))
     assert len(files) == 1
