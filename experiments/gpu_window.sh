@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU window as one command of at most WINDOW_S seconds: the pre-training benchmark (every variant asked for
-# beside the plain baseline, in the same process), the sweep's plan, then the sweep itself, PARALLEL runs at once.
+# One GPU window as one command of at most WINDOW_S seconds: a check that the whole-step CUDA graph trains as the
+# uncaptured step does, the pre-training benchmark (every variant asked for beside the plain baseline, in the same
+# process), the sweep's plan, then the sweep itself, PARALLEL runs at once.
 # What comes back is two files in OUT, so that a lent machine's results can be committed:
 #   window.tar.gz  benchmark/ (csv, md, provenance), plan.txt, reports/ (figures, summary.md), results/ (tables,
 #                  sweep.json, each run's config, logs and fine-tune JSONs; no checkpoints), logs/
@@ -8,8 +9,10 @@
 # Usage (from the repository root, data and packages in place, e.g. after ../shared/tools/device-prep):
 #   experiments/gpu_window.sh OUT
 #   SCALE=tiny SWEEP=training-algorithms PARALLEL=4 WINDOW_S=480 BENCH_S=200 PLAN_TIMES=0 PYTHON=python3
-#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA, the plain baseline and BERT, compiled,
-#                           batch 128: each compiled row costs about a minute of compilation on a fresh machine)
+#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA compiled as one step graph at batch 128
+#                           beside the plain baseline eager: a compiled row costs about a minute of compilation)
+#   STEP_GRAPH=auto         the sweep with train.step_graph=true when the check passed and the benchmark ran a step
+#                           graph row (auto), always (1) or never (0)
 #   BENCH_S=0               no benchmark; SWEEP=none: no plan and no sweep (a window for the benchmark alone)
 #   FT_BENCH_S=150          also the GLUE fine-tuning benchmark, after the pre-training one (default 0: not run);
 #   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without length buckets)
@@ -26,7 +29,7 @@ bench_s=${BENCH_S:-200}
 ft_bench_s=${FT_BENCH_S:-0}
 python=${PYTHON:-python3}
 pack_s=${PACK_S:-20}
-read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain,bert --batch-sizes 128 --compile on --plain-compile on --steps 20 --warmup 3}"
+read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain --batch-sizes 128 --compile on --step-graph on --plain-compile off --steps 20 --warmup 4}"
 read -r -a ft_bench_args <<< "${FT_BENCH_ARGS:---seeds 3 --modes batched,batched-unbucketed}"
 read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
 cache=${CACHE_DIR:-$PWD/.cache}  # packed corpus, tokenised GLUE, measured rates, compiled kernels: one place
@@ -56,10 +59,19 @@ phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output i
 }
 
 cli=("$python" -m lightning_electra)
+step_graph=${STEP_GRAPH:-auto}
+[ "$step_graph" = auto ] && phase check 150 "$python" -m pytest -q -p no:cacheprovider tests/test_step_graph.py -k captured
 (( bench_s > 0 )) || echo "benchmark: not run (BENCH_S=0)" >> "$summary"
 (( bench_s > 0 )) && phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
 (( ft_bench_s > 0 )) && phase benchmark-finetune "$(( ft_bench_s < $(left) ? ft_bench_s : $(left) ))" "${cli[@]}" \
   benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" "data.cache_dir=$cache" --out "$work/benchmark"
+if [ "$step_graph" = auto ]; then  # the step graph, once seen training right and measured on this machine
+  step_graph=0
+  grep -q "^check: exit 0" "$summary" && "$python" -c "import sys, pandas as p; f = p.read_csv(sys.argv[1]); \
+sys.exit(not (f.step_graph.astype(str) == 'True').any())" "$work/benchmark/benchmark.csv" 2>/dev/null && step_graph=1
+fi
+[ "$step_graph" = 1 ] && overrides+=("train.step_graph=true")
+echo "sweep step graph: $([ "$step_graph" = 1 ] && echo on || echo off)" >> "$summary"
 if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"

@@ -82,7 +82,8 @@ class NonFiniteGuard(L.Callback):
 
     On the CPU every step is checked. On a GPU reading the flag would make the host wait for each step, so it stays
     on the device and is read at log steps (which synchronise anyway) and before any checkpoint is written: a few
-    NaN steps may run, but NaN weights are never saved. The loss is checked before its backward.
+    NaN steps may run, but NaN weights are never saved. The loss is checked before its backward, or, with the whole
+    step as one CUDA graph (train.step_graph, Lightning's manual optimisation), when the step ends.
     """
 
     def __init__(self, counter: FlopsCounter):
@@ -91,11 +92,18 @@ class NonFiniteGuard(L.Callback):
         self.good_step: int | None = None  # the step of the last checkpoint written (or resumed from)
 
     def on_before_backward(self, trainer, module, loss: torch.Tensor) -> None:
+        self.note(trainer, module, loss, module.global_step + 1)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not module.automatic_optimization:  # the step graph: its backward is inside it, Lightning sees none
+            self.note(trainer, module, outputs["loss"], module.global_step)  # the step Lightning has just counted
+
+    def note(self, trainer, module, loss: torch.Tensor, step: int) -> None:
+        """Keeps `step` on the device if its loss is the first non-finite one; checks at once where that is cheap."""
         if self.first_bad is None:
             self.first_bad = torch.zeros((), dtype=torch.long, device=loss.device)
-        step = module.global_step + 1
         self.first_bad = torch.where(~torch.isfinite(loss.detach()) & (self.first_bad == 0), step, self.first_bad)
-        if loss.device.type == "cpu" or module.is_log_step():
+        if loss.device.type == "cpu" or module.is_log_step(step):
             self.check(trainer, module)
 
     def check(self, trainer, module, weights: bool = False) -> None:

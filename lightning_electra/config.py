@@ -100,6 +100,9 @@ class TrainConfig:
     checkpoint_fractions: list[float] = field(default_factory=lambda: [0.0625, 0.125, 0.25, 0.5, 1.0])
     precision: str = "32-true"
     compile: bool = False
+    # a speed switch on one GPU: the whole step (masking, forward, backward, clipping, the update) replayed as one
+    # CUDA graph, for small models whose step the host's launches would otherwise pace (lightning_electra/step_graph.py)
+    step_graph: bool = False
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "${oc.env:DEVICES,auto}"  # per node: a count, a list (0,1) or auto (every GPU; 1 on CPU)
@@ -295,6 +298,13 @@ def check(cfg: Config) -> None:
         raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
     if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
         raise ConfigError(f"train.checkpoint_fractions must lie in (0, 1]; got {cfg.train.checkpoint_fractions}.")
+    t = cfg.train
+    if t.step_graph and (t.adam_bias_correction or str(t.precision).startswith("16")):
+        why = ("train.adam_bias_correction=true takes torch's AdamW instead" if t.adam_bias_correction
+               else f"train.precision={t.precision} needs a gradient scaler between backward and update")
+        fix = "train.adam_bias_correction=false" if t.adam_bias_correction else "train.precision=bf16-mixed"
+        raise ConfigError(f"train.step_graph replays the official optimiser under bf16 or fp32, but {why}. Set "
+                          f"train.step_graph=false, or {fix}.")
     unknown_loggers = [name for name in cfg.train.loggers if name not in ("csv", "tensorboard", "wandb")]
     if unknown_loggers:
         raise ConfigError(f"Unknown logger(s) {unknown_loggers} in train.loggers; use csv, tensorboard, wandb.")

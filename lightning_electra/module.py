@@ -1,7 +1,8 @@
 """The one LightningModule every pre-training objective shares.
 
 It owns what the paper holds fixed across ablations: dynamic masking, the training step, the optimiser and schedule
-(lightning_electra/optim.py: the official ones), gradient clipping and the metric names. An objective
+(lightning_electra/optim.py: the official ones), gradient clipping and the metric names; with `train.step_graph`, all of
+the step as one CUDA graph (lightning_electra/step_graph.py). An objective
 (lightning_electra/objectives/) subclasses it and states only what differs: which models it builds (`build`), its
 loss (`objective`), its paper-convention cost (`paper_flops_per_step`), which encoder GLUE fine-tunes (`backbone`)
 and which models it exports (`exported_models`). It receives all it needs when it is built: the config, the
@@ -24,6 +25,7 @@ from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape
 from lightning_electra.optim import build_optimizer, decay_groups, lr_schedule, warmup_linear_decay
+from lightning_electra.step_graph import StepGraph
 
 
 class PretrainModule(L.LightningModule):
@@ -40,6 +42,9 @@ class PretrainModule(L.LightningModule):
         self.steps = steps_per_stage(cfg, self.budget_flops_per_step(), self.stages)
         self._compiled_step = None  # torch.compile of `masked_objective`, made on first use when train.compile
         self._cuda_graphs = False  # whether that compiled step replays CUDA graphs
+        # the whole step as one graph: its backward, clipping and update are its own, so Lightning's manual mode
+        self.automatic_optimization = not cfg.train.step_graph
+        self._step_graph: StepGraph | None = None
 
     # --- what an objective states ----------------------------------------------------------------------------
     @classmethod
@@ -73,6 +78,14 @@ class PretrainModule(L.LightningModule):
     def start_from(self, previous_stage: dict) -> None:
         """Multi-stage objectives: initialise from the state dict the previous stage ended with."""
 
+    def graph_key(self) -> tuple:
+        """The host-side state the step's ops depend on, set outside the objective (e.g. a phase flag): with
+        train.step_graph a new key is captured anew, as torch.compile recompiles when such a flag flips."""
+        return ()
+
+    def record(self, metrics: dict[str, torch.Tensor], step: int) -> None:
+        """What the objective keeps of step `step`'s metrics for `summary`, outside the (maybe captured) step."""
+
     def summary(self) -> dict:
         """What the objective adds to pretrain.json for reports (e.g. AMOS's mixture weights along training)."""
         return {}
@@ -96,8 +109,10 @@ class PretrainModule(L.LightningModule):
         return self.objective(batch, self.mask(batch))
 
     def resolved_compile_mode(self) -> str:
-        """The torch.compile mode train.compile uses: `compile_mode` if set, else CUDA graphs on a GPU."""
-        return self.compile_mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+        """The torch.compile mode train.compile uses: `compile_mode` if set, else CUDA graphs on a GPU (compile's
+        own, unless the whole step is one graph already)."""
+        own_graphs = self.device.type == "cuda" and not self.cfg.train.step_graph
+        return self.compile_mode or ("reduce-overhead" if own_graphs else "default")
 
     def loss_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`masked_objective`, through torch.compile when train.compile (a speed switch: same ops, same losses).
@@ -118,18 +133,35 @@ class PretrainModule(L.LightningModule):
         return metrics
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        metrics = self.loss_step(batch)
+        step = self.global_step + 1  # the step being trained (Lightning counts it once its update is done)
+        metrics = self.graphed_step(batch) if self.cfg.train.step_graph else self.loss_step(batch)
+        self.record(metrics, step)
         # averaged over the devices, so the logs describe the global batch on any count; only at the steps the
         # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False,
-                      sync_dist=self.is_log_step())
+                      sync_dist=self.is_log_step(step))
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
 
-    def is_log_step(self) -> bool:
-        """Whether the step now being trained is one the logger writes (host syncs are cheap there)."""
-        return (self.global_step + 1) % self.cfg.train.log_every_n_steps == 0
+    def graphed_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """train.step_graph: one StepGraph replay is the forward, backward, clipping and update; Lightning's
+        optimizer.step runs it as its closure (so Lightning counts the step), then the schedule steps, as Lightning
+        steps it after an automatic update."""
+        optimizer = self.optimizers()
+        if self._step_graph is None:
+            self._step_graph = StepGraph(self.loss_step, optimizer.optimizer, self.cfg.train.grad_clip)
+            optimizer.optimizer.update_in_closure = True
+        metrics: dict[str, torch.Tensor] = {}
+        optimizer.step(closure=lambda: metrics.update(self._step_graph(batch, self.graph_key())))
+        self.lr_schedulers().step()
+        return metrics
+
+    def is_log_step(self, step: int | None = None) -> bool:
+        """Whether `step` (default: the one now being trained, before Lightning counts it) is one the logger writes
+        (host syncs are cheap there)."""
+        step = self.global_step + 1 if step is None else step
+        return step % self.cfg.train.log_every_n_steps == 0
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -151,6 +183,12 @@ class PretrainModule(L.LightningModule):
                                            gradient_clip_val)
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def lightning_gradient_clip(cfg: Config) -> float | None:
+    """The Trainer's gradient_clip_val: train.grad_clip, unless the step graph clips inside its graph (manual
+    optimisation, where Lightning refuses a clip value of its own)."""
+    return None if cfg.train.step_graph else cfg.train.grad_clip
 
 
 def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: int) -> int:

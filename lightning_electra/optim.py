@@ -35,11 +35,16 @@ def decay_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], wei
 
 
 class AdamWeightDecay(torch.optim.Optimizer):
-    """The official ELECTRA / BERT optimiser: Adam with decoupled weight decay and no bias correction."""
+    """The official ELECTRA / BERT optimiser: Adam with decoupled weight decay and no bias correction.
+
+    A group's learning rate may be a device scalar instead of a float: a CUDA graph of the whole step
+    (lightning_electra/step_graph.py) reads it from there. That graph runs the update inside the closure Lightning
+    hands to `step`, so with `update_in_closure` set, `step` runs the closure alone."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self.update_in_closure = False
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -47,6 +52,13 @@ class AdamWeightDecay(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self.update_in_closure:
+            self.update()
+        return loss
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One update from the gradients there are (parameters without one are left as they are)."""
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -67,8 +79,12 @@ class AdamWeightDecay(torch.optim.Optimizer):
             update = torch._foreach_div(m, denominator)  # no bias correction: the official update
             if group["weight_decay"]:
                 torch._foreach_add_(update, params, alpha=group["weight_decay"])
-            torch._foreach_add_(params, update, alpha=-group["lr"])
-        return loss
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):  # a device scalar: scale on the device, then subtract
+                torch._foreach_mul_(update, lr)
+                torch._foreach_sub_(params, update)
+            else:
+                torch._foreach_add_(params, update, alpha=-lr)
 
 
 def build_optimizer(groups: list[dict], lr: float, eps: float, betas=(0.9, 0.999), bias_correction: bool = False,

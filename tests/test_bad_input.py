@@ -80,6 +80,10 @@ def test_an_unknown_key_in_a_sweep_file_names_the_file():
     (["model.hidden_size=516", "model.num_heads=4"], r"Generator hidden size 129 .* pick a fraction"),  # G: 2 heads
     (["train.num_nodes=0"], r"train\.num_nodes must be at least 1"),
     (["train.max_device_batch=0"], r"train\.max_device_batch must be at least 1"),
+    (["train.step_graph=true", "train.adam_bias_correction=true"],
+     r"step_graph replays the official optimiser .* Set train\.step_graph=false, or train\.adam_bias_correction=false"),
+    (["train.step_graph=true", "train.precision=16-mixed"],
+     r"16-mixed needs a gradient scaler .* train\.precision=bf16-mixed"),
 ])
 def test_impossible_sizes_say_what_to_change(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -107,6 +111,13 @@ def test_more_devices_than_exist():
 def test_fsdp_without_a_gpu_is_a_config_error():
     msg = hardware("train.accelerator=cpu", "train.devices=2", "train.strategy=fsdp")
     assert "train.strategy=fsdp" in msg and "GPU" in msg
+
+
+def test_a_step_graph_over_micro_batches_or_processes():
+    msg = hardware("train.step_graph=true", "train.max_device_batch=8")  # the smoke batch is 16: 2 micro-batches
+    assert "accumulates 2 micro-batch(es)" in msg and "train.step_graph=false" in msg
+    msg = hardware("train.step_graph=true", "train.accelerator=cpu", "train.devices=2")
+    assert "this run has 2 process(es)" in msg and "train.devices=1" in msg
 
 
 def test_a_global_batch_that_does_not_split_over_the_devices():

@@ -35,8 +35,10 @@ def interrupt_at(monkeypatch, step: int) -> None:
     monkeypatch.setattr(run_module.FractionCheckpoints, "on_train_batch_start", stop, raising=False)
 
 
-def test_a_resumed_pretraining_matches_an_uninterrupted_one(smoke_cfg, tmp_path, monkeypatch, capsys):
-    cfg = smoke_cfg("train.steps=8", "train.log_every_n_steps=1")  # a checkpoint every step (steps // 10)
+@pytest.mark.parametrize("step_graph", [False, True])  # Lightning's automatic optimisation, and its manual one
+def test_a_resumed_pretraining_matches_an_uninterrupted_one(smoke_cfg, tmp_path, monkeypatch, capsys, step_graph):
+    # a checkpoint every step (steps // 10)
+    cfg = smoke_cfg("train.steps=8", "train.log_every_n_steps=1", f"train.step_graph={step_graph}")
     pretrain(cfg, tmp_path / "straight")
     interrupt_at(monkeypatch, 3)  # mid-epoch: the epoch is 19 batches here
     with pytest.raises(Interrupted):
@@ -98,10 +100,11 @@ class InfiniteGradient(torch.autograd.Function):
         return torch.full_like(grad, torch.inf)
 
 
+@pytest.mark.parametrize("step_graph", [False, True])  # the guard reads the loss before backward, or after the step
 @pytest.mark.parametrize("broken, message, kept", [("loss", "non-finite loss at step 3", 2),
                                                    ("weights", "non-finite weights after step 2", 1)])
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(smoke_cfg, tmp_path, monkeypatch, broken,
-                                                                     message, kept):
+                                                                     message, kept, step_graph):
     from lightning_electra.objectives import OBJECTIVES as VARIANTS
 
     cls = VARIANTS["electra"]
@@ -117,7 +120,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(smoke_cfg, 
     monkeypatch.setattr(cls, "objective", diverging)
     out = tmp_path / "run"
     with pytest.raises(NonFiniteLossError) as err:
-        pretrain(smoke_cfg("train.steps=3"), out)  # a checkpoint every step
+        pretrain(smoke_cfg("train.steps=3", f"train.step_graph={step_graph}"), out)  # a checkpoint every step
     last = out / "pretrain" / "last.ckpt"
     assert message in str(err.value) and f"{last} (step {kept}), is kept" in str(err.value)
     saved = torch.load(last, weights_only=True)

@@ -36,6 +36,9 @@ class Adversarial(Electra):
         # where reading global_step inside would recompile every step
         self.mle_warm_up = self.global_step < self.cfg.adversarial.mle_warmup_fraction * self.steps
 
+    def graph_key(self) -> tuple:
+        return (self.mle_warm_up,)
+
     def objective(self, batch, masked):
         a, w = self.cfg.adversarial, masked.weights
         n = w.sum().clamp_min(1)

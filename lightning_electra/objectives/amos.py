@@ -222,13 +222,13 @@ class Amos(Electra):
                    token_type_ids=batch["token_type_ids"]).last_hidden_state
         return self.discriminator.discriminator_predictions(hidden)
 
-    def loss_step(self, batch):
-        metrics = super().loss_step(batch)
-        step = self.global_step + 1
+    def graph_key(self) -> tuple:
+        return (self.switch_exit,)
+
+    def record(self, metrics, step: int) -> None:
         logged = self.exit_weights and self.exit_weights[-1][0] == step  # accumulation: a step's later micro-batches
-        if self.is_log_step() and not logged:  # a host sync at log steps only
+        if self.is_log_step(step) and not logged:  # a host sync at log steps only
             self.exit_weights.append([step] + [metrics[f"exit{d}_weight"].item() for d in self.exits])
-        return metrics
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -28,7 +28,8 @@ from lightning_electra.io import file_digest
 # Keys that change where or how fast a run goes, not what it computes: left out of the config hash.
 RUNTIME_KEYS = {"results_dir", "data.data_dir", "data.cache_dir", "data.num_workers", "train.accelerator",
                 "train.devices", "train.num_nodes", "train.strategy", "train.max_device_batch",
-                "train.log_every_n_steps", "train.compile", "train.loggers", "finetune.eval_batch_size"}
+                "train.log_every_n_steps", "train.compile", "train.step_graph", "train.loggers",
+                "finetune.eval_batch_size"}
 
 # Fine-tuning keys that choose which results exist, not what any one of them is: more seeds or tasks reuse the rest.
 SELECTION_KEYS = {"finetune.seeds", "finetune.tasks"}

@@ -22,6 +22,7 @@ from lightning_electra.data.files import vocab_path
 from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.distributed import global_rank
 from lightning_electra.io import UnreadableFile, atomic, load_torch, write_json
+from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.loggers import make_loggers
@@ -114,7 +115,7 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
     resume_step = check_resumable(resume, module) if resume.exists() else None
     fractions = FractionCheckpoints(lambda step: checkpoints / RunLayout.step_name(step), local, counter, guard)
     trainer = make_trainer(
-        cfg, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=cfg.train.grad_clip,
+        cfg, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=lightning_gradient_clip(cfg),
         logger=make_loggers(cfg, stage_dir, label, resume_step), log_every_n_steps=cfg.train.log_every_n_steps,
         callbacks=[counter, guard, RngState(), last, fractions], plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), limit_val_batches=0,

@@ -31,6 +31,7 @@ from lightning_electra.finetune.classifier import quiet
 from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.io import ROOT, write_json
 from lightning_electra.models import save_random_encoder
+from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.pretrain import build_module
 from lightning_electra.timing import timed_fit
@@ -74,7 +75,7 @@ def step_key(cfg: Config, stage: int) -> str:
     m, d, t = cfg.model, cfg.data, cfg.train
     shape = (cfg.variant, stage, m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.embedding_size,
              m.generator_fraction, m.generator, m.tie, d.max_seq_length, d.mask_prob, d.vocab, t.batch_size,
-             t.max_device_batch, t.precision, t.compile, repr(cfg.amos) if cfg.variant == "amos" else "")
+             t.max_device_batch, t.precision, t.compile, t.step_graph, repr(cfg.amos) if cfg.variant == "amos" else "")
     return "step|" + "|".join(map(str, shape))
 
 
@@ -94,7 +95,7 @@ def measure_steps(cfg: Config, stage: int, warmup: int, steps: int) -> dict:
     special = module.special
     batches = [{k: v.to(on) for k, v in batch_from_ids(synthetic_ids(micro, cfg.data.max_seq_length, special,
                                                                       seed=i), special).items()} for i in range(2)]
-    timing = timed_fit(module, batches, on, cfg.train.precision, cfg.train.grad_clip, warmup, steps,
+    timing = timed_fit(module, batches, on, cfg.train.precision, lightning_gradient_clip(cfg), warmup, steps,
                        log_every_n_steps=cfg.train.log_every_n_steps).timing()
     return {"step_s": timing["step_s"] * accumulate, "warmup_s": timing["warmup_s"]}
 

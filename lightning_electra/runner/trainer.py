@@ -32,9 +32,7 @@ def make_trainer(cfg: Config, **kwargs) -> L.Trainer:
     """A Trainer on train.accelerator, devices, num_nodes and strategy, with gradient accumulation when a device's
     share of the global batch exceeds train.max_device_batch. Lightning's complaints about the hardware become a
     ConfigError that names the keys."""
-    t = cfg.train
-    _, accumulate = batch_layout(t.batch_size, world_size(cfg), t.max_device_batch)
-    return _trainer(cfg, accumulate_grad_batches=accumulate, **kwargs)
+    return _trainer(cfg, accumulate_grad_batches=check_hardware(cfg), **kwargs)
 
 
 def world_size(cfg: Config) -> int:
@@ -43,10 +41,19 @@ def world_size(cfg: Config) -> int:
     return _trainer(cfg, quiet=True, logger=False, enable_checkpointing=False, enable_progress_bar=False).world_size
 
 
-def check_hardware(cfg: Config) -> None:
-    """make_trainer's checks on their own, before any work: asking for GPUs that are not there, or a batch that does
-    not split over them, fails at once."""
-    batch_layout(cfg.train.batch_size, world_size(cfg), cfg.train.max_device_batch)
+def check_hardware(cfg: Config) -> int:
+    """make_trainer's checks on their own, before any work: asking for GPUs that are not there, a batch that does
+    not split over them, or a step graph over several processes or micro-batches fails at once. Returns the
+    micro-batches accumulated per optimizer step."""
+    t = cfg.train
+    world = world_size(cfg)
+    _, accumulate = batch_layout(t.batch_size, world, t.max_device_batch)
+    if t.step_graph and (world > 1 or accumulate > 1):
+        raise ConfigError(f"train.step_graph captures one whole step of one process, but this run has {world} "
+                          f"process(es) and accumulates {accumulate} micro-batch(es) a step (train.batch_size="
+                          f"{t.batch_size}, train.max_device_batch={t.max_device_batch}). Set train.step_graph=false, "
+                          "or train.devices=1 and a train.max_device_batch of at least the batch.")
+    return accumulate
 
 
 def _trainer(cfg: Config, quiet: bool = False, **kwargs) -> L.Trainer:

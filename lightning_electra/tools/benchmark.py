@@ -7,10 +7,11 @@
 Each row times the module's own training step, as a sweep trains it: a Lightning fit of `--warmup` steps
 (compilation happens inside them) then `--steps` timed steps in synchronised windows, with the run's precision,
 gradient clipping, optimiser and schedule. The forward is `PretrainModule.loss_step`: masking on the device and the
-objective, through torch.compile when `train.compile`. Batches are built before timing and sit on the device, as a
-DataLoader with workers and pinned memory keeps them ready during training: rows of the packed corpus when DATA_DIR
-is set, else random ids with the same [CLS] A [SEP] B [SEP] structure, 5% of rows shorter and padded. The plain
-baseline (`plain` in --variants, lightning_electra/tools/baseline.py) is trained by the same step.
+objective, through torch.compile when `train.compile`; with `--step-graph`, the whole step (that forward, backward,
+clipping, the update) replayed as one CUDA graph (lightning_electra/step_graph.py). Batches are built before timing
+and sit on the device, as a DataLoader with workers and pinned memory keeps them ready during training: rows of the
+packed corpus when DATA_DIR is set, else random ids with the same [CLS] A [SEP] B [SEP] structure, 5% of rows
+shorter and padded. The plain baseline (`plain` in --variants, lightning_electra/tools/baseline.py) is trained by the same step.
 
 Columns: tokens_per_s counts every position of every row (B x L); paper_flops_per_s uses the paper's convention
 (lightning_electra.flops), the same for the plain baseline as for the suite's ELECTRA since the algorithm is the
@@ -41,6 +42,7 @@ from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.io import ROOT, atomic_write_text, command_line, git_commit
 from lightning_electra.timing import profile_summary, timed_fit
+from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
@@ -97,7 +99,7 @@ def measure_row(name: str, cfg, special, device: torch.device, precision: str, t
         batches = [{k: v.to(device) for k, v in batch_from_ids(ids[i * bs:(i + 1) * bs], special).items()}
                    for i in range(pool)]
         flops, saved = count_step(module, batches[0], device, precision)
-        timer = timed_fit(module, batches, device, precision, cfg.train.grad_clip, warmup, steps, profile,
+        timer = timed_fit(module, batches, device, precision, lightning_gradient_clip(cfg), warmup, steps, profile,
                           cfg.train.log_every_n_steps)
         dynamo = {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
                   "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
@@ -143,6 +145,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="eager, compiled or both (default: both on GPU, off on CPU where compiling takes minutes)")
     p.add_argument("--plain-compile", choices=["both", "on", "off"], default=None,
                    help="the same for the plain baseline (default: as --compile)")
+    p.add_argument("--step-graph", choices=["both", "on", "off"], default="off",
+                   help="the suite's whole step as one CUDA graph (train.step_graph), without or with (default off)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode for the suite (default: the suite's own, reduce-overhead on CUDA)")
     p.add_argument("--plain-compile-mode", default="default", help="torch.compile mode for the plain baseline")
@@ -218,10 +222,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     else:
         ids, data_note = synthetic_ids(rows_needed, seq, special), "synthetic ids ([CLS] A [SEP] B [SEP], 5% padded)"
 
-    plan = [(name, bs, compiled) for name in names if name != PLAIN for bs in batch_sizes
-            for compiled in modes(compile_choice)]
-    plan += [(PLAIN, bs, compiled) for bs in plain_sizes for compiled in modes(plain_compile)] if PLAIN in names \
-        else []
+    plan = [(name, bs, compiled, graphed) for name in names if name != PLAIN for bs in batch_sizes
+            for compiled in modes(compile_choice) for graphed in modes(args.step_graph)]
+    plan += [(PLAIN, bs, compiled, False) for bs in plain_sizes for compiled in modes(plain_compile)] \
+        if PLAIN in names else []
     info = {"command": command_line(["benchmark", *argv]), "data": data_note,
             "steps": steps, "warmup": warmup, "small": small, "scale": args.scale, "seq_len": seq,
             "precision": precision, "device": device_name(device), "host": platform.machine(),
@@ -229,15 +233,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     print(f"[benchmark] {len(plan)} rows on {info['device']} ({precision}, seq {seq}); data: {data_note}", flush=True)
     rows, failures, profiles = [], [], []
-    for name, bs, compiled in plan:
+    for name, bs, compiled, graphed in plan:
         cfg = load_config(args.scale, variant="electra" if name == PLAIN else name,
-                          overrides=[*overrides, f"train.batch_size={bs}", f"train.compile={compiled}"])
-        label = f"{name} batch {bs} {'compiled' if compiled else 'eager'}"
-        mode = args.plain_compile_mode if name == PLAIN else args.compile_mode
+                          overrides=[*overrides, f"train.batch_size={bs}", f"train.compile={compiled}",
+                                     f"train.step_graph={graphed}"])
+        label = f"{name} batch {bs} {'compiled' if compiled else 'eager'}{', step graph' if graphed else ''}"
+        # a step graph compiles without graphs of its own (the suite's default mode for it)
+        mode = args.plain_compile_mode if name == PLAIN else None if graphed else args.compile_mode
         result = measure_row(name, cfg, special, device, precision, token_counts, ids, warmup, steps, args.pool,
                              profile, mode, failures, label)
-        if result is None and compiled and name != PLAIN and (mode or "reduce-overhead") == "reduce-overhead" \
-                and cuda:  # CUDA graphs failed: measure the plain compiled step instead, and say so
+        if result is None and compiled and name != PLAIN and not graphed \
+                and (mode or "reduce-overhead") == "reduce-overhead" and cuda:
+            # CUDA graphs failed: measure the plain compiled step instead, and say so
             result = measure_row(name, cfg, special, device, precision, token_counts, ids, warmup, steps, args.pool,
                                  profile, "default", failures, label + " (mode default)")
         if result is None:
@@ -255,7 +262,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
                "measured_flops_per_step": flops, "paper_flops_per_step": paper,
                "saved_bytes_per_token": saved / tokens, "kernels_per_step": prof.get("kernels_per_step", math.nan),
                "gpu_busy_ms": prof.get("gpu_busy_ms", math.nan), "compile_mode": used_mode, **dynamo,
-               "top_kernels": ";".join(f"{n.replace(';', ',')}:{share:.4f}" for n, share in prof.get("top", []))}
+               "top_kernels": ";".join(f"{n.replace(';', ',')}:{share:.4f}" for n, share in prof.get("top", [])),
+               "step_graph": graphed}
         rows.append(row)
         if prof.get("text"):
             profiles.append(f"=== {label} ({used_mode or 'eager'}): {row['step_ms']:.1f} ms/step, GPU busy "

@@ -18,7 +18,7 @@ COLUMNS = ["variant", "implementation", "compiled", "device", "precision", "batc
            # the timed windows, and what the profiler and the saved-tensor count say (see "What bounds it")
            "warmup_s", "step_ms_spread", "measured_flops_per_step", "paper_flops_per_step", "saved_bytes_per_token",
            "kernels_per_step", "gpu_busy_ms", "compile_mode", "graphs", "graph_breaks", "cudagraph_skips",
-           "top_kernels"]
+           "top_kernels", "step_graph"]
 
 
 def device_peaks(name: str) -> tuple[float | None, float | None]:
@@ -37,6 +37,16 @@ def fmt(x, spec: str, scale: float = 1.0) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x / scale, spec)
 
 
+def step_graph(r) -> str:
+    """', step graph' for a row whose whole step ran as one CUDA graph (train.step_graph; tables before it: none)."""
+    return ", step graph" if str(getattr(r, "step_graph", False)) == "True" else ""
+
+
+def how(r) -> str:
+    """How a row's step ran: eager or compiled (in which mode), and whether as one CUDA graph."""
+    return (f"compiled {r.compile_mode}" if r.compiled else "eager") + step_graph(r)
+
+
 def busy_share(r) -> float:
     return r.gpu_busy_ms / r.step_ms if r.gpu_busy_ms == r.gpu_busy_ms else math.nan
 
@@ -51,7 +61,7 @@ def table(frame: pd.DataFrame) -> list[str]:
         ref = same if len(same) else plain
         ratio = f"{r.tokens_per_s / ref.tokens_per_s.iloc[0]:.2f}x" if len(ref) else ""
         busy = fmt(100 * busy_share(r), ".0f") + ("%" if busy_share(r) == busy_share(r) else "")
-        compiled = f"yes ({r.compile_mode})" if r.compiled else "no"
+        compiled = (f"yes ({r.compile_mode})" if r.compiled else "no") + step_graph(r)
         lines.append(f"| {r.variant} | {r.implementation} | {compiled} | {r.batch_size} "
                      f"| {fmt(r.tokens_per_s, ',.0f')} | {fmt(r.step_ms, '.1f')} "
                      f"| {fmt(r.paper_flops_per_s, '.3g', 1e12)} | {fmt(r.measured_flops_per_s, '.3g', 1e12)} "
@@ -68,8 +78,7 @@ def bounds(frame: pd.DataFrame, device: str) -> list[str]:
     peak_flops, bandwidth = device_peaks(device) if "cpu" not in device else (None, None)
     m_tok, p_tok = r.measured_flops_per_step / tokens, r.paper_flops_per_step / tokens
     act = 2 * r.saved_bytes_per_token  # written by the forward, read back by the backward
-    how = f"compiled, {r.compile_mode}" if r.compiled else "eager"
-    lines = [f"Fastest suite row of `{r.variant}`: batch {r.batch_size}, {how}: {r.tokens_per_s:,.0f} tokens/s, "
+    lines = [f"Fastest suite row of `{r.variant}`: batch {r.batch_size}, {how(r)}: {r.tokens_per_s:,.0f} tokens/s, "
              f"{r.step_ms:.1f} ms/step.", "",
              f"* Work per token: {p_tok / 1e6:.1f} MFLOP in the paper's convention, {m_tok / 1e6:.1f} MFLOP as torch "
              "counts it (matmul-type ops only, forward + backward).",
@@ -96,8 +105,7 @@ def bounds(frame: pd.DataFrame, device: str) -> list[str]:
         host = profiled[profiled.gpu_busy_ms / profiled.step_ms < 0.8]
         if len(profiled):
             lines.append(f"* Host-bound rows (GPU busy under 80% of the step): {len(host)} of {len(profiled)}: " + (
-                ", ".join(f"{h.variant}/{h.implementation} batch {h.batch_size} "
-                          f"{('compiled ' + h.compile_mode) if h.compiled else 'eager'} ({busy_share(h):.0%})"
+                ", ".join(f"{h.variant}/{h.implementation} batch {h.batch_size} {how(h)} ({busy_share(h):.0%})"
                           for h in host.itertuples()) or "none") + ".")
     lines += ["", "At ELECTRA-Small's width (hidden 256, generator 64, K = 64 to 1024 in every matmul) a step is "
               "thousands of small kernels: the matmuls run far below the tensor cores' peak, and the element-wise "

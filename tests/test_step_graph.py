@@ -1,0 +1,107 @@
+"""train.step_graph is a speed switch only: the whole step run by the StepGraph (Lightning's manual optimisation, the
+learning rates as device scalars, clipping and the update its own) trains exactly as Lightning's automatic
+optimisation does. On a CPU the StepGraph runs its body uncaptured; on a GPU (the last test) the captured replays
+must match the same steps uncaptured."""
+
+import pytest
+import torch
+
+from lightning_electra.data.packing import batch_from_ids, synthetic_ids
+from lightning_electra.data.tokenizer import SpecialIds
+from lightning_electra.module import lightning_gradient_clip
+from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.optim import AdamWeightDecay
+from lightning_electra.runner.configs import load_config
+from lightning_electra.timing import timed_fit
+from lightning_electra.tools.baseline import SMALL_MODEL
+
+SPECIAL = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=2048)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(variant: str, step_graph: bool, *overrides: str, steps: int = 6):
+    """A 2 x 64 model without dropout, for `steps` steps (clipping active, a warm-up and a decay)."""
+    cfg = load_config("smoke", variant=variant, overrides=[
+        *SMALL_MODEL, "data.max_seq_length=32", "model.dropout=0.0", "model.attention_dropout=0.0",
+        "train.flops_budget=null", f"train.steps={steps}", "train.grad_clip=0.1", "train.warmup_fraction=0.5",
+        "train.batch_size=4", "train.log_every_n_steps=2", f"train.step_graph={step_graph}", *overrides])
+    torch.manual_seed(0)
+    return OBJECTIVES[variant](cfg, SPECIAL)
+
+
+def fit(variant: str, step_graph: bool, *overrides: str, device: str = "cpu", steps: int = 6):
+    """The module's own training step in a Lightning fit, as sweeps train it, over 3 batches of random ids."""
+    module = build(variant, step_graph, *overrides, steps=steps)
+    on = torch.device(device)
+    pool = [{k: v.to(on) for k, v in batch_from_ids(synthetic_ids(4, 32, SPECIAL, seed=i), SPECIAL).items()}
+            for i in range(3)]
+    torch.manual_seed(1)
+    timed_fit(module, pool, on, module.cfg.train.precision, lightning_gradient_clip(module.cfg), 1, steps - 1,
+              log_every_n_steps=2)
+    return module
+
+
+@pytest.mark.parametrize("variant, overrides", [
+    ("electra", []),
+    ("electra", ["train.precision=bf16-mixed"]),  # Lightning's autocast around the step, not around its backward
+    ("adversarial", ["adversarial.mle_warmup_fraction=0.5"]),  # its graph key flips half-way
+    ("amos", ["amos.mixture=switch"]),  # its key moves through the exits; it records the mixture at log steps
+])
+def test_the_step_graph_trains_as_automatic_optimisation(variant, overrides):
+    automatic, graphed = fit(variant, False, *overrides), fit(variant, True, *overrides)
+    assert automatic.global_step == graphed.global_step == 6
+    assert automatic.lr_schedulers().get_last_lr() == graphed.lr_schedulers().get_last_lr()
+    untrained = build(variant, False, *overrides)
+    moved = max((a - u).abs().max().item() for a, u in zip(automatic.parameters(), untrained.parameters()))
+    assert moved > 1e-3, "the weights moved (so equal weights mean equal training)"
+    for (name, a), b in zip(automatic.named_parameters(), graphed.parameters()):
+        # float rounding apart, the same weights (bf16: the rounding of casts moves with the last bits of weights)
+        tolerance = 2e-5 if "bf16" in automatic.cfg.train.precision else 1e-6
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=tolerance, msg=name)
+    if variant == "amos":  # the mixture weights recorded at log steps 2, 4 and 6, outside the step
+        assert [row[0] for row in graphed.exit_weights] == [2, 4, 6]
+        torch.testing.assert_close(torch.tensor(automatic.exit_weights), torch.tensor(graphed.exit_weights))
+
+
+def test_the_optimiser_takes_its_learning_rate_as_a_device_scalar():
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(7)]
+    runs = []
+    for lr in (2e-3, torch.tensor(2e-3)):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = AdamWeightDecay([{"params": params, "weight_decay": 0.01, "lr": lr}])
+        for step in range(3):
+            for p in params:
+                p.grad = torch.sin(p.detach() * (step + 1))
+            optimizer.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures a CUDA graph: GPU only")
+@pytest.mark.parametrize("compiled", [False, True])  # the sweeps' GPU setting compiles the forward inside the graph
+def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, compiled):
+    """With a GPU: 3 warm-up steps, then replays; the same 8 steps with the body alone must end in the same weights
+    (random draws included: the graph takes the generator's offsets as eager kernels do). fp32 without TF32, so
+    that float tolerance is tight."""
+    import lightning_electra.step_graph as step_graph
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch._dynamo.reset()
+    replayed = fit("electra", True, f"train.compile={compiled}", device="cuda", steps=8)
+    monkeypatch.setattr(step_graph, "WARMUP_STEPS", 10**9)  # never captured: every step the body, uncaptured
+    uncaptured = fit("electra", True, f"train.compile={compiled}", device="cuda", steps=8)
+    assert replayed._step_graph.graph is not None and uncaptured._step_graph.graph is None
+    untrained = build("electra", True).to("cuda")
+    moved = max((a - u).abs().max().item() for a, u in zip(replayed.parameters(), untrained.parameters()))
+    assert moved > 1e-3
+    for (name, a), b in zip(replayed.named_parameters(), uncaptured.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
