@@ -11,11 +11,11 @@
 #   SCALE=tiny SWEEP=training-algorithms PARALLEL=4 WINDOW_S=480 BENCH_S=200 PLAN_TIMES=0 PYTHON=python3
 #   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA compiled as one step graph at batch 128
 #                           beside the plain baseline eager: a compiled row costs about a minute of compilation)
-#   STEP_GRAPH=auto         the sweep with train.step_graph=true when the check passed and the benchmark ran a step
-#                           graph row (auto), always (1) or never (0)
+#   STEP_GRAPH=auto         the sweep with train.step_graph and finetune.step_graph when the check passed and the
+#                           benchmark ran a step graph row (auto), always (1) or never (0)
 #   BENCH_S=0               no benchmark; SWEEP=none: no plan and no sweep (a window for the benchmark alone)
 #   FT_BENCH_S=150          also the GLUE fine-tuning benchmark, after the pre-training one (default 0: not run);
-#   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without length buckets)
+#   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without step graphs)
 #   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
 # Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
 # the benchmark and plan left of WINDOW_S, less PACK_S for the archive.
@@ -30,7 +30,7 @@ ft_bench_s=${FT_BENCH_S:-0}
 python=${PYTHON:-python3}
 pack_s=${PACK_S:-20}
 read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain --batch-sizes 128 --compile on --step-graph on --plain-compile off --steps 20 --warmup 4}"
-read -r -a ft_bench_args <<< "${FT_BENCH_ARGS:---seeds 3 --modes batched,batched-unbucketed}"
+read -r -a ft_bench_args <<< "${FT_BENCH_ARGS:---seeds 3 --modes batched,batched-graphed}"
 read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
 cache=${CACHE_DIR:-$PWD/.cache}  # packed corpus, tokenised GLUE, measured rates, compiled kernels: one place
 overrides+=("data.cache_dir=$cache")  # never empty, so "${overrides[@]}" is safe on any bash
@@ -70,7 +70,7 @@ if [ "$step_graph" = auto ]; then  # the step graph, once seen training right an
   grep -q "^check: exit 0" "$summary" && "$python" -c "import sys, pandas as p; f = p.read_csv(sys.argv[1]); \
 sys.exit(not (f.step_graph.astype(str) == 'True').any())" "$work/benchmark/benchmark.csv" 2>/dev/null && step_graph=1
 fi
-[ "$step_graph" = 1 ] && overrides+=("train.step_graph=true")
+[ "$step_graph" = 1 ] && overrides+=("train.step_graph=true" "finetune.step_graph=true")
 echo "sweep step graph: $([ "$step_graph" = 1 ] && echo on || echo off)" >> "$summary"
 if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)

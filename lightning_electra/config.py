@@ -188,6 +188,9 @@ class FinetuneConfig:
     # Train the seeds of a task together as one batched ensemble (torch.func.vmap over stacked weights): the same
     # protocol, S times larger matmuls; other random draws than one-by-one fine-tunes (see lightning_electra/finetune/ensemble.py)
     batched_seeds: bool = False
+    # a speed switch on a GPU: the batched seeds' whole step (forward, backward, per-seed clipping, the update) as one
+    # CUDA graph per bucket width (lightning_electra/step_graph.py); needs batched_seeds and length_buckets
+    step_graph: bool = False
 
 
 @dataclass
@@ -298,13 +301,19 @@ def check(cfg: Config) -> None:
         raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
     if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
         raise ConfigError(f"train.checkpoint_fractions must lie in (0, 1]; got {cfg.train.checkpoint_fractions}.")
-    t = cfg.train
-    if t.step_graph and (t.adam_bias_correction or str(t.precision).startswith("16")):
-        why = ("train.adam_bias_correction=true takes torch's AdamW instead" if t.adam_bias_correction
-               else f"train.precision={t.precision} needs a gradient scaler between backward and update")
-        fix = "train.adam_bias_correction=false" if t.adam_bias_correction else "train.precision=bf16-mixed"
-        raise ConfigError(f"train.step_graph replays the official optimiser under bf16 or fp32, but {why}. Set "
-                          f"train.step_graph=false, or {fix}.")
+    for section, c in (("train", cfg.train), ("finetune", cfg.finetune)):
+        if c.step_graph and (c.adam_bias_correction or str(c.precision).startswith("16")):
+            why = (f"{section}.adam_bias_correction=true takes torch's AdamW instead" if c.adam_bias_correction
+                   else f"{section}.precision={c.precision} needs a gradient scaler between backward and update")
+            fix = f"{section}." + ("adam_bias_correction=false" if c.adam_bias_correction else "precision=bf16-mixed")
+            raise ConfigError(f"{section}.step_graph replays the official optimiser under bf16 or fp32, but {why}. "
+                              f"Set {section}.step_graph=false, or {fix}.")
+    f = cfg.finetune
+    if f.step_graph and not (f.batched_seeds and f.length_buckets):
+        raise ConfigError("finetune.step_graph replays the batched seeds' step over a few shapes: it needs "
+                          "finetune.batched_seeds=true and finetune.length_buckets (e.g. [16,32,64]); got "
+                          f"batched_seeds={f.batched_seeds}, length_buckets={f.length_buckets}. Set those, or "
+                          "finetune.step_graph=false.")
     unknown_loggers = [name for name in cfg.train.loggers if name not in ("csv", "tensorboard", "wandb")]
     if unknown_loggers:
         raise ConfigError(f"Unknown logger(s) {unknown_loggers} in train.loggers; use csv, tensorboard, wandb.")

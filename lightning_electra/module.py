@@ -25,10 +25,10 @@ from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape
 from lightning_electra.optim import build_optimizer, decay_groups, lr_schedule, warmup_linear_decay
-from lightning_electra.step_graph import StepGraph
+from lightning_electra.step_graph import GraphedSteps
 
 
-class PretrainModule(L.LightningModule):
+class PretrainModule(GraphedSteps, L.LightningModule):
     stages = 1  # fits in sequence (two-stage training has 2); each stage is a fresh module
     compile_mode: str | None = None  # torch.compile mode when train.compile; None: "reduce-overhead" on CUDA
 
@@ -44,7 +44,6 @@ class PretrainModule(L.LightningModule):
         self._cuda_graphs = False  # whether that compiled step replays CUDA graphs
         # the whole step as one graph: its backward, clipping and update are its own, so Lightning's manual mode
         self.automatic_optimization = not cfg.train.step_graph
-        self._step_graph: StepGraph | None = None
 
     # --- what an objective states ----------------------------------------------------------------------------
     @classmethod
@@ -134,7 +133,8 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step + 1  # the step being trained (Lightning counts it once its update is done)
-        metrics = self.graphed_step(batch) if self.cfg.train.step_graph else self.loss_step(batch)
+        metrics = (self.graphed_step(batch, self.loss_step, self.clip_gradients_to_norm, self.graph_key())
+                   if self.cfg.train.step_graph else self.loss_step(batch))
         self.record(metrics, step)
         # averaged over the devices, so the logs describe the global batch on any count; only at the steps the
         # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)
@@ -143,19 +143,6 @@ class PretrainModule(L.LightningModule):
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
-
-    def graphed_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """train.step_graph: one StepGraph replay is the forward, backward, clipping and update; Lightning's
-        optimizer.step runs it as its closure (so Lightning counts the step), then the schedule steps, as Lightning
-        steps it after an automatic update."""
-        optimizer = self.optimizers()
-        if self._step_graph is None:
-            self._step_graph = StepGraph(self.loss_step, optimizer.optimizer, self.cfg.train.grad_clip)
-            optimizer.optimizer.update_in_closure = True
-        metrics: dict[str, torch.Tensor] = {}
-        optimizer.step(closure=lambda: metrics.update(self._step_graph(batch, self.graph_key())))
-        self.lr_schedulers().step()
-        return metrics
 
     def is_log_step(self, step: int | None = None) -> bool:
         """Whether `step` (default: the one now being trained, before Lightning counts it) is one the logger writes
@@ -173,6 +160,12 @@ class PretrainModule(L.LightningModule):
                                     t.adam_betas, bias_correction=t.adam_bias_correction, fused=fused)
         schedule = warmup_linear_decay(self.steps, t.warmup_fraction, overlap=True, warmup_steps=t.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
+
+    def clip_gradients_to_norm(self) -> None:
+        """The step graph's clipping: the global norm over the optimiser's parameters, as Lightning clips them."""
+        if self.cfg.train.grad_clip:
+            params = [p for group in self.optimizers().optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping by global norm, done here for a fused AdamW: Lightning's AMP plugin refuses to clip

@@ -17,10 +17,12 @@ What a graph needs, and how it is met:
 * Values that change from step to step live on the device. Each learning rate is a device scalar, filled from the
   scheduler's value before each replay. Random draws (masking, dropout, G's sampling) come from the generator's
   graph-safe offsets, so every replay draws afresh.
-* Host-side switches key the graph: the adversarial MLE warm-up, AMOS's switch exit (`PretrainModule.graph_key`).
-  A new key drops the old graph, warms up and captures anew.
-* Warm-up: the first steps of each key run uncaptured on a side stream, as CUDA graphs ask. Compilation,
-  cuBLAS workspaces and the allocator all settle there.
+* One graph per shape of batch and per host-side switch: the adversarial MLE warm-up, AMOS's switch exit
+  (`PretrainModule.graph_key`). Pre-training has one shape; a GLUE fine-tune (the batched seeds' ensemble) one per
+  length bucket, and the last, smaller batch of each. Each graph has its own memory pool, so one never overwrites
+  another's buffers; all share the weights, the optimiser's state and the learning rates.
+* Warm-up: the first steps of each graph run uncaptured on a side stream, as CUDA graphs ask. Compilation,
+  cuBLAS workspaces and the allocator all settle there (a shape seen fewer times simply never gets a graph).
 
 On a CPU there is no graph: the same body runs every step. That is what the CPU tests compare with Lightning's
 automatic optimisation.
@@ -29,6 +31,7 @@ automatic optimisation.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Hashable
 
 import torch
@@ -36,38 +39,43 @@ import torch
 WARMUP_STEPS = 3  # uncaptured steps before each capture (PyTorch's whole-network example takes 3)
 
 
-class StepGraph:
-    """One training step, `forward` (batch -> metrics with a 'loss'), its backward, clipping to `grad_clip` (0: none)
-    and `optimizer.update()`, replayed as a CUDA graph on a GPU; `__call__` runs one step and returns its metrics.
-    The optimizer must take its learning rates as tensors (lightning_electra.optim.AdamWeightDecay)."""
+@dataclass
+class Captured:
+    graph: torch.cuda.CUDAGraph
+    inputs: dict[str, torch.Tensor]  # the buffers each batch is copied into
+    outputs: dict[str, torch.Tensor]  # the metrics, overwritten by every replay
 
-    def __init__(self, forward: Callable[[dict], dict], optimizer: torch.optim.Optimizer, grad_clip: float):
-        self.forward, self.optimizer, self.grad_clip = forward, optimizer, grad_clip
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.device = self.params[0].device
+
+class StepGraph:
+    """One training step: `forward` (batch -> metrics with a 'loss'), its backward, `clip` (clips the gradients in
+    place on the device; None: no clipping) and `optimizer.update()`, replayed as a CUDA graph on a GPU. `__call__`
+    runs one step and returns its metrics. The optimizer must take its learning rates as tensors
+    (lightning_electra.optim.AdamWeightDecay)."""
+
+    def __init__(self, forward: Callable[[dict], dict], optimizer: torch.optim.Optimizer,
+                 clip: Callable[[], object] | None):
+        self.forward, self.optimizer, self.clip = forward, optimizer, clip
+        self.device = optimizer.param_groups[0]["params"][0].device
         self.lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]  # the device's copies
-        self.key: Hashable = None
-        self.warmed = 0  # uncaptured steps run with `key`
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.inputs: dict[str, torch.Tensor] = {}
-        self.outputs: dict[str, torch.Tensor] = {}
+        self.graphs: dict[Hashable, Captured] = {}
+        self.seen: dict[Hashable, int] = {}  # uncaptured steps run per graph key
 
     def __call__(self, batch: dict[str, torch.Tensor], key: Hashable = ()) -> dict[str, torch.Tensor]:
         for lr, group in zip(self.lrs, self.optimizer.param_groups):
             lr.fill_(group["lr"])  # the scheduler's rate for this step, on the device (no sync)
         if self.device.type != "cuda":
             return self.body(batch)
-        if key != self.key:
-            self.key, self.warmed, self.graph = key, 0, None  # its pool is freed with the old gradients
-        if self.graph is None and self.warmed < WARMUP_STEPS:
-            self.warmed += 1
+        key = (key, tuple((k, tuple(v.shape), v.dtype) for k, v in batch.items() if isinstance(v, torch.Tensor)))
+        captured = self.graphs.get(key)
+        if captured is None and self.seen.get(key, 0) < WARMUP_STEPS:
+            self.seen[key] = self.seen.get(key, 0) + 1
             return self.warm_up(batch)
-        if self.graph is None:
-            self.capture(batch)
-        for name, buffer in self.inputs.items():
+        if captured is None:
+            captured = self.graphs[key] = self.capture(batch)
+        for name, buffer in captured.inputs.items():
             buffer.copy_(batch[name], non_blocking=True)
-        self.graph.replay()
-        return {k: v.clone() for k, v in self.outputs.items()}  # the next replay overwrites the graph's outputs
+        captured.graph.replay()
+        return {k: v.clone() for k, v in captured.outputs.items()}  # the next replay overwrites the graph's outputs
 
     def body(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The step itself, the same whether it runs as it is or is captured."""
@@ -76,8 +84,8 @@ class StepGraph:
             metrics = self.forward(batch)
         with torch.autocast(self.device.type, enabled=False):  # as Lightning's automatic optimisation runs it: the
             metrics["loss"].backward()  # step is inside Lightning's autocast, whose casts would reach backward's ops
-        if self.grad_clip:  # global norm over the optimiser's parameters, as Lightning clips them
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        if self.clip is not None:
+            self.clip()
         with self.rates_on_device():
             self.optimizer.update()
         return {k: v.detach() for k, v in metrics.items()}
@@ -112,10 +120,33 @@ class StepGraph:
         torch.cuda.current_stream(self.device).wait_stream(stream)
         return metrics
 
-    def capture(self, batch: dict[str, torch.Tensor]) -> None:
-        """Records one step on the batch's buffers (recording runs nothing: the replay that follows does)."""
-        self.inputs = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        self.optimizer.zero_grad(set_to_none=True)  # the captured backward makes the gradients, in the graph's pool
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = self.body(self.inputs)
+    def capture(self, batch: dict[str, torch.Tensor]) -> Captured:
+        """Records one step on the batch's buffers (recording runs nothing: the replay that follows does). The
+        gradients are set to None first, so the captured backward makes its own, in its pool: another graph's
+        replays never write into them."""
+        inputs = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.body(inputs)
+        return Captured(graph, inputs, outputs)
+
+
+class GraphedSteps:
+    """For a LightningModule in manual optimisation (`automatic_optimization = False`) whose training step is a
+    StepGraph: `graphed_step` runs one, made on first use over the module's one optimiser."""
+
+    _step_graph: StepGraph | None = None
+
+    def graphed_step(self, batch: dict[str, torch.Tensor], forward: Callable[[dict], dict],
+                     clip: Callable[[], object] | None, key: Hashable = ()) -> dict[str, torch.Tensor]:
+        """Lightning's optimizer.step runs the graph as its closure (so Lightning counts the step, as it would an
+        automatic update), then the schedule steps, as Lightning steps it after an automatic update."""
+        optimizer = self.optimizers()
+        if self._step_graph is None:
+            self._step_graph = StepGraph(forward, optimizer.optimizer, clip)
+            optimizer.optimizer.update_in_closure = True  # the graph holds the update
+        metrics: dict[str, torch.Tensor] = {}
+        optimizer.step(closure=lambda: metrics.update(self._step_graph(batch, key)))
+        self.lr_schedulers().step()
+        return metrics

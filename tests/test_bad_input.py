@@ -80,12 +80,23 @@ def test_an_unknown_key_in_a_sweep_file_names_the_file():
     (["model.hidden_size=516", "model.num_heads=4"], r"Generator hidden size 129 .* pick a fraction"),  # G: 2 heads
     (["train.num_nodes=0"], r"train\.num_nodes must be at least 1"),
     (["train.max_device_batch=0"], r"train\.max_device_batch must be at least 1"),
+])
+def test_impossible_sizes_say_what_to_change(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", overrides=overrides)
+
+
+@pytest.mark.parametrize("overrides, message", [
     (["train.step_graph=true", "train.adam_bias_correction=true"],
      r"step_graph replays the official optimiser .* Set train\.step_graph=false, or train\.adam_bias_correction=false"),
     (["train.step_graph=true", "train.precision=16-mixed"],
      r"16-mixed needs a gradient scaler .* train\.precision=bf16-mixed"),
+    (["finetune.step_graph=true"], r"finetune\.step_graph .* needs finetune\.batched_seeds=true and "
+                                   r"finetune\.length_buckets .* or finetune\.step_graph=false"),
+    (["finetune.step_graph=true", "finetune.batched_seeds=true", "finetune.length_buckets=[32]",
+      "finetune.adam_bias_correction=true"], r"finetune\.step_graph replays the official optimiser"),
 ])
-def test_impossible_sizes_say_what_to_change(overrides, message):
+def test_a_step_graph_that_cannot_replay_the_step_is_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config("smoke", overrides=overrides)
 

@@ -86,6 +86,28 @@ def test_the_optimiser_takes_its_learning_rate_as_a_device_scalar():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("task", ["STS-B", "RTE"])  # regression and classification
+def test_a_graphed_ensemble_fine_tune_scores_as_the_automatic_one(tiny_backbone, data_dir, task):
+    """finetune.step_graph: the batched seeds' step (per-seed clipping, layer-wise rates as device scalars) in
+    manual optimisation gives the dev metrics Lightning's automatic optimisation gives."""
+    from dataclasses import replace
+
+    from lightning_electra.config import FinetuneConfig
+    from lightning_electra.data.tokenizer import build_tokenizer
+    from lightning_electra.finetune import finetune_task_seeds
+
+    tokenizer = build_tokenizer(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
+    cfg = FinetuneConfig(max_train_examples=48, max_eval_examples=32, task_epochs={task: 2}, batch_size=8,
+                         length_buckets=[32, 64], eval_batch_size=64, batched_seeds=True, lr=1e-3)
+    automatic, graphed = (finetune_task_seeds(tiny_backbone, task, data_dir, replace(cfg, step_graph=on), tokenizer,
+                                              [0, 1], accelerator="cpu") for on in (False, True))
+    assert automatic[0] != automatic[1], "two different models"
+    for a, b in zip(automatic, graphed):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-3), key
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures a CUDA graph: GPU only")
 @pytest.mark.parametrize("compiled", [False, True])  # the sweeps' GPU setting compiles the forward inside the graph
 def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, compiled):
@@ -105,3 +127,30 @@ def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, compiled)
     assert moved > 1e-3
     for (name, a), b in zip(replayed.named_parameters(), uncaptured.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: GPU only")
+def test_captured_ensemble_steps_score_as_uncaptured(tiny_backbone, data_dir, monkeypatch):
+    """With a GPU: the batched seeds' fine-tune, one graph per bucket shape, scores as its steps run uncaptured."""
+    import lightning_electra.step_graph as step_graph
+    from lightning_electra.config import FinetuneConfig
+    from lightning_electra.data.tokenizer import build_tokenizer
+    from lightning_electra.finetune import finetune_task_seeds
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    tokenizer = build_tokenizer(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
+    cfg = FinetuneConfig(max_train_examples=96, max_eval_examples=32, task_epochs={"STS-B": 3}, batch_size=8,
+                         length_buckets=[32, 64], eval_batch_size=64, batched_seeds=True, step_graph=True, lr=1e-3)
+    captures = []
+    capture = step_graph.StepGraph.capture
+    monkeypatch.setattr(step_graph.StepGraph, "capture", lambda self, batch: captures.append(1) or capture(self, batch))
+
+    def scores():
+        return finetune_task_seeds(tiny_backbone, "STS-B", data_dir, cfg, tokenizer, [0, 1], accelerator="gpu")
+    replayed = scores()
+    assert captures, "at least one bucket's shape was captured"
+    monkeypatch.setattr(step_graph, "WARMUP_STEPS", 10**9)
+    uncaptured = scores()
+    for a, b in zip(replayed, uncaptured):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-3), key

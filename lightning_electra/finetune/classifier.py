@@ -200,13 +200,18 @@ def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L
     return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
 
 
+GRADIENT_CLIP = 1.0  # the global norm GLUE fine-tunes clip to (official: clip_by_global_norm(1.0))
+
+
 def glue_trainer(cfg: FinetuneConfig, task: GlueTask, accelerator: str = "auto", devices: Union[int, str] = 1,
-                 progress_bar: bool = False) -> L.Trainer:
+                 progress_bar: bool = False, graphed: bool = False) -> L.Trainer:
     """The protocol's Trainer: the task's epochs, clipping at 1.0, no logger or checkpoints (a fine-tune reports its
-    dev metrics, nothing else)."""
+    dev metrics, nothing else). `graphed`: the module clips inside its step graph (manual optimisation, where
+    Lightning refuses a clip value)."""
     return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=cfg.task_epochs.get(task.name, cfg.epochs),
-                     precision=cfg.precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+                     precision=cfg.precision, gradient_clip_val=None if graphed else GRADIENT_CLIP, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=progress_bar, enable_model_summary=False,
+                     num_sanity_val_steps=0)
 
 
 def with_score(results: dict[str, float], spec: GlueTask) -> dict[str, float]:

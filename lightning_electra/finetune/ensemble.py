@@ -7,13 +7,16 @@ ELECTRA-Small fine-tune at batch 32 leaves a large GPU mostly idle; S of them in
 gradient clipping at 1.0 *per seed*, and dev metrics per seed.
 
 Attention runs in transformers' eager implementation with a 4-D additive mask: its mask helpers branch on tensor
-values, which vmap cannot trace.
+values, which vmap cannot trace. With `finetune.step_graph` the whole step (vmap forward, backward, per-seed
+clipping, the update) is replayed as one CUDA graph per batch shape (lightning_electra/step_graph.py): at
+ELECTRA-Small's size the host launching thousands of small kernels, not the GPU, would set the pace.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from functools import partial
 from typing import Any, Sequence, Union
 
 import lightning as L
@@ -23,9 +26,10 @@ from torch.func import functional_call, stack_module_state
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue_tasks import GlueTask
-from lightning_electra.finetune.classifier import (GlueClassifier, build_metrics, dev_scores, glue_optimizer,
-                                                   glue_trainer, layerwise_param_groups, with_score)
+from lightning_electra.finetune.classifier import (GRADIENT_CLIP, GlueClassifier, build_metrics, dev_scores,
+                                                   glue_optimizer, glue_trainer, layerwise_param_groups, with_score)
 from lightning_electra.finetune.data import eval_loader, train_loader
+from lightning_electra.step_graph import GraphedSteps
 
 
 def additive_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -54,7 +58,7 @@ class SeedBatches:
                    "labels": torch.stack([b["labels"] for b in batches])}
 
 
-class SeedEnsemble(L.LightningModule):
+class SeedEnsemble(GraphedSteps, L.LightningModule):
     """S GlueClassifiers (one per seed) trained and evaluated together through vmap over their stacked weights."""
 
     def __init__(self, members: list[GlueClassifier]):
@@ -80,6 +84,7 @@ class SeedEnsemble(L.LightningModule):
         self.dev_metrics = nn.ModuleList(nn.ModuleList(build_metrics(self.task, constant=True) for _ in members)
                                          for _ in self.dev_splits)
         self.dev_results: list[dict[str, float]] = [{} for _ in members]
+        self.automatic_optimization = not self.cfg.step_graph  # the graph's backward, clipping and update
 
     def logits(self, batch: dict[str, torch.Tensor], shared_inputs: bool = False) -> torch.Tensor:
         """(S, B, labels): each seed's logits on its own batch (S, B, L), or on one batch (B, L) for all."""
@@ -96,13 +101,18 @@ class SeedEnsemble(L.LightningModule):
         return torch.vmap(member, in_dims=(0, 0, *data), randomness="different")(
             params, buffers, batch["input_ids"], mask, batch["token_type_ids"]).float()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.logits(batch)
         if self.task.is_regression:
             losses = ((logits.squeeze(-1) - batch["labels"]) ** 2).mean(-1)
         else:
             losses = nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], reduction="none").mean(-1)
-        return losses.sum()  # members are independent: each one's gradient is that of its own loss
+        return {"loss": losses.sum()}  # members are independent: each one's gradient is that of its own loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.cfg.step_graph:
+            return self.graphed_step(batch, self.loss, partial(self.clip_per_seed, GRADIENT_CLIP))["loss"]
+        return self.loss(batch)["loss"]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self.logits(batch, shared_inputs=True)
@@ -122,12 +132,14 @@ class SeedEnsemble(L.LightningModule):
         return glue_optimizer(groups, self.cfg, self.trainer)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip each seed's gradient by its own global norm, as a separate fine-tune would."""
-        if not gradient_clip_val:
-            return
+        if gradient_clip_val:
+            self.clip_per_seed(gradient_clip_val)
+
+    def clip_per_seed(self, max_norm: float) -> None:
+        """Clip each seed's gradient by its own global norm, as a separate fine-tune would (on the device)."""
         grads = [p.grad for p in self.stacked if p.grad is not None]
         norms = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()  # (S,)
-        scale = (gradient_clip_val / (norms + 1e-6)).clamp(max=1.0)
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(scale.view(-1, *[1] * (g.ndim - 1)).to(g.dtype))
 
@@ -143,7 +155,7 @@ def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, cfg: Finetune
     model = SeedEnsemble(members)
     del members
     L.seed_everything(seeds[0], workers=True, verbose=False)  # dropout: one stream, different per member (vmap)
-    trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
+    trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar, graphed=cfg.step_graph)
     trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, cfg, pad_id))
     trainer.validate(model, dataloaders=[eval_loader(d, cfg, pad_id) for d in dev_data], verbose=False)
     return [with_score(r, spec) for r in model.dev_results]

@@ -29,7 +29,7 @@ from lightning_electra.io import file_digest
 RUNTIME_KEYS = {"results_dir", "data.data_dir", "data.cache_dir", "data.num_workers", "train.accelerator",
                 "train.devices", "train.num_nodes", "train.strategy", "train.max_device_batch",
                 "train.log_every_n_steps", "train.compile", "train.step_graph", "train.loggers",
-                "finetune.eval_batch_size"}
+                "finetune.eval_batch_size", "finetune.step_graph"}
 
 # Fine-tuning keys that choose which results exist, not what any one of them is: more seeds or tasks reuse the rest.
 SELECTION_KEYS = {"finetune.seeds", "finetune.tasks"}

@@ -135,7 +135,7 @@ def finetune_key(cfg: Config) -> str:
     return "finetune|" + "|".join(map(str, (m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size,
                                             m.embedding_size, cfg.data.vocab, f.batch_size, f.max_seq_length,
                                             f.precision, f.seeds if f.batched_seeds else 0, f.length_buckets,
-                                            f.eval_batch_size)))
+                                            f.eval_batch_size, f.step_graph and f.batched_seeds)))
 
 
 def estimate(cfg: Config, budget: dict, rates: Rates) -> dict:
