@@ -60,7 +60,7 @@ phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output i
 
 cli=("$python" -m lightning_electra)
 step_graph=${STEP_GRAPH:-auto}
-[ "$step_graph" = auto ] && phase check 150 "$python" -m pytest -q -p no:cacheprovider tests/test_step_graph.py -k captured
+[ "$step_graph" = auto ] && phase check 180 "$python" -m pytest -q -p no:cacheprovider tests/test_step_graph.py -k captured
 (( bench_s > 0 )) || echo "benchmark: not run (BENCH_S=0)" >> "$summary"
 (( bench_s > 0 )) && phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
 (( ft_bench_s > 0 )) && phase benchmark-finetune "$(( ft_bench_s < $(left) ? ft_bench_s : $(left) ))" "${cli[@]}" \

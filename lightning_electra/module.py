@@ -133,6 +133,7 @@ class PretrainModule(GraphedSteps, L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step + 1  # the step being trained (Lightning counts it once its update is done)
+        lr = self.lr_schedulers().get_last_lr()[0]  # this step's (a graphed step moves the schedule on)
         metrics = (self.graphed_step(batch, self.loss_step, self.clip_gradients_to_norm, self.graph_key())
                    if self.cfg.train.step_graph else self.loss_step(batch))
         self.record(metrics, step)
@@ -140,7 +141,7 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in metrics.items()}, prog_bar=False,
                       sync_dist=self.is_log_step(step))
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
+        self.log("train/lr", lr)
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
 
@@ -149,6 +150,9 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         (host syncs are cheap there)."""
         step = self.global_step + 1 if step is None else step
         return step % self.cfg.train.log_every_n_steps == 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["step_graph"] = self.cfg.train.step_graph  # which of Lightning's step counts holds the steps
 
     def configure_optimizers(self):
         t = self.cfg.train

@@ -59,12 +59,16 @@ class StepGraph:
         self.lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]  # the device's copies
         self.graphs: dict[Hashable, Captured] = {}
         self.seen: dict[Hashable, int] = {}  # uncaptured steps run per graph key
+        self.switch: Hashable = None  # the host-side switches of the last step
+        self.stream: torch.cuda.Stream | None = None  # the warm-up's side stream
 
     def __call__(self, batch: dict[str, torch.Tensor], key: Hashable = ()) -> dict[str, torch.Tensor]:
         for lr, group in zip(self.lrs, self.optimizer.param_groups):
             lr.fill_(group["lr"])  # the scheduler's rate for this step, on the device (no sync)
         if self.device.type != "cuda":
             return self.body(batch)
+        if key != self.switch:  # switches do not flip back within a fit: the old setting's graphs free their pools
+            self.switch, self.graphs = key, {k: g for k, g in self.graphs.items() if k[0] == key}
         key = (key, tuple((k, tuple(v.shape), v.dtype) for k, v in batch.items() if isinstance(v, torch.Tensor)))
         captured = self.graphs.get(key)
         if captured is None and self.seen.get(key, 0) < WARMUP_STEPS:
@@ -113,11 +117,11 @@ class StepGraph:
                 group["lr"] = value
 
     def warm_up(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
+        self.stream = self.stream or torch.cuda.Stream(self.device)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
             metrics = self.body(batch)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return metrics
 
     def capture(self, batch: dict[str, torch.Tensor]) -> Captured:
@@ -127,7 +131,9 @@ class StepGraph:
         inputs = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory meanwhile, which the default
+        # ("global") mode takes for an unsafe call inside the capture, spoiling it
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = self.body(inputs)
         return Captured(graph, inputs, outputs)
 

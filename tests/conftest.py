@@ -62,6 +62,17 @@ def variant_setup():
     return make
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to other processes competing for the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide ElectraModel saved in transformers' format (random weights, the real vocabulary's size)."""

@@ -27,13 +27,7 @@ REQUIRED = ["variant", "implementation", "compiled", "device", "precision", "bat
             "step_ms", "paper_flops_per_s", "measured_flops_per_s", "mfu", "peak_mem_gb"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to other processes competing for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(variant: str, *overrides: str):

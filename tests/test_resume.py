@@ -63,6 +63,18 @@ def test_a_resumed_pretraining_matches_an_uninterrupted_one(smoke_cfg, tmp_path,
     assert logs[0] == logs[1] and len(logs[0].splitlines()) == 1 + 8
 
 
+def test_a_resume_that_would_switch_the_step_graph_is_refused(smoke_cfg, tmp_path, monkeypatch):
+    """Lightning counts manual (step graph) and automatic steps apart: switching would restart the count."""
+    from lightning_electra.config import ConfigError
+
+    interrupt_at(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        pretrain(smoke_cfg("train.steps=4"), tmp_path / "run")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"written with train.step_graph=false.* Resume with train.step_graph=false"):
+        pretrain(smoke_cfg("train.steps=4", "train.step_graph=true"), tmp_path / "run")
+
+
 def test_the_sampler_resumes_mid_epoch_with_that_epochs_permutation():
     def order(done):
         return list(EpochSampler(10, 3, seed=7, done=lambda: done))

@@ -223,7 +223,7 @@ class Amos(Electra):
         return self.discriminator.discriminator_predictions(hidden)
 
     def graph_key(self) -> tuple:
-        return (self.switch_exit,)
+        return (self.switch_exit,) if self.cfg.amos.mixture == "switch" else ()
 
     def record(self, metrics, step: int) -> None:
         logged = self.exit_weights and self.exit_weights[-1][0] == step  # accumulation: a step's later micro-batches

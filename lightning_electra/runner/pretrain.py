@@ -153,4 +153,10 @@ def check_resumable(checkpoint: Path, module) -> int:
         raise ConfigError(f"{checkpoint} does not hold this run's model ({module.cfg.variant}; first mismatched "
                           f"weights: {', '.join(wrong[:3])}): it was written by another variant or shape. Resume "
                           "it with the config beside it (config.yaml), or delete it to start this run over.")
+    graphed, asked = bool(whole.get("step_graph", False)), module.cfg.train.step_graph
+    if graphed != asked:  # a runtime key, so the same run directory: but Lightning keeps two step counts
+        raise ConfigError(f"{checkpoint} was written with train.step_graph={str(graphed).lower()}, and Lightning "
+                          "counts the steps of its manual optimisation (the step graph) apart from its automatic "
+                          f"ones: resumed with train.step_graph={str(asked).lower()} the run would start its count "
+                          f"over. Resume with train.step_graph={str(graphed).lower()}, or delete it to start over.")
     return int(whole.get("global_step", 0))
