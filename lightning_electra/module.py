@@ -161,7 +161,8 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         # configure_gradient_clipping clips for the fused optimizer)
         fused = self.device.type == "cuda" and not str(self.cfg.train.precision).startswith("16")
         optimizer = build_optimizer(decay_groups(self.named_parameters(), t.weight_decay), t.lr, t.adam_eps,
-                                    t.adam_betas, bias_correction=t.adam_bias_correction, fused=fused)
+                                    t.adam_betas, bias_correction=t.adam_bias_correction, fused=fused,
+                                    step_graph=t.step_graph)
         schedule = warmup_linear_decay(self.steps, t.warmup_fraction, overlap=True, warmup_steps=t.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
 

@@ -39,12 +39,12 @@ class AdamWeightDecay(torch.optim.Optimizer):
 
     A group's learning rate may be a device scalar instead of a float: a CUDA graph of the whole step
     (lightning_electra/step_graph.py) reads it from there. That graph runs the update inside the closure Lightning
-    hands to `step`, so with `update_in_closure` set, `step` runs the closure alone."""
+    hands to `step`, so with `update_in_closure`, `step` runs the closure alone."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, update_in_closure: bool = False):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
-        self.update_in_closure = False
+        self.update_in_closure = update_in_closure
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -88,11 +88,13 @@ class AdamWeightDecay(torch.optim.Optimizer):
 
 
 def build_optimizer(groups: list[dict], lr: float, eps: float, betas=(0.9, 0.999), bias_correction: bool = False,
-                    fused: bool = False) -> torch.optim.Optimizer:
-    """The official optimiser, or torch's AdamW (bias-corrected; fused on CUDA when asked) with `bias_correction`."""
+                    fused: bool = False, step_graph: bool = False) -> torch.optim.Optimizer:
+    """The official optimiser, or torch's AdamW (bias-corrected; fused on CUDA when asked) with `bias_correction`.
+    `step_graph`: the official one, its update run by a step graph inside the closure (the config refuses torch's
+    AdamW there)."""
     if bias_correction:
         return torch.optim.AdamW(groups, lr=lr, eps=eps, betas=tuple(betas), fused=fused)
-    return AdamWeightDecay(groups, lr=lr, eps=eps, betas=tuple(betas))
+    return AdamWeightDecay(groups, lr=lr, eps=eps, betas=tuple(betas), update_in_closure=step_graph)
 
 
 def warmup_linear_decay(total_steps: int, warmup_fraction: float | None = None, overlap: bool = False,

@@ -150,8 +150,10 @@ class GraphedSteps:
         automatic update), then the schedule steps, as Lightning steps it after an automatic update."""
         optimizer = self.optimizers()
         if self._step_graph is None:
+            if not getattr(optimizer.optimizer, "update_in_closure", False):  # else every step would update twice
+                raise TypeError("A graphed step needs an optimiser built to leave its update to the closure: "
+                                "lightning_electra.optim.build_optimizer(..., step_graph=True).")
             self._step_graph = StepGraph(forward, optimizer.optimizer, clip)
-            optimizer.optimizer.update_in_closure = True  # the graph holds the update
         metrics: dict[str, torch.Tensor] = {}
         optimizer.step(closure=lambda: metrics.update(self._step_graph(batch, key)))
         self.lr_schedulers().step()

@@ -191,10 +191,13 @@ def dev_scores(split: str, metrics: torchmetrics.MetricCollection) -> dict[str, 
     return scores
 
 
-def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L.Trainer) -> dict[str, Any]:
+def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L.Trainer,
+                   step_graph: bool = False) -> dict[str, Any]:
     """The fine-tuning optimiser over the layer-wise groups (lightning_electra/optim.py: the official one unless
-    finetune.adam_bias_correction), warm-up and linear decay over the fit's optimizer steps."""
-    optimizer = build_optimizer(groups, cfg.lr, cfg.adam_eps, bias_correction=cfg.adam_bias_correction)
+    finetune.adam_bias_correction), warm-up and linear decay over the fit's optimizer steps. `step_graph`: for a
+    module whose step graph runs the update."""
+    optimizer = build_optimizer(groups, cfg.lr, cfg.adam_eps, bias_correction=cfg.adam_bias_correction,
+                                step_graph=step_graph)
     total = max(1, int(trainer.estimated_stepping_batches))
     schedule = warmup_linear_decay(total, cfg.warmup_fraction, overlap=cfg.warmup_overlaps_decay)
     return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}

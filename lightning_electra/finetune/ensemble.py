@@ -129,7 +129,7 @@ class SeedEnsemble(GraphedSteps, L.LightningModule):
         index = {n: i for i, n in enumerate(self.names)}
         groups = [{"params": [self.stacked[index[n]] for n in g["names"]], "lr": g["lr"],
                    "weight_decay": g["weight_decay"]} for g in self._groups]
-        return glue_optimizer(groups, self.cfg, self.trainer)
+        return glue_optimizer(groups, self.cfg, self.trainer, step_graph=not self.automatic_optimization)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if gradient_clip_val:
