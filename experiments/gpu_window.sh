@@ -18,7 +18,7 @@
 #   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without step graphs)
 #   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
 # Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
-# the benchmark and plan left of WINDOW_S, less PACK_S for the archive.
+# the check, the benchmarks and the plan left of WINDOW_S, less PACK_S for the archive.
 set -uo pipefail
 out=${1:?usage: experiments/gpu_window.sh OUT}
 scale=${SCALE:-tiny}
@@ -60,18 +60,29 @@ phase() {  # phase NAME SECONDS COMMAND...: run it under a timeout, its output i
 
 cli=("$python" -m lightning_electra)
 step_graph=${STEP_GRAPH:-auto}
-[ "$step_graph" = auto ] && phase check 180 "$python" -m pytest -q -p no:cacheprovider tests/test_step_graph.py -k captured
+case $step_graph in auto|0|1) ;; *) echo "STEP_GRAPH must be auto, 0 or 1, not '$step_graph'" >&2; exit 2 ;; esac
+# the check decides the sweep's step graph (auto) and is a finding of its own: GPU-only tests (on a CPU, skipped)
+[ "$step_graph" = auto ] && phase check "$(( 180 < $(left) ? 180 : $(left) ))" \
+  "$python" -m pytest -q -rs -p no:cacheprovider tests/test_step_graph.py -k captured
 (( bench_s > 0 )) || echo "benchmark: not run (BENCH_S=0)" >> "$summary"
 (( bench_s > 0 )) && phase benchmark "$(( bench_s < $(left) ? bench_s : $(left) ))" "${cli[@]}" benchmark "${bench_args[@]}" --out "$work/benchmark"
 (( ft_bench_s > 0 )) && phase benchmark-finetune "$(( ft_bench_s < $(left) ? ft_bench_s : $(left) ))" "${cli[@]}" \
   benchmark-finetune --scale "$scale" "${ft_bench_args[@]}" "data.cache_dir=$cache" --out "$work/benchmark"
-if [ "$step_graph" = auto ]; then  # the step graph, once seen training right and measured on this machine
+if [ "$step_graph" = auto ]; then  # the step graph once seen training right, and measured if there was a benchmark
   step_graph=0
-  grep -q "^check: exit 0" "$summary" && "$python" -c "import sys, pandas as p; f = p.read_csv(sys.argv[1]); \
-sys.exit(not (f.step_graph.astype(str) == 'True').any())" "$work/benchmark/benchmark.csv" 2>/dev/null && step_graph=1
+  grep -q "^check: exit 0" "$summary" && { (( bench_s == 0 )) || "$python" -c "import sys, pandas as p; \
+f = p.read_csv(sys.argv[1]); sys.exit(not (f.step_graph.astype(str) == 'True').any())" "$work/benchmark/benchmark.csv" \
+  2>/dev/null; } && step_graph=1
 fi
-[ "$step_graph" = 1 ] && overrides+=("train.step_graph=true" "finetune.step_graph=true")
-echo "sweep step graph: $([ "$step_graph" = 1 ] && echo on || echo off)" >> "$summary"
+if [ "$step_graph" = 1 ]; then
+  overrides+=("train.step_graph=true")
+  # GLUE's graphs replay the batched seeds over length buckets: only where the scale (and overrides) fine-tune so
+  "$python" -c "import sys; from lightning_electra.runner.configs import load_config; \
+f = load_config(sys.argv[1], overrides=sys.argv[2:]).finetune; sys.exit(not (f.batched_seeds and f.length_buckets))" \
+    "$scale" "${overrides[@]}" 2>/dev/null && overrides+=("finetune.step_graph=true")
+fi
+echo "sweep step graphs: $(printf '%s\n' "${overrides[@]}" | grep -o '^[a-z]*\.step_graph' | tr '\n' ' ' || true)" \
+  >> "$summary"
 if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"

@@ -189,7 +189,7 @@ class FinetuneConfig:
     # protocol, S times larger matmuls; other random draws than one-by-one fine-tunes (see lightning_electra/finetune/ensemble.py)
     batched_seeds: bool = False
     # a speed switch on a GPU: the batched seeds' whole step (forward, backward, per-seed clipping, the update) as one
-    # CUDA graph per bucket width (lightning_electra/step_graph.py); needs batched_seeds and length_buckets
+    # CUDA graph per batch shape (lightning_electra/step_graph.py); needs batched_seeds and length_buckets
     step_graph: bool = False
 
 

@@ -25,7 +25,7 @@ from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape
 from lightning_electra.optim import build_optimizer, decay_groups, lr_schedule, warmup_linear_decay
-from lightning_electra.step_graph import GraphedSteps
+from lightning_electra.step_graph import GraphedSteps, lightning_clip
 
 
 class PretrainModule(GraphedSteps, L.LightningModule):
@@ -184,9 +184,8 @@ class PretrainModule(GraphedSteps, L.LightningModule):
 
 
 def lightning_gradient_clip(cfg: Config) -> float | None:
-    """The Trainer's gradient_clip_val: train.grad_clip, unless the step graph clips inside its graph (manual
-    optimisation, where Lightning refuses a clip value of its own)."""
-    return None if cfg.train.step_graph else cfg.train.grad_clip
+    """The pre-training Trainer's gradient_clip_val (step_graph.lightning_clip)."""
+    return lightning_clip(cfg.train.grad_clip, cfg.train.step_graph)
 
 
 def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: int) -> int:

@@ -1,5 +1,6 @@
-"""The whole pre-training step as one CUDA graph (`train.step_graph`): masking, forward, backward, gradient clipping
-and the optimiser's update captured once, then replayed every step with one launch.
+"""A whole training step as one CUDA graph: pre-training's (`train.step_graph`: masking, forward, backward, gradient
+clipping, the optimiser's update) and GLUE's batched seeds' (`finetune.step_graph`), captured once, then replayed
+every step with one launch.
 
 Why: at ELECTRA-Small's width a step is ~2,000 small kernels. torch.compile's own CUDA graphs (mode reduce-overhead)
 replay the forward and the backward, but between them the host still ran autograd's wrapper, 400 gradient
@@ -138,11 +139,23 @@ class StepGraph:
         return Captured(graph, inputs, outputs)
 
 
+def lightning_clip(max_norm: float, graphed: bool) -> float | None:
+    """The Trainer's gradient_clip_val: the norm, unless a step graph clips inside its graph (manual optimisation,
+    where Lightning refuses a clip value of its own)."""
+    return None if graphed else max_norm
+
+
 class GraphedSteps:
     """For a LightningModule in manual optimisation (`automatic_optimization = False`) whose training step is a
-    StepGraph: `graphed_step` runs one, made on first use over the module's one optimiser."""
+    StepGraph: `graphed_step` runs one, made on first use over the module's one optimiser; the graphs go when the fit
+    ends (each holds a memory pool nothing else may use)."""
 
     _step_graph: StepGraph | None = None
+
+    def on_fit_end(self) -> None:
+        if self._step_graph is not None:
+            self._step_graph = None
+            self.zero_grad(set_to_none=True)  # the last gradients live in the graphs' pools
 
     def graphed_step(self, batch: dict[str, torch.Tensor], forward: Callable[[dict], dict],
                      clip: Callable[[], object] | None, key: Hashable = ()) -> dict[str, torch.Tensor]:

@@ -129,6 +129,8 @@ def test_a_step_graph_over_micro_batches_or_processes():
     assert "accumulates 2 micro-batch(es)" in msg and "train.step_graph=false" in msg
     msg = hardware("train.step_graph=true", "train.accelerator=cpu", "train.devices=2")
     assert "this run has 2 process(es)" in msg and "train.devices=1" in msg
+    msg = hardware("train.step_graph=true", "train.accelerator=cpu", "train.devices=1", "train.strategy=ddp")
+    assert "1 process(es) under train.strategy=ddp" in msg and "train.strategy=auto" in msg
 
 
 def test_a_global_batch_that_does_not_split_over_the_devices():

@@ -104,24 +104,33 @@ def test_a_graphed_ensemble_fine_tune_scores_as_the_automatic_one(tiny_backbone,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures a CUDA graph: GPU only")
-@pytest.mark.parametrize("compiled", [False, True])  # the sweeps' GPU setting compiles the forward inside the graph
-def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, compiled):
+@pytest.mark.parametrize("variant, overrides", [
+    ("electra", ["train.compile=false"]),
+    ("electra", ["train.compile=true"]),  # the sweeps' GPU setting: the compiled forward inside the graph
+    ("adversarial", ["adversarial.mle_warmup_fraction=0.5"]),  # its switch flips at step 4: graphs anew
+])
+def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, variant, overrides):
     """With a GPU: 3 warm-up steps, then replays; the same 8 steps with the body alone must end in the same weights
     (random draws included: the graph takes the generator's offsets as eager kernels do). fp32 without TF32, so
     that float tolerance is tight."""
     import lightning_electra.step_graph as step_graph
 
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    captures = []
+    capture = step_graph.StepGraph.capture
+    monkeypatch.setattr(step_graph.StepGraph, "capture", lambda self, batch: captures.append(1) or capture(self, batch))
     torch._dynamo.reset()
-    replayed = fit("electra", True, f"train.compile={compiled}", device="cuda", steps=8)
+    replayed = fit(variant, True, *overrides, device="cuda", steps=8)
+    assert len(captures) == (2 if variant == "adversarial" else 1)  # one graph per setting of the switch
     monkeypatch.setattr(step_graph, "WARMUP_STEPS", 10**9)  # never captured: every step the body, uncaptured
-    uncaptured = fit("electra", True, f"train.compile={compiled}", device="cuda", steps=8)
-    assert replayed._step_graph.graphs and not uncaptured._step_graph.graphs
-    untrained = build("electra", True).to("cuda")
+    uncaptured = fit(variant, True, *overrides, device="cuda", steps=8)
+    assert len(captures) == (2 if variant == "adversarial" else 1)
+    untrained = build(variant, True, *overrides).to("cuda")
     moved = max((a - u).abs().max().item() for a, u in zip(replayed.parameters(), untrained.parameters()))
     assert moved > 1e-3
     for (name, a), b in zip(replayed.named_parameters(), uncaptured.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert replayed._step_graph is None, "the graphs went with the fit's end"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: GPU only")

@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue_tasks import GlueTask, get_task
 from lightning_electra.optim import build_optimizer, decays, lr_schedule, warmup_linear_decay
+from lightning_electra.step_graph import lightning_clip
 
 _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.")
 _SUFFIX = {"dev": "", "dev_mismatched": "_mm"}  # result-key suffix per dev split
@@ -212,7 +213,7 @@ def glue_trainer(cfg: FinetuneConfig, task: GlueTask, accelerator: str = "auto",
     dev metrics, nothing else). `graphed`: the module clips inside its step graph (manual optimisation, where
     Lightning refuses a clip value)."""
     return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=cfg.task_epochs.get(task.name, cfg.epochs),
-                     precision=cfg.precision, gradient_clip_val=None if graphed else GRADIENT_CLIP, logger=False,
+                     precision=cfg.precision, gradient_clip_val=lightning_clip(GRADIENT_CLIP, graphed), logger=False,
                      enable_checkpointing=False, enable_progress_bar=progress_bar, enable_model_summary=False,
                      num_sanity_val_steps=0)
 

@@ -15,8 +15,8 @@ ELECTRA-Small's size the host launching thousands of small kernels, not the GPU,
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Sequence, Union
 
 import lightning as L

@@ -48,11 +48,13 @@ def check_hardware(cfg: Config) -> int:
     t = cfg.train
     world = world_size(cfg)
     _, accumulate = batch_layout(t.batch_size, world, t.max_device_batch)
-    if t.step_graph and (world > 1 or accumulate > 1):
+    if t.step_graph and (world > 1 or accumulate > 1 or t.strategy not in ("auto", "single_device")):
+        # DDP's and FSDP's wrappers hook the forward and backward of their own: a graph would skip them
         raise ConfigError(f"train.step_graph captures one whole step of one process, but this run has {world} "
-                          f"process(es) and accumulates {accumulate} micro-batch(es) a step (train.batch_size="
-                          f"{t.batch_size}, train.max_device_batch={t.max_device_batch}). Set train.step_graph=false, "
-                          "or train.devices=1 and a train.max_device_batch of at least the batch.")
+                          f"process(es) under train.strategy={t.strategy} and accumulates {accumulate} micro-batch(es) "
+                          f"a step (train.batch_size={t.batch_size}, train.max_device_batch={t.max_device_batch}). "
+                          "Set train.step_graph=false, or train.devices=1, train.strategy=auto and a "
+                          "train.max_device_batch of at least the batch.")
     return accumulate
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lightning_electra.config import check
 from lightning_electra.data.files import vocab_path
 from lightning_electra.io import ROOT, atomic_write_text, command_line, git_commit, hardware
 from lightning_electra.results import task_seed_scores
@@ -41,6 +42,7 @@ def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokeniz
     ft = replace(cfg.finetune, batched_seeds=mode.startswith("batched"), step_graph=mode == "batched-graphed")
     if mode.endswith("-unbucketed"):
         ft = replace(ft, length_buckets=[])
+    check(replace(cfg, finetune=ft))  # the mode's own config: e.g. a step graph under fp16 is refused
     start = time.perf_counter()
     scores = {task: finetune_task_seeds(model, task, Path(cfg.data.data_dir), ft, tokenizer, list(range(seeds)),
                                         accelerator=cfg.train.accelerator, source=ft.source) for task in tasks}
