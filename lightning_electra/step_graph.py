@@ -70,6 +70,7 @@ class StepGraph:
             return self.body(batch)
         if key != self.switch:  # switches do not flip back within a fit: the old setting's graphs free their pools
             self.switch, self.graphs = key, {k: g for k, g in self.graphs.items() if k[0] == key}
+            self.seen = {k: n for k, n in self.seen.items() if k[0] == key}  # should one come back: warmed anew
         key = (key, tuple((k, tuple(v.shape), v.dtype) for k, v in batch.items() if isinstance(v, torch.Tensor)))
         captured = self.graphs.get(key)
         if captured is None and self.seen.get(key, 0) < WARMUP_STEPS:
