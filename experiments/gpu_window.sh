@@ -9,8 +9,9 @@
 # Usage (from the repository root, data and packages in place, e.g. after ../shared/tools/device-prep):
 #   experiments/gpu_window.sh OUT
 #   SCALE=tiny SWEEP=training-algorithms PARALLEL=4 WINDOW_S=480 BENCH_S=200 PLAN_TIMES=0 PYTHON=python3
-#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA compiled as one step graph at batch 128
-#                           beside the plain baseline eager: a compiled row costs about a minute of compilation)
+#   BENCH_ARGS="..."        the benchmark's own flags (default below: ELECTRA compiled as one step graph at batch 128,
+#                           twice: the second row's warm-up is a warm compile cache's; beside the plain baseline eager.
+#                           A compiled row costs about a minute of compilation on a fresh machine)
 #   STEP_GRAPH=auto         the sweep with train.step_graph and finetune.step_graph when the check passed and the
 #                           benchmark ran a step graph row (auto), always (1) or never (0)
 #   BENCH_S=0               no benchmark; SWEEP=none: no plan and no sweep (a window for the benchmark alone)
@@ -29,7 +30,7 @@ bench_s=${BENCH_S:-200}
 ft_bench_s=${FT_BENCH_S:-0}
 python=${PYTHON:-python3}
 pack_s=${PACK_S:-20}
-read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain --batch-sizes 128 --compile on --step-graph on --plain-compile off --steps 20 --warmup 4}"
+read -r -a bench_args <<< "${BENCH_ARGS:---variants electra,plain --batch-sizes 128,128 --compile on --step-graph on --plain-compile off --steps 20 --warmup 4}"
 read -r -a ft_bench_args <<< "${FT_BENCH_ARGS:---seeds 3 --modes batched,batched-graphed}"
 read -r -a overrides <<< "${SWEEP_OVERRIDES:-}"
 cache=${CACHE_DIR:-$PWD/.cache}  # packed corpus, tokenised GLUE, measured rates, compiled kernels: one place
