@@ -24,7 +24,7 @@ from lightning_electra.config import Config
 from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape
-from lightning_electra.optim import build_optimizer, decay_groups, lr_schedule, warmup_linear_decay
+from lightning_electra.optim import build_optimizer, clip_by_global_norm, decay_groups, lr_schedule, warmup_linear_decay
 from lightning_electra.step_graph import GraphedSteps, lightning_clip
 
 
@@ -145,10 +145,8 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         self.log("loss", metrics["loss"].detach(), prog_bar=True, logger=False)
         return metrics["loss"]
 
-    def is_log_step(self, step: int | None = None) -> bool:
-        """Whether `step` (default: the one now being trained, before Lightning counts it) is one the logger writes
-        (host syncs are cheap there)."""
-        step = self.global_step + 1 if step is None else step
+    def is_log_step(self, step: int) -> bool:
+        """Whether step `step` (counted from 1) is one the logger writes (host syncs are cheap there)."""
         return step % self.cfg.train.log_every_n_steps == 0
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -169,16 +167,14 @@ class PretrainModule(GraphedSteps, L.LightningModule):
     def clip_gradients_to_norm(self) -> None:
         """The step graph's clipping: the global norm over the optimiser's parameters, as Lightning clips them."""
         if self.cfg.train.grad_clip:
-            params = [p for group in self.optimizers().optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+            clip_by_global_norm(self.optimizers().optimizer, self.cfg.train.grad_clip)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping by global norm, done here for a fused AdamW: Lightning's AMP plugin refuses to clip
         for optimizers that unscale gradients internally, though bf16-mixed has no gradient scaler to undo."""
         if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False) \
                 and gradient_clip_algorithm in (None, "norm"):
-            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
-                                           gradient_clip_val)
+            clip_by_global_norm(optimizer, gradient_clip_val)
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

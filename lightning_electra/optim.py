@@ -87,6 +87,12 @@ class AdamWeightDecay(torch.optim.Optimizer):
                 torch._foreach_add_(params, update, alpha=-lr)
 
 
+def clip_by_global_norm(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the gradients of the optimiser's parameters by their global norm, as Lightning clips them (on the device:
+    no host sync)."""
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
+
+
 def build_optimizer(groups: list[dict], lr: float, eps: float, betas=(0.9, 0.999), bias_correction: bool = False,
                     fused: bool = False, step_graph: bool = False) -> torch.optim.Optimizer:
     """The official optimiser, or torch's AdamW (bias-corrected; fused on CUDA when asked) with `bias_correction`.

@@ -36,13 +36,18 @@ from lightning_electra.runner.configs import load_config
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 
 
-def time_mode(mode: str, model: Path, tasks: list[str], seeds: int, cfg, tokenizer) -> dict:
-    from lightning_electra.finetune import finetune_task_seeds
-
+def mode_config(mode: str, cfg):
+    """The fine-tuning config a mode runs, checked as any config is (e.g. a step graph without buckets is refused)."""
     ft = replace(cfg.finetune, batched_seeds=mode.startswith("batched"), step_graph=mode == "batched-graphed")
     if mode.endswith("-unbucketed"):
         ft = replace(ft, length_buckets=[])
-    check(replace(cfg, finetune=ft))  # the mode's own config: e.g. a step graph under fp16 is refused
+    check(replace(cfg, finetune=ft))
+    return ft
+
+
+def time_mode(mode: str, ft, model: Path, tasks: list[str], seeds: int, cfg, tokenizer) -> dict:
+    from lightning_electra.finetune import finetune_task_seeds
+
     start = time.perf_counter()
     scores = {task: finetune_task_seeds(model, task, Path(cfg.data.data_dir), ft, tokenizer, list(range(seeds)),
                                         accelerator=cfg.train.accelerator, source=ft.source) for task in tasks}
@@ -78,9 +83,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     overrides = [*args.overrides, *([f"finetune.tasks=[{args.tasks}]"] if args.tasks else [])]
     cfg = load_config(args.scale, overrides=overrides, announce=True)
-    if "batched-graphed" in modes and not cfg.finetune.length_buckets:
-        p.error("--modes batched-graphed replays one graph per bucket width: give the scale's fine-tunes buckets "
-                "(finetune.length_buckets=[16,32,64], as tiny has), or leave that mode out")
+    configs = {mode: mode_config(mode, cfg) for mode in modes}  # every mode's refusal before any work
     tasks = glue_tasks(cfg)
     tokenizer = build_tokenizer(vocab_path(cfg.data))
     for task in tasks:  # read and tokenise outside the timing, so the first mode pays no more than the second
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             model = Path(tmp)
         rows = []
         for mode in modes:  # each mode's row written as it comes: a benchmark stopped by a window keeps the rest
-            rows.append(time_mode(mode, model, tasks, args.seeds, cfg, tokenizer))
+            rows.append(time_mode(mode, configs[mode], model, tasks, args.seeds, cfg, tokenizer))
             atomic_write_text(args.out / "finetune.csv", pd.DataFrame(rows).to_csv(index=False))
     table = pd.DataFrame(rows)
     command = command_line(["benchmark-finetune", *(argv if argv is not None else sys.argv[1:])])
