@@ -81,7 +81,7 @@ benchmark:  ## pre-training throughput of every variant vs a plain transformers 
 benchmark-finetune:  ## GLUE fine-tuning time, seeds one by one vs one batched ensemble -> analysis/reports/benchmark/
 	$(CLI) benchmark-finetune $(if $(SCALE),--scale $(SCALE)) $(ARGS) $(OVERRIDES)
 
-gpu-window:  ## one lent GPU's command (<= 9 min): benchmark, plan, a timed sweep -> OUT/window.{tar.gz,txt}
+gpu-window:  ## one lent GPU's command (<= 9 min): step-graph check, benchmark, plan, a timed sweep -> OUT/window.{tar.gz,txt}
 	$(if $(OUT),,$(error make gpu-window needs OUT=<dir>; see experiments/gpu_window.sh for SWEEP, SCALE, PARALLEL))
 	$(if $(SCALE),SCALE=$(SCALE)) $(if $(PARALLEL),PARALLEL=$(PARALLEL)) experiments/gpu_window.sh $(OUT)
 
