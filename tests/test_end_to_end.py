@@ -1,5 +1,8 @@
 """A whole sweep at a toy budget: pre-train, fine-tune, collect, report; then a re-run that skips everything."""
 
+import json
+import shutil
+
 import pandas as pd
 
 from lightning_electra.results import COLUMNS
@@ -14,6 +17,7 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     main([*args, "--runs", "bert,electra"])  # a sweep in pieces: whole runs each, the table holds what is done
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert set(table["run"]) == {"bert", "electra"}
+    pieces_elsewhere(args, tmp_path, capsys)
     main(args)
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert list(table.columns) == COLUMNS
@@ -42,3 +46,25 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     assert "[pretrain]" not in out and out.count("[finetune]") == 4 * 2 * 2  # runs x checkpoints x tasks
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert set(table["finetune_seed"]) == {0, 1, 2} and not table.duplicated().any()
+
+
+def pieces_elsewhere(args, tmp_path, capsys):
+    """A piece finished on another machine (a lent GPU) whose run directories did not come back: a results directory
+    seeded with its committed report's table and provenance keeps its rows while their config hashes hold."""
+    report = tmp_path / "reports" / "smoke" / "training-algorithms"
+    committed = pd.read_csv(report / "results.csv")
+    for setting, kept in [([], {"bert", "electra"}), (["finetune.max_train_examples=32"], set())]:
+        elsewhere = tmp_path / f"elsewhere{len(setting)}" / "training-algorithms"
+        (elsewhere / "smoke").mkdir(parents=True)
+        shutil.copy(report / "results.csv", elsewhere / "results.csv")
+        shutil.copy(report / "sweep.json", elsewhere / "smoke" / "sweep.json")
+        capsys.readouterr()
+        main([*args, "--collect", "--no-report", f"results_dir={elsewhere.parent}", *setting])
+        out = capsys.readouterr().out
+        table = pd.read_csv(elsewhere / "results.csv")
+        assert set(table["run"]) == kept and f"holds {len(kept)} of 4 runs" in out
+        meta = json.loads((elsewhere / "smoke" / "sweep.json").read_text())
+        assert set(meta["runs"]) == kept and len(meta["invocations"]) == 2, "the piece's provenance is kept"
+        if kept:  # the same rows, in the sweep's order: nothing re-computed, nothing lost
+            assert "kept from the table, finished elsewhere with these settings: bert, electra" in out
+            pd.testing.assert_frame_equal(table, committed)

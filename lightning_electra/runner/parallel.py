@@ -164,7 +164,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
           f"(logs: {logs})", flush=True)
-    with stopped_by_sigterm(), sweep_guard(name, selected):
+    with stopped_by_sigterm(), sweep_guard(name, configs, selected):
         todo = [cfg for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()]
         packed = set()
         for cfg in todo:  # each corpus packed once, here, before the runs that read it start

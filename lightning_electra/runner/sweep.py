@@ -31,7 +31,7 @@ from lightning_electra.io import git_commit, hardware, held_lock, write_json
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.results import COLUMNS, read_table, write_table
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
-from lightning_electra.runner.identity import RunLayout
+from lightning_electra.runner.identity import RunLayout, config_hash
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.run import train_and_score
 from lightning_electra.runner.trainer import check_hardware
@@ -60,19 +60,27 @@ def select(configs, runs: str | None, sweep: str):
     return [c for c in configs if c.name in wanted]
 
 
-def collect(name: str, scale: str, tables: list[Path], results_dir: Path) -> Path:
-    """The sweep's table: this scale's runs as now configured, plus rows of other scales already there."""
+def collect(name: str, scale: str, results_dir: Path, hashes: dict[str, str], tables: dict[str, Path]) -> Path:
+    """The sweep's table, its runs in the sweep's order (`hashes`: each run's config hash now): each run finished here
+    from its own table (`tables`), each finished elsewhere by the rows of it the table already holds, kept only if
+    made with that hash (a run on a lent machine whose run directory did not come back: a sweep in pieces on machines
+    that come and go); then the rows of other scales, as they were."""
     path = results_dir / name / "results.csv"
-    frames = [read_table(t, sweep=name) for t in tables]
-    if path.exists():
-        frames.insert(0, read_table(path, sweep=name).query("scale != @scale"))
+    earlier = read_table(path, sweep=name) if path.exists() else pd.DataFrame(columns=COLUMNS)
+    frames = [read_table(tables[run], sweep=name) if run in tables else
+              earlier[(earlier["run"] == run) & (earlier["config_hash"] == digest) & (earlier["scale"] == scale)]
+              for run, digest in hashes.items()]
+    frames = [f for f in [*frames, earlier[earlier["scale"] != scale]] if len(f)]
     write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS), path)
     return path
 
 
 def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float) -> None:
-    """Provenance for the report: each invocation's command, commit, hardware, time, and each run's budget."""
+    """Provenance for the report: each invocation's command, commit, hardware, time, and each run's budget (`runs`:
+    each run in the table, with its summary; None for a run finished elsewhere: its summary as recorded then)."""
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
+    earlier = meta.get("runs", {})
+    runs = {run: earlier.get(run, {}) if summary is None else summary for run, summary in runs.items()}
     meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []),
                  "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES)})
     meta["invocations"].append({"command": command, "commit": git_commit(), "hardware": hardware(),
@@ -92,7 +100,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
           f"({', '.join(c.name for c in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
-    with sweep_guard(name, selected, hold_lock=global_rank() == 0 and not child):
+    with sweep_guard(name, configs, selected, hold_lock=global_rank() == 0 and not child):
         try:
             # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
             # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
@@ -117,11 +125,11 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
 
 
 @contextlib.contextmanager
-def sweep_guard(name: str, selected: list[Config], hold_lock: bool = True):
+def sweep_guard(name: str, configs: list[Config], selected: list[Config], hold_lock: bool = True):
     """One sweep at a time per results directory (a lock naming its process; `hold_lock=False` where another process
     holds it), and what can be refused before any run: another sweep's table in this one's place, devices that are not
-    there or a batch they cannot split."""
-    sweep_dir = Path(selected[0].results_dir) / name
+    there for the `selected` runs (none: --collect) or a batch they cannot split."""
+    sweep_dir = Path(configs[0].results_dir) / name
     with held_lock(sweep_dir / ".lock", str(sweep_dir)) if hold_lock else contextlib.nullcontext():
         if (sweep_dir / "results.csv").exists():
             read_table(sweep_dir / "results.csv", sweep=name)
@@ -131,17 +139,23 @@ def sweep_guard(name: str, selected: list[Config], hold_lock: bool = True):
 
 
 def write_sweep_table(name: str, sweep: dict, configs: list[Config], command: str, seconds: float) -> Path:
-    """The sweep's table from every run of it finished so far (this command's and earlier pieces'), in the sweep
-    file's order, and the invocation's provenance."""
+    """The sweep's table from every run of it finished so far (this command's and earlier pieces', here or, by their
+    rows in the table, elsewhere), in the sweep file's order, and the invocation's provenance."""
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    tables = [(cfg, RunLayout.of(cfg, name)) for cfg in configs]
-    finished = [(cfg, layout, table) for cfg, layout in tables if (table := layout.table(cfg)).exists()]
-    missing = [cfg.name for cfg in configs if cfg.name not in {c.name for c, _, _ in finished}]
+    layouts = {cfg.name: (cfg, RunLayout.of(cfg, name)) for cfg in configs}
+    tables = {run: table for run, (cfg, layout) in layouts.items() if (table := layout.table(cfg)).exists()}
+    table_path = collect(name, scale, results_dir, {cfg.name: config_hash(cfg) for cfg in configs}, tables)
+    table = read_table(table_path)
+    in_table = set(table.loc[table["scale"] == scale, "run"])
+    kept = tuple(cfg.name for cfg in configs if cfg.name not in tables and cfg.name in in_table)
+    missing = [cfg.name for cfg in configs if cfg.name not in in_table]
+    if kept:
+        print(f"[sweep] kept from the table, finished elsewhere with these settings: {', '.join(kept)}", flush=True)
     if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
-        print(f"[sweep] the table holds {len(finished)} of {len(configs)} runs; not finished with these "
+        print(f"[sweep] the table holds {len(configs) - len(missing)} of {len(configs)} runs; not finished with these "
               f"settings: {', '.join(missing)}", flush=True)
-    table_path = collect(name, scale, [table for _, _, table in finished], results_dir)
-    runs = {cfg.name: json.loads(layout.summary.read_text()) for cfg, layout, _ in finished}
+    runs = {cfg.name: json.loads(layouts[cfg.name][1].summary.read_text()) if cfg.name in tables else None
+            for cfg in configs if cfg.name in in_table}
     record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path
