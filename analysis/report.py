@@ -354,9 +354,12 @@ def render(out: Path) -> None:
     total = sum(i["seconds"] for i in meta["invocations"])
     lines += ["", "## How this was made", "",
               f"Wall time {total:.0f} s over {len(meta['invocations'])} invocation(s) (a re-run skips finished "
-              "runs).", "", "| command | commit | hardware | finished (UTC) | seconds |", "|---|---|---|---|---|"]
-    for i in meta["invocations"]:
-        lines.append(f"| `{i['command']}` | {i['commit']} | {i['hardware']} | {i['finished']} | {i['seconds']} |")
+              "runs).", "", "| command | runs | commit | hardware | finished (UTC) | seconds |",
+              "|---|---|---|---|---|---|"]
+    for i in meta["invocations"]:  # runs: those it ran (a sweep in pieces: one piece each); not recorded before
+        runs = ", ".join(i["runs"]) if "runs" in i else "not recorded"
+        lines.append(f"| `{i['command']}` | {runs} | {i['commit']} | {i['hardware']} | {i['finished']} | "
+                     f"{i['seconds']} |")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 
@@ -396,6 +399,12 @@ def write_index(reports: Path = REPORTS) -> Path:
          "(`make benchmark`)."),
         ("finetune.md", "fine-tuning", "GLUE fine-tuning time, a task's seeds one by one against one batched "
          "ensemble (`make benchmark-finetune`).")] if (reports / "benchmark" / file).exists()]
+    for window in sorted((reports / "benchmark" / "windows").glob("*/")):  # experiments/land_window.sh
+        made = json.loads(p.read_text()) if (p := window / "provenance.json").exists() else {}
+        on = f" on {made['device']}, commit {made.get('commit')}" if "device" in made else ""
+        benchmarks += [f"- [{window.name}, {what}](benchmark/windows/{window.name}/{file}): a GPU window's {what}{on}."
+                       for file, what in [("benchmark.md", "pre-training"), ("finetune.md", "fine-tuning")]
+                       if (window / file).exists()]
     if benchmarks:
         lines += ["## Throughput", "", *benchmarks, ""]
     path = reports / "README.md"

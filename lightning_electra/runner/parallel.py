@@ -202,7 +202,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                                       flush=True)
             finally:
                 stop(running)
-        table = write_sweep_table(name, sweep, configs, command, time.time() - start)
+        table = write_sweep_table(name, sweep, configs, selected, command, time.time() - start)
     return table, failed
 
 

@@ -75,17 +75,24 @@ def collect(name: str, scale: str, results_dir: Path, hashes: dict[str, str], ta
     return path
 
 
-def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float) -> None:
-    """Provenance for the report: each invocation's command, commit, hardware, time, and each run's budget (`runs`:
-    each run in the table, with its summary; None for a run finished elsewhere: its summary as recorded then)."""
+def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float, ran: dict[str, str],
+                      in_table: set[tuple[str, str]]) -> None:
+    """Provenance for the report: each invocation's command, commit, hardware, time and runs (`ran`: name -> config
+    hash), and each run's budget (`runs`: each run in the table, with its summary; None for a run finished
+    elsewhere: its summary as recorded then). Earlier invocations none of whose runs is in the table any more (by
+    name and hash: `in_table`) are dropped, so a report's wall time is that of the results it shows."""
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
     earlier = meta.get("runs", {})
     runs = {run: earlier.get(run, {}) if summary is None else summary for run, summary in runs.items()}
     meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []),
                  "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES)})
-    meta["invocations"].append({"command": command, "commit": git_commit(), "hardware": hardware(),
-                                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "seconds": round(seconds, 1)})
+    current = [i for i in meta["invocations"] if "runs" not in i or in_table & set(i["runs"].items())]
+    if len(current) < len(meta["invocations"]):
+        print(f"[sweep] provenance: {len(meta['invocations']) - len(current)} earlier invocation(s) left out, none of "
+              "their runs being in the table with these settings", flush=True)
+    meta["invocations"] = [*current, {"command": command, "commit": git_commit(), "hardware": hardware(),
+                                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                      "seconds": round(seconds, 1), "runs": ran}]
     write_json(meta_path, meta)
 
 
@@ -121,7 +128,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
             raise
         if child:
             return None  # a parallel sweep's parent writes the table, once every run is done
-        return write_sweep_table(name, sweep, configs, command, time.time() - start)
+        return write_sweep_table(name, sweep, configs, selected, command, time.time() - start)
 
 
 @contextlib.contextmanager
@@ -138,24 +145,28 @@ def sweep_guard(name: str, configs: list[Config], selected: list[Config], hold_l
         yield
 
 
-def write_sweep_table(name: str, sweep: dict, configs: list[Config], command: str, seconds: float) -> Path:
+def write_sweep_table(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str,
+                      seconds: float) -> Path:
     """The sweep's table from every run of it finished so far (this command's and earlier pieces', here or, by their
-    rows in the table, elsewhere), in the sweep file's order, and the invocation's provenance."""
+    rows in the table, elsewhere), in the sweep file's order, and the provenance of this invocation, which ran
+    `selected` (none: --collect, which writes the table of the runs finished here)."""
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     layouts = {cfg.name: (cfg, RunLayout.of(cfg, name)) for cfg in configs}
     tables = {run: table for run, (cfg, layout) in layouts.items() if (table := layout.table(cfg)).exists()}
-    table_path = collect(name, scale, results_dir, {cfg.name: config_hash(cfg) for cfg in configs}, tables)
+    hashes = {cfg.name: config_hash(cfg) for cfg in configs}
+    table_path = collect(name, scale, results_dir, hashes, tables)
     table = read_table(table_path)
-    in_table = set(table.loc[table["scale"] == scale, "run"])
-    kept = tuple(cfg.name for cfg in configs if cfg.name not in tables and cfg.name in in_table)
-    missing = [cfg.name for cfg in configs if cfg.name not in in_table]
+    in_table = set(table.loc[table["scale"] == scale, ["run", "config_hash"]].itertuples(index=False, name=None))
+    kept = [run for run in hashes if run not in tables and (run, hashes[run]) in in_table]
+    missing = [run for run in hashes if (run, hashes[run]) not in in_table]
     if kept:
         print(f"[sweep] kept from the table, finished elsewhere with these settings: {', '.join(kept)}", flush=True)
     if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
         print(f"[sweep] the table holds {len(configs) - len(missing)} of {len(configs)} runs; not finished with these "
               f"settings: {', '.join(missing)}", flush=True)
-    runs = {cfg.name: json.loads(layouts[cfg.name][1].summary.read_text()) if cfg.name in tables else None
-            for cfg in configs if cfg.name in in_table}
-    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds)
+    runs = {run: json.loads(layouts[run][1].summary.read_text()) if run in tables else None
+            for run in hashes if run not in missing}
+    ran = {cfg.name: hashes[cfg.name] for cfg in selected} if selected else {run: hashes[run] for run in tables}
+    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran, in_table)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path
