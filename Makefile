@@ -31,7 +31,7 @@ SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)
 	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),csv,table)) $(1) $(OVERRIDES)
 
 .PHONY: help install data test test-full-data test-all ablation-training-algorithms weight-sharing generator-size efficiency \
-	small-model amos all-sweeps pretrain benchmark benchmark-finetune gpu-window reports export clean-results
+	small-model amos all-sweeps pretrain benchmark benchmark-finetune gpu-window land-window reports export clean-results
 
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
@@ -84,6 +84,10 @@ benchmark-finetune:  ## GLUE fine-tuning time, seeds one by one vs one batched e
 gpu-window:  ## one lent GPU's command (<= 9 min): step-graph check, benchmark, plan, a timed sweep -> OUT/window.{tar.gz,txt}
 	$(if $(OUT),,$(error make gpu-window needs OUT=<dir>; see experiments/gpu_window.sh for SWEEP, SCALE, PARALLEL))
 	$(if $(SCALE),SCALE=$(SCALE)) $(if $(PARALLEL),PARALLEL=$(PARALLEL)) experiments/gpu_window.sh $(OUT)
+
+land-window:  ## what a GPU window brought back -> analysis/reports/ (and the index), to commit: make land-window FROM=<dir>
+	$(if $(FROM),,$(error make land-window needs FROM=<the folder holding window.tar.gz and window.txt>))
+	PYTHON=$(PYTHON) experiments/land_window.sh $(FROM)
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
 	$(CLI) report

@@ -18,6 +18,11 @@
 #   FT_BENCH_S=150          also the GLUE fine-tuning benchmark, after the pre-training one (default 0: not run);
 #   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without step graphs)
 #   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
+#   RUNS=a,b                only these runs of the sweep (a sweep in pieces, one window each)
+#   PRIOR=analysis/reports  where earlier pieces' reports are: the sweep's table starts from the committed report's
+#                           rows, kept while their config hashes hold, so a piece's report holds every piece
+#                           (PRIOR=none: start from nothing)
+# What came back goes into analysis/reports/ with experiments/land_window.sh (the folder holding window.tar.gz).
 # Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
 # the check, the benchmarks and the plan left of WINDOW_S, less PACK_S for the archive.
 set -uo pipefail
@@ -44,7 +49,7 @@ summary="$out/window.txt"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)"
   echo "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU) ($(nproc) cores)"
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "scale: $scale  sweep: $sweep  parallel: $parallel  window: ${window}s  overrides: ${SWEEP_OVERRIDES:-none}"
+  echo "scale: $scale  sweep: $sweep  runs: ${RUNS:-all}  parallel: $parallel  window: ${window}s  overrides: ${SWEEP_OVERRIDES:-none}"
 } > "$summary"
 
 left() { echo $(( window - ($(date +%s) - start) )); }
@@ -85,11 +90,19 @@ fi
 echo "sweep step graphs: $(printf '%s\n' "${overrides[@]}" | grep -o '^[a-z]*\.step_graph' | tr '\n' ' ' || true)" \
   >> "$summary"
 if [ "$sweep" != none ]; then
-  plan_flags=(--parallel "$parallel"); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
+  runs=(); [ -n "${RUNS:-}" ] && runs=(--runs "$RUNS")
+  plan_flags=(--parallel "$parallel" ${runs[@]+"${runs[@]}"}); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"
   cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
+  prior=${PRIOR:-analysis/reports}/$scale/$sweep
+  if [ "${PRIOR:-}" != none ] && [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ]; then
+    mkdir -p "$work/results/$sweep/$scale"  # where the sweep keeps its table and provenance
+    cp "$prior/results.csv" "$work/results/$sweep/results.csv"
+    cp "$prior/sweep.json" "$work/results/$sweep/$scale/sweep.json"
+    echo "earlier pieces: $prior (their rows kept while their config hashes hold)" >> "$summary"
+  fi
   phase sweep "$(( $(left) - pack_s - 20 ))" "${cli[@]}" sweep "$sweep" --scale "$scale" --parallel "$parallel" \
-    --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
+    ${runs[@]+"${runs[@]}"} --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
   # a sweep stopped by the window still leaves the table and report of the runs it finished (20 s kept for it)
   grep -q "^sweep: exit 0" "$summary" || phase collect 20 "${cli[@]}" sweep "$sweep" --scale "$scale" --collect \
     --parallel 1 --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
