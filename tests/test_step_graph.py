@@ -21,19 +21,19 @@ SPECIAL = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=2048
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def build(variant: str, step_graph: bool, *overrides: str, steps: int = 6):
+def build(variant: str, step_graph: bool, *overrides: str, steps: int = 6, stage: int = 1):
     """A 2 x 64 model without dropout, for `steps` steps (clipping active, a warm-up and a decay)."""
     cfg = load_config("smoke", variant=variant, overrides=[
         *SMALL_MODEL, "data.max_seq_length=32", "model.dropout=0.0", "model.attention_dropout=0.0",
         "train.flops_budget=null", f"train.steps={steps}", "train.grad_clip=0.1", "train.warmup_fraction=0.5",
         "train.batch_size=4", "train.log_every_n_steps=2", f"train.step_graph={step_graph}", *overrides])
     torch.manual_seed(0)
-    return OBJECTIVES[variant](cfg, SPECIAL)
+    return OBJECTIVES[variant](cfg, SPECIAL, stage=stage)
 
 
-def fit(variant: str, step_graph: bool, *overrides: str, device: str = "cpu", steps: int = 6):
+def fit(variant: str, step_graph: bool, *overrides: str, device: str = "cpu", steps: int = 6, stage: int = 1):
     """The module's own training step in a Lightning fit, as sweeps train it, over 3 batches of random ids."""
-    module = build(variant, step_graph, *overrides, steps=steps)
+    module = build(variant, step_graph, *overrides, steps=steps, stage=stage)
     on = torch.device(device)
     pool = [{k: v.to(on) for k, v in batch_from_ids(synthetic_ids(4, 32, SPECIAL, seed=i), SPECIAL).items()}
             for i in range(3)]
@@ -43,17 +43,19 @@ def fit(variant: str, step_graph: bool, *overrides: str, device: str = "cpu", st
     return module
 
 
-@pytest.mark.parametrize("variant, overrides", [
-    ("electra", []),
-    ("electra", ["train.precision=bf16-mixed"]),  # Lightning's autocast around the step, not around its backward
-    ("adversarial", ["adversarial.mle_warmup_fraction=0.5"]),  # its graph key flips half-way
-    ("amos", ["amos.mixture=switch"]),  # its key moves through the exits; it records the mixture at log steps
+@pytest.mark.parametrize("variant, overrides, stage", [
+    ("electra", [], 1),
+    ("electra", ["train.precision=bf16-mixed"], 1),  # Lightning's autocast around the step, not around its backward
+    ("adversarial", ["adversarial.mle_warmup_fraction=0.5"], 1),  # its graph key flips half-way
+    ("amos", ["amos.mixture=switch"], 1),  # its key moves through the exits; it records the mixture at log steps
+    ("bert", [], 1), ("electra-15", [], 1), ("replace-mlm", [], 1), ("all-tokens-mlm", [], 1),
+    ("two-stage", [], 1), ("two-stage", [], 2),  # stage 2: G frozen, so parameters without gradients
 ])
-def test_the_step_graph_trains_as_automatic_optimisation(variant, overrides):
-    automatic, graphed = fit(variant, False, *overrides), fit(variant, True, *overrides)
+def test_the_step_graph_trains_as_automatic_optimisation(variant, overrides, stage):
+    automatic, graphed = fit(variant, False, *overrides, stage=stage), fit(variant, True, *overrides, stage=stage)
     assert automatic.global_step == graphed.global_step == 6
     assert automatic.lr_schedulers().get_last_lr() == graphed.lr_schedulers().get_last_lr()
-    untrained = build(variant, False, *overrides)
+    untrained = build(variant, False, *overrides, stage=stage)
     moved = max((a - u).abs().max().item() for a, u in zip(automatic.parameters(), untrained.parameters()))
     assert moved > 1e-3, "the weights moved (so equal weights mean equal training)"
     for (name, a), b in zip(automatic.named_parameters(), graphed.parameters()):
@@ -104,12 +106,14 @@ def test_a_graphed_ensemble_fine_tune_scores_as_the_automatic_one(tiny_backbone,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures a CUDA graph: GPU only")
-@pytest.mark.parametrize("variant, overrides", [
-    ("electra", ["train.compile=false"]),
-    ("electra", ["train.compile=true"]),  # the sweeps' GPU setting: the compiled forward inside the graph
-    ("adversarial", ["adversarial.mle_warmup_fraction=0.5"]),  # its switch flips at step 4: graphs anew
+@pytest.mark.parametrize("variant, overrides, stage", [
+    ("electra", ["train.compile=false"], 1),
+    ("electra", ["train.compile=true"], 1),  # the sweeps' GPU setting: the compiled forward inside the graph
+    ("adversarial", ["adversarial.mle_warmup_fraction=0.5"], 1),  # its switch flips at step 4: graphs anew
+    ("bert", ["train.compile=false"], 1),  # the other runs of the first GPU sweep (training-algorithms)
+    ("two-stage", ["train.compile=false"], 2),  # G frozen: parameters without gradients inside the graph
 ])
-def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, variant, overrides):
+def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, variant, overrides, stage):
     """With a GPU: 3 warm-up steps, then replays; the same 8 steps with the body alone must end in the same weights
     (random draws included: the graph takes the generator's offsets as eager kernels do). fp32 without TF32, so
     that float tolerance is tight."""
@@ -120,12 +124,12 @@ def test_captured_replays_match_the_same_steps_uncaptured(monkeypatch, variant, 
     capture = step_graph.StepGraph.capture
     monkeypatch.setattr(step_graph.StepGraph, "capture", lambda self, batch: captures.append(1) or capture(self, batch))
     torch._dynamo.reset()
-    replayed = fit(variant, True, *overrides, device="cuda", steps=8)
+    replayed = fit(variant, True, *overrides, device="cuda", steps=8, stage=stage)
     assert len(captures) == (2 if variant == "adversarial" else 1)  # one graph per setting of the switch
     monkeypatch.setattr(step_graph, "WARMUP_STEPS", 10**9)  # never captured: every step the body, uncaptured
-    uncaptured = fit(variant, True, *overrides, device="cuda", steps=8)
+    uncaptured = fit(variant, True, *overrides, device="cuda", steps=8, stage=stage)
     assert len(captures) == (2 if variant == "adversarial" else 1)
-    untrained = build(variant, True, *overrides).to("cuda")
+    untrained = build(variant, True, *overrides, stage=stage).to("cuda")
     moved = max((a - u).abs().max().item() for a, u in zip(replayed.parameters(), untrained.parameters()))
     assert moved > 1e-3
     for (name, a), b in zip(replayed.named_parameters(), uncaptured.parameters()):
