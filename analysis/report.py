@@ -287,6 +287,16 @@ def paper_table(paper: pd.DataFrame) -> list[str]:
     return lines
 
 
+def adopted_lines(adopted: dict[str, str]) -> list[str]:
+    """The runs whose rows another sweep's table gave (the same run, by config hash): made by that sweep's
+    invocations, not counted in this one's wall time."""
+    if not adopted:
+        return []
+    runs = ", ".join(f"{run} (from [{source}](../{source}/summary.md))" for run, source in adopted.items())
+    return ["", f"Not re-run, their rows those of the same runs (same config hash) in other sweeps, whose invocations "
+            f"made them and whose wall time they are: {runs}."]
+
+
 def render(out: Path) -> None:
     """Write glue_vs_flops.png and summary.md from out/results.csv and out/sweep.json alone."""
     results = read_table(out / "results.csv")
@@ -354,7 +364,8 @@ def render(out: Path) -> None:
     total = sum(i["seconds"] for i in meta["invocations"])
     lines += ["", "## How this was made", "",
               f"Wall time {total:.0f} s over {len(meta['invocations'])} invocation(s) (a re-run skips finished "
-              "runs).", "", "| command | runs | commit | hardware | finished (UTC) | seconds |",
+              "runs).", *adopted_lines(meta.get("adopted", {})), "",
+              "| command | runs | commit | hardware | finished (UTC) | seconds |",
               "|---|---|---|---|---|---|"]
     for i in meta["invocations"]:  # runs: those it ran (a sweep in pieces: one piece each); not recorded before
         runs = ", ".join(i["runs"]) if "runs" in i else "not recorded"

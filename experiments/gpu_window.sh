@@ -19,9 +19,9 @@
 #   FT_BENCH_ARGS="..."     its flags (default: the scale's tasks, 3 seeds, batched with and without step graphs)
 #   SWEEP_OVERRIDES="..."   key=value for the plan and the sweep (e.g. a smaller train.flops_budget to size a scale)
 #   RUNS=a,b                only these runs of the sweep (a sweep in pieces, one window each)
-#   PRIOR=analysis/reports  where earlier pieces' reports are: the sweep's table starts from the committed report's
-#                           rows, kept while their config hashes hold, so a piece's report holds every piece
-#                           (PRIOR=none: start from nothing)
+#   PRIOR=analysis/reports  where the reports so far are: each sweep's table starts from its committed report's
+#                           rows, kept while their config hashes hold, so a piece's report holds every piece, and a
+#                           run already in any report (the same config hash) is not re-run (PRIOR=none: from nothing)
 # What came back goes into analysis/reports/ with experiments/land_window.sh (the folder holding window.tar.gz).
 # Each phase runs under `timeout`, so a phase that overruns still leaves the window's archive: the sweep gets what
 # the check, the benchmarks and the plan left of WINDOW_S, less PACK_S for the archive.
@@ -94,13 +94,16 @@ if [ "$sweep" != none ]; then
   plan_flags=(--parallel "$parallel" ${runs[@]+"${runs[@]}"}); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
   phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"
   cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
-  prior=${PRIOR:-analysis/reports}/$scale/$sweep
-  if [ "${PRIOR:-}" != none ] && [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ]; then
-    mkdir -p "$work/results/$sweep/$scale"  # where the sweep keeps its table and provenance
-    cp "$prior/results.csv" "$work/results/$sweep/results.csv"
-    cp "$prior/sweep.json" "$work/results/$sweep/$scale/sweep.json"
-    echo "earlier pieces: $prior (their rows kept while their config hashes hold)" >> "$summary"
-  fi
+  # every committed report of this scale, where its sweep keeps its table and provenance: this sweep's earlier
+  # pieces, and the same runs in other sweeps (by config hash), are results already and are not re-run
+  for prior in "${PRIOR:-analysis/reports}/$scale"/*/; do
+    [ "${PRIOR:-}" != none ] && [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ] || continue
+    name=$(basename "$prior")
+    mkdir -p "$work/results/$name/$scale"
+    cp "$prior/results.csv" "$work/results/$name/results.csv"
+    cp "$prior/sweep.json" "$work/results/$name/$scale/sweep.json"
+    echo "results so far: $prior (rows kept, and runs not re-run, while their config hashes hold)" >> "$summary"
+  done
   phase sweep "$(( $(left) - pack_s - 20 ))" "${cli[@]}" sweep "$sweep" --scale "$scale" --parallel "$parallel" \
     ${runs[@]+"${runs[@]}"} --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
   # a sweep stopped by the window still leaves the table and report of the runs it finished (20 s kept for it)

@@ -41,6 +41,8 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     assert out.count("finished earlier") == 4 and "[pretrain]" not in out and "[finetune]" not in out
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv"))
 
+    same_runs_in_another_sweep(args, tmp_path, capsys, table)
+
     main([*args, "finetune.seeds=3"])  # one more seed: only the missing fine-tunes run, nothing is re-trained
     out = capsys.readouterr().out
     assert "[pretrain]" not in out and out.count("[finetune]") == 4 * 2 * 2  # runs x checkpoints x tasks
@@ -69,5 +71,22 @@ def pieces_elsewhere(args, tmp_path, capsys):
         assert set(meta["runs"]) == kept and len(meta["invocations"]) == (2 if kept else 1)
         assert set(meta["invocations"][0]["runs"]) == ({"bert", "electra"} if kept else set())
         if kept:  # the same rows, in the sweep's order: nothing re-computed, nothing lost
-            assert "kept from the table, finished elsewhere with these settings: bert, electra" in out
+            assert "finished elsewhere with these settings, from the tables of: bert (training-algorithms), " \
+                   "electra (training-algorithms)" in out
             pd.testing.assert_frame_equal(table, committed)
+
+
+def same_runs_in_another_sweep(args, tmp_path, capsys, table):
+    """amos's ELECTRA is training-algorithms' (the same config hash): not re-run, its rows taken from that table, the
+    report saying whence."""
+    capsys.readouterr()
+    main(["amos", *args[1:], "--runs", "electra"])
+    out = capsys.readouterr().out
+    assert "[pretrain]" not in out and "[finetune]" not in out
+    assert "electra: finished elsewhere with these settings (its rows are in training-algorithms's table)" in out
+    amos = pd.read_csv(tmp_path / "results" / "amos" / "results.csv")
+    assert set(amos["sweep"]) == {"amos"} and set(amos["run"]) == {"electra"}
+    pd.testing.assert_frame_equal(amos.drop(columns="sweep"),
+                                  table[table["run"] == "electra"].drop(columns="sweep").reset_index(drop=True))
+    summary = (tmp_path / "reports" / "smoke" / "amos" / "summary.md").read_text()
+    assert "electra (from [training-algorithms](../training-algorithms/summary.md))" in summary

@@ -31,7 +31,7 @@ from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.errors import SuiteError
 from lightning_electra.io import ROOT, usable_cores
 from lightning_electra.runner.identity import RunLayout
-from lightning_electra.runner.sweep import sweep_guard, write_sweep_table
+from lightning_electra.runner.sweep import not_finished, sweep_guard, write_sweep_table
 from lightning_electra.runner.trainer import world_size
 
 
@@ -160,6 +160,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
     finished run; returns it and the names of the runs that failed."""
     start = time.time()
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    selected = not_finished(name, configs, selected)
     check_parallel(selected, parallel)
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "

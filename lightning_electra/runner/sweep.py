@@ -11,7 +11,9 @@ A sweep file names its runs; each run is a variant plus keys that override the s
       - {name: tie-none, variant: electra, model: {tie: none}}
       - {name: bert, variant: bert, at_scale: {small: {train: {steps: 1450000}}}}   # keys for one scale only
 
-Runs already finished are skipped, so an interrupted sweep resumes by running the same command again.
+Runs already finished are skipped, so an interrupted sweep resumes by running the same command again; so are runs
+whose rows a results table already holds with their config hash (a piece finished on another machine, the same run
+in another sweep): results are keyed by what made them, not by where they were made.
 """
 
 from __future__ import annotations
@@ -60,32 +62,61 @@ def select(configs, runs: str | None, sweep: str):
     return [c for c in configs if c.name in wanted]
 
 
-def collect(name: str, scale: str, results_dir: Path, hashes: dict[str, str], tables: dict[str, Path]) -> Path:
-    """The sweep's table, its runs in the sweep's order (`hashes`: each run's config hash now): each run finished here
-    from its own table (`tables`), each finished elsewhere by the rows of it the table already holds, kept only if
-    made with that hash (a run on a lent machine whose run directory did not come back: a sweep in pieces on machines
-    that come and go); then the rows of other scales, as they were."""
+def rows_elsewhere(name: str, configs: list[Config], hashes: dict[str, str]) -> dict[str, tuple[str, pd.DataFrame]]:
+    """Rows of runs of this sweep that a results table already holds, made with the config hash each run has now
+    (`hashes`: run name -> hash): this sweep's own table first (a piece finished on a lent machine whose run
+    directories did not come back), then the other sweeps' in the same results directory (one run in two sweeps:
+    ELECTRA and BERT are the same runs in training-algorithms and small-model). Run -> (the sweep whose table holds
+    its rows, the rows as this sweep's)."""
+    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    own = results_dir / name / "results.csv"
+    found: dict[str, tuple[str, pd.DataFrame]] = {}
+    for path in [own, *sorted(p for p in results_dir.glob("*/results.csv") if p != own)]:
+        if not path.exists() or len(found) == len(hashes):
+            continue
+        table = read_table(path)
+        for run, digest in hashes.items():
+            rows = table[(table["run"] == run) & (table["config_hash"] == digest) & (table["scale"] == scale)]
+            if run not in found and len(rows):
+                found[run] = (path.parent.name, rows.assign(sweep=name))
+    return found
+
+
+def not_finished(name: str, configs: list[Config], selected: list[Config]) -> list[Config]:
+    """`selected` less the runs finished elsewhere (`rows_elsewhere`): their rows are results already, not re-run."""
+    hashes = {cfg.name: config_hash(cfg) for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()}
+    elsewhere = rows_elsewhere(name, configs, hashes) if hashes else {}
+    for run, (source, _) in elsewhere.items():
+        print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {source}'s table), not re-run",
+              flush=True)
+    return [cfg for cfg in selected if cfg.name not in elsewhere]
+
+
+def collect(name: str, scale: str, results_dir: Path, order: list[str], tables: dict[str, Path],
+            elsewhere: dict[str, tuple[str, pd.DataFrame]]) -> Path:
+    """The sweep's table, its runs in the sweep's `order`: each run finished here from its own table (`tables`), each
+    finished elsewhere from the rows found there (`rows_elsewhere`); then this table's rows of other scales."""
     path = results_dir / name / "results.csv"
     earlier = read_table(path, sweep=name) if path.exists() else pd.DataFrame(columns=COLUMNS)
-    frames = [read_table(tables[run], sweep=name) if run in tables else
-              earlier[(earlier["run"] == run) & (earlier["config_hash"] == digest) & (earlier["scale"] == scale)]
-              for run, digest in hashes.items()]
+    frames = [read_table(tables[run], sweep=name) if run in tables else elsewhere[run][1]
+              for run in order if run in tables or run in elsewhere]
     frames = [f for f in [*frames, earlier[earlier["scale"] != scale]] if len(f)]
     write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS), path)
     return path
 
 
 def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float, ran: dict[str, str],
-                      in_table: set[tuple[str, str]]) -> None:
+                      in_table: set[tuple[str, str]], adopted: dict[str, str]) -> None:
     """Provenance for the report: each invocation's command, commit, hardware, time and runs (`ran`: name -> config
-    hash), and each run's budget (`runs`: each run in the table, with its summary; None for a run finished
-    elsewhere: its summary as recorded then). Earlier invocations none of whose runs is in the table any more (by
-    name and hash: `in_table`) are dropped, so a report's wall time is that of the results it shows."""
+    hash), and each run's budget (`runs`: each run in the table, with its summary; None for a run of this sweep
+    finished elsewhere: its summary as recorded then); `adopted`: runs whose rows came from another sweep's table
+    (run -> that sweep). Earlier invocations none of whose runs is in the table any more (by name and hash:
+    `in_table`) are dropped, so a report's wall time is that of the results it shows."""
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
     earlier = meta.get("runs", {})
     runs = {run: earlier.get(run, {}) if summary is None else summary for run, summary in runs.items()}
     meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []),
-                 "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES)})
+                 "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES), "adopted": adopted})
     current = [i for i in meta["invocations"] if "runs" not in i or in_table & set(i["runs"].items())]
     if len(current) < len(meta["invocations"]):
         print(f"[sweep] provenance: {len(meta['invocations']) - len(current)} earlier invocation(s) left out, none of "
@@ -104,6 +135,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
     sweep, whose parent holds it; a distributed launch's other ranks: rank 0 holds it)."""
     start = time.time()
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    selected = selected if child else not_finished(name, configs, selected)
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
           f"({', '.join(c.name for c in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
@@ -148,25 +180,33 @@ def sweep_guard(name: str, configs: list[Config], selected: list[Config], hold_l
 def write_sweep_table(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str,
                       seconds: float) -> Path:
     """The sweep's table from every run of it finished so far (this command's and earlier pieces', here or, by their
-    rows in the table, elsewhere), in the sweep file's order, and the provenance of this invocation, which ran
+    rows in a table, elsewhere), in the sweep file's order, and the provenance of this invocation, which ran
     `selected` (none: --collect, which writes the table of the runs finished here)."""
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     layouts = {cfg.name: (cfg, RunLayout.of(cfg, name)) for cfg in configs}
     tables = {run: table for run, (cfg, layout) in layouts.items() if (table := layout.table(cfg)).exists()}
     hashes = {cfg.name: config_hash(cfg) for cfg in configs}
-    table_path = collect(name, scale, results_dir, hashes, tables)
-    table = read_table(table_path)
-    in_table = set(table.loc[table["scale"] == scale, ["run", "config_hash"]].itertuples(index=False, name=None))
-    kept = [run for run in hashes if run not in tables and (run, hashes[run]) in in_table]
-    missing = [run for run in hashes if (run, hashes[run]) not in in_table]
-    if kept:
-        print(f"[sweep] kept from the table, finished elsewhere with these settings: {', '.join(kept)}", flush=True)
+    elsewhere = rows_elsewhere(name, configs, {run: h for run, h in hashes.items() if run not in tables})
+    table_path = collect(name, scale, results_dir, list(hashes), tables, elsewhere)
+    adopted = {run: source for run, (source, _) in elsewhere.items() if source != name}
+    if elsewhere:
+        print(f"[sweep] finished elsewhere with these settings, from the tables of: "
+              f"{', '.join(f'{run} ({source})' for run, (source, _) in elsewhere.items())}", flush=True)
+    missing = [run for run in hashes if run not in tables and run not in elsewhere]
     if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
         print(f"[sweep] the table holds {len(configs) - len(missing)} of {len(configs)} runs; not finished with these "
               f"settings: {', '.join(missing)}", flush=True)
-    runs = {run: json.loads(layouts[run][1].summary.read_text()) if run in tables else None
+    runs = {run: json.loads(layouts[run][1].summary.read_text()) if run in tables
+            else run_summary(results_dir / adopted[run] / scale / "sweep.json", run) if run in adopted else None
             for run in hashes if run not in missing}
+    in_table = {(run, hashes[run]) for run in runs}
     ran = {cfg.name: hashes[cfg.name] for cfg in selected} if selected else {run: hashes[run] for run in tables}
-    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran, in_table)
+    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran, in_table,
+                      adopted)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path
+
+
+def run_summary(meta_path: Path, run: str) -> dict:
+    """A run's budget and time as another sweep recorded them (empty where it did not)."""
+    return json.loads(meta_path.read_text()).get("runs", {}).get(run, {}) if meta_path.exists() else {}
