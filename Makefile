@@ -22,13 +22,15 @@ endif
 ifneq ($(NUM_NODES),)
 export NUM_NODES
 endif
-# A key=value word after the target whose key has a dot (make weight-sharing train.lr=1e-3) is a config override:
-# make would take it for a make variable and drop it, so it joins OVERRIDES.
-override OVERRIDES += $(strip $(foreach v,$(.VARIABLES),$(if $(and $(findstring .,$(v)),$(filter command line,$(origin $(v)))),$(v)=$($(v)))))
+# A key=value word after the target that is a config key (make weight-sharing train.lr=1e-3, make pretrain
+# variant=bert: a key with a dot, or one of the config's top-level ones) is a config override: make would take it
+# for a make variable and drop it, so it joins OVERRIDES.
+CONFIG_TOP_KEYS := variant name scale results_dir
+override OVERRIDES += $(strip $(foreach v,$(.VARIABLES),$(if $(and $(or $(findstring .,$(v)),$(filter $(CONFIG_TOP_KEYS),$(v))),$(filter command line,$(origin $(v)))),$(v)=$($(v)))))
 CLI = $(PYTHON) -m lightning_electra
-SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
+RUN_SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(RUNS)) \
 	$(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES)) \
-	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),csv,table)) $(1) $(OVERRIDES)
+	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),--csv)) $(1) $(OVERRIDES)
 
 .PHONY: help install data test test-full-data test-all ablation-training-algorithms weight-sharing generator-size efficiency \
 	small-model amos all-sweeps pretrain benchmark benchmark-finetune gpu-window land-window reports export clean-results
@@ -53,22 +55,22 @@ test-all:  ## run every test, slow and full-data ones included
 	$(PYTHON) -m pytest -q
 
 ablation-training-algorithms:  ## paper Fig. 3 right: BERT, joint, two-stage, adversarial; GLUE vs pre-train FLOPs
-	$(call SWEEP,training-algorithms)
+	$(call RUN_SWEEP,training-algorithms)
 
 weight-sharing:  ## paper sec. 3.2: equal-size G and D sharing no / embedding / all weights; plus DeBERTa-v3 GDES
-	$(call SWEEP,weight-sharing)
+	$(call RUN_SWEEP,weight-sharing)
 
 generator-size:  ## paper Fig. 3 left: GLUE vs generator width (1/8 ... 1 of D) and a unigram generator
-	$(call SWEEP,generator-size)
+	$(call RUN_SWEEP,generator-size)
 
 efficiency:  ## paper Table 5: ELECTRA, All-Tokens MLM, Replace MLM, ELECTRA-15%, BERT
-	$(call SWEEP,efficiency)
+	$(call RUN_SWEEP,efficiency)
 
 small-model:  ## paper Table 1: ELECTRA vs BERT with GLUE at 6.25, 12.5, 25, 50, 100% of the budget
-	$(call SWEEP,small-model)
+	$(call RUN_SWEEP,small-model)
 
 amos:  ## AMOS (Meng et al. 2022): ELECTRA vs the adversarial mixture of exits and its ablations; exit weights
-	$(call SWEEP,amos)
+	$(call RUN_SWEEP,amos)
 
 all-sweeps: ablation-training-algorithms weight-sharing generator-size efficiency small-model amos  ## every sweep above
 

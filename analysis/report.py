@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from lightning_electra.config import GLUE_TASKS  # noqa: E402
 from lightning_electra.io import atomic, atomic_write_text  # noqa: E402
-from lightning_electra.results import glue_scores, read_table, write_table  # noqa: E402
+from lightning_electra.results import ResultsError, glue_scores, read_table, write_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
@@ -29,13 +29,28 @@ PAPER = HERE / "paper" / "paper_results.csv"
 SCORED = GLUE_TASKS  # the eight scored tasks (WNLI left out, as in the paper)
 
 
+class NothingToReport(ResultsError):
+    """A sweep's table with no GLUE score at a scale yet: no run of it has finished there."""
+
+
 def build_report(sweep: str, scale: str, results_dir: Path, reports: Path = REPORTS) -> Path:
-    """Copy this scale's rows and provenance of a sweep into its report directory, then render it."""
+    """Copy this scale's rows and provenance of a sweep into its report directory, then render it. All is checked
+    first, so a report is never replaced by a report of nothing."""
+    table_path, meta_path = results_dir / sweep / "results.csv", results_dir / sweep / scale / "sweep.json"
+    for path in (table_path, meta_path):
+        if not path.exists():
+            raise ResultsError(f"no {path.name} at {path}: no run of {sweep} has finished at scale {scale} under "
+                               f"{results_dir}. Run the sweep (make {sweep} SCALE={scale}) or give the results "
+                               "directory it wrote (--results-dir).")
+    table = read_table(table_path, sweep=sweep)
+    table = table[table["scale"] == scale]
     out = reports / scale / sweep
+    if not (table["metric"] == "score").any():
+        raise NothingToReport(f"{table_path} holds no GLUE score at scale {scale} yet (no run of {sweep} has "
+                              f"finished there): nothing to report, {out} is left as it was.")
     out.mkdir(parents=True, exist_ok=True)
-    table = read_table(results_dir / sweep / "results.csv", sweep=sweep)
-    write_table(table[table["scale"] == scale], out / "results.csv")
-    atomic_write_text(out / "sweep.json", (results_dir / sweep / scale / "sweep.json").read_text())
+    write_table(table, out / "results.csv")
+    atomic_write_text(out / "sweep.json", meta_path.read_text())
     render(out)
     return out
 
@@ -299,12 +314,16 @@ def adopted_lines(adopted: dict[str, str]) -> list[str]:
 
 def render(out: Path) -> None:
     """Write glue_vs_flops.png and summary.md from out/results.csv and out/sweep.json alone."""
+    if not (out / "sweep.json").exists():
+        raise ResultsError(f"{out} has a results.csv but no sweep.json beside it: not a report (a copy cut short?). "
+                           "Remove it, or write it again from its results (python -m lightning_electra report <sweep> "
+                           "--scale S --results-dir DIR).")
     results = read_table(out / "results.csv")
     meta = json.loads((out / "sweep.json").read_text())
     sweep, scale = out.name, out.parent.name
     glue, tasks = glue_table(results)
     if glue.empty:
-        raise ValueError(f"{out / 'results.csv'} has no GLUE scores to report.")
+        raise NothingToReport(f"{out / 'results.csv'} has no GLUE scores to report.")
     paper = paper_rows(meta.get("paper_experiment"))
     colors = palette(meta.get("variants") or list(dict.fromkeys(results["variant"])))
     plot_glue_vs_flops(glue, tasks, paper, f"{sweep}, scale {scale}", out / "glue_vs_flops.png", colors, scale)

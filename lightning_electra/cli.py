@@ -45,16 +45,21 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     if args.budget_minutes is not None and not args.plan:
         raise ConfigError("--budget-minutes (BUDGET_MINUTES) is a plan's question: add --plan (PLAN=1) to see whether "
                           "the sweep fits and which RUNS= pieces do.")
+    if args.csv and not args.plan:
+        raise ConfigError("--csv is a plan's format: add --plan (PLAN=csv).")
+    if args.budget_minutes is not None and (args.csv or args.no_time):
+        raise ConfigError("--budget-minutes is answered from the plan's times, in its table: drop "
+                          f"{'--csv (PLAN=csv)' if args.csv else '--no-time'}.")
     check_sweep(args.sweep, args.scale, overrides, data=not args.plan and not args.child)  # in seconds, no torch
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
 
-    sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=args.plan != "csv" and not args.child)
+    sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=not args.csv and not args.child)
     name = sweep["name"]
     selected = [] if args.collect else select(configs, args.runs, name)
     if args.plan:
-        return print_plan(name, selected, args.plan, times=not args.no_time, parallel=args.parallel,
-                          budget_minutes=args.budget_minutes)
+        return print_plan(name, selected, "csv" if args.csv else "table", times=not args.no_time,
+                          parallel=args.parallel, budget_minutes=args.budget_minutes)
     failed = []
     if args.parallel > 1 and not args.child:
         from lightning_electra.runner.parallel import run_parallel
@@ -64,11 +69,14 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     else:
         table = run_sweep(name, sweep, configs, selected, command_line(args.argv), child=args.child)
     if table is not None and not args.no_report:
-        from analysis.report import REPORTS, build_report, write_index
+        from analysis.report import REPORTS, NothingToReport, build_report, write_index
 
         reports = Path(args.reports_dir) if args.reports_dir else REPORTS
-        print(f"[sweep] report: {build_report(name, configs[0].scale, table.parent.parent, reports)}", flush=True)
-        write_index(reports)
+        try:
+            print(f"[sweep] report: {build_report(name, configs[0].scale, table.parent.parent, reports)}", flush=True)
+            write_index(reports)
+        except NothingToReport as nothing:  # e.g. --collect before any run finished: the table is all there is
+            print(f"[sweep] no report: {nothing}", flush=True)
     if failed:
         from lightning_electra.runner.parallel import RunsFailed, failure_message
 
@@ -76,7 +84,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def plan_command(args: argparse.Namespace, overrides: list[str]) -> None:
-    args.plan, args.no_report, args.reports_dir = ("csv" if args.csv else "table"), True, None
+    args.plan, args.no_report, args.reports_dir = True, True, None
     args.child = args.collect = False
     sweep_command(args, overrides)
 
@@ -114,12 +122,11 @@ def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     p.add_argument("--no-time", action="store_true", help="plan without the time estimates (no measured steps)")
     p.add_argument("--budget-minutes", type=float, metavar="M", help="with a plan: whether the sweep fits M minutes, "
                    "and if not, RUNS= pieces that each do")
+    p.add_argument("--csv", action="store_true", help="the plan's rows as CSV, for scripts")
     if plan:
-        p.add_argument("--csv", action="store_true", help="the rows as CSV, for scripts")
         return
-    p.add_argument("--plan", nargs="?", const="table", choices=["table", "csv"], default=None,
-                   help="print what each run would do (steps, FLOPs, checkpoints, fine-tunes, estimated minutes) and "
-                   "stop; csv: as CSV")
+    p.add_argument("--plan", action="store_true", help="print what each run would do (steps, FLOPs, checkpoints, "
+                   "fine-tunes, estimated minutes) and stop")
     p.add_argument("--no-report", action="store_true", help="only run and collect; skip the report")
     p.add_argument("--collect", action="store_true", help="train nothing: the table and report of the runs finished "
                    "so far (e.g. after a sweep was stopped)")
@@ -169,6 +176,14 @@ def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
     return build_tokenizer(vocab), str(vocab)
 
 
+def check_local(path: str | None, what: str) -> None:
+    """A path that is not there is said so here: transformers would take it for a hub name and object to its form."""
+    from lightning_electra.config import ConfigError
+
+    if path and not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
+        raise ConfigError(f"{what} {path}: no such file or directory (a hub name has the form <namespace>/<name>).")
+
+
 def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     """GLUE from any transformers ELECTRA directory, `finetune.seeds` seeds a task; the median per task is kept
     (the paper's protocol) and their mean is the GLUE score."""
@@ -181,6 +196,8 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.configs import load_config, load_run_config
     from lightning_electra.runner.identity import finetune_hash
 
+    check_local(args.model, "the model")
+    check_local(args.tokenizer, "--tokenizer")
     overrides = list(overrides) + ([f"finetune.tasks=[{','.join(args.tasks)}]"] if args.tasks else []) \
         + ([f"finetune.seeds={args.seeds}"] if args.seeds else [])
     # No scale: the schema's fine-tuning defaults, the paper's protocol (a scale's caps are for its own runs).

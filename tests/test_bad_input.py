@@ -387,12 +387,21 @@ def test_edited_data_files_are_new_results(own_data, tmp_path):
     assert pretrain_hash(cfg) != before[1]
 
 
-def test_a_dotted_word_after_a_make_target_is_an_override():
+def test_a_config_key_after_a_make_target_is_an_override():
+    """Dotted keys and the config's top-level ones (make would take either for a make variable and drop it); and a
+    SWEEP in the environment is the GPU window's sweep name, not the Makefile's own command line."""
+    import os
     import subprocess
 
     out = subprocess.run(["make", "-n", "weight-sharing", "train.lr=1e-3", "finetune.tasks=[RTE]"],
                          capture_output=True, text=True, check=True).stdout
     assert "sweep" in out and "weight-sharing train.lr=1e-3 finetune.tasks=[RTE]" in out
+    out = subprocess.run(["make", "-n", "pretrain", "variant=bert", "results_dir=/tmp/r"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "pretrain" in out and "variant=bert" in out and "results_dir=/tmp/r" in out
+    out = subprocess.run(["make", "-s", "--eval", "probe: ; @echo \"$$SWEEP\"", "probe"], capture_output=True,
+                         text=True, check=True, env={**os.environ, "SWEEP": "efficiency"}).stdout
+    assert out.strip() == "efficiency", "what a recipe (gpu_window.sh) sees as SWEEP"
 
 
 def test_two_sweeps_on_one_results_directory_cannot_both_run(tmp_path, data_dir):
@@ -450,3 +459,30 @@ def test_exporting_a_file_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, s
     msg = error(ExportError, export, tmp_path / "notes.ckpt", tmp_path / "out", config=tmp_path / "config.yaml")
     assert "notes.ckpt cannot be read" in msg and "pass a run directory" in msg
     assert "weights_only" not in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "training-algorithms", "--csv", "--budget-minutes", "5"], "drop --csv"),
+    (["plan", "training-algorithms", "--no-time", "--budget-minutes", "5"], "drop --no-time"),
+    (["sweep", "training-algorithms", "--csv"], "--csv is a plan's format: add --plan"),
+    (["finetune", "{tmp}/nowhere", "--tasks", "RTE"], "/nowhere: no such file or directory"),
+    (["benchmark", "--render", "{tmp}"], "no benchmark.csv or provenance.json in"),
+    (["report", "nosuch", "--results-dir", "{tmp}"], "no results.csv at"),
+    (["data", "--out", "{tmp}/d", "--source-dir", "{tmp}/nowhere", "--tasks", "RTE"], "no saved dataset at"),
+])
+def test_a_command_given_what_it_cannot_use_says_so_in_one_line(tmp_path, argv, message):
+    from lightning_electra.cli import main
+
+    if argv[0] == "data":
+        pytest.importorskip("datasets")
+    with pytest.raises(SystemExit) as err:
+        main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert message in str(err.value.code)
+
+
+def test_plan_is_a_flag_so_an_override_after_it_is_an_override(capsys):
+    from tests.conftest import sweep_main as main
+
+    main(["training-algorithms", "--scale", "smoke", "--plan", "--no-time", "train.flops_budget=8e11"])
+    out = capsys.readouterr().out
+    assert "[plan] training-algorithms at scale smoke: 4 runs" in out and "total: " in out and "3.2e+12" in out

@@ -85,3 +85,29 @@ def test_hashes_and_commits_that_look_like_numbers_stay_text(tmp_path):
     assert again.loc[0, "config_hash"] == "4417e98150" and again.loc[0, "commit"] == "0012345"
     write_table(again, tmp_path / "results.csv")
     assert read_table(tmp_path / "results.csv").loc[0, "config_hash"] == "4417e98150"
+
+
+def test_a_report_is_never_replaced_by_a_report_of_nothing(tmp_path):
+    """No table, no provenance, or no score at the scale asked: a clear error, and the report there is as it was."""
+    import pytest
+
+    from analysis.report import NothingToReport, build_report
+    from lightning_electra.results import ResultsError
+
+    reports, results = tmp_path / "reports", tmp_path / "results"
+    committed = reports / "smoke" / "s"
+    committed.mkdir(parents=True)
+    (committed / "results.csv").write_text("kept\n")
+    with pytest.raises(ResultsError, match="no results.csv at .* Run the sweep"):
+        build_report("s", "smoke", results, reports)
+    (results / "s" / "smoke").mkdir(parents=True)
+    pd.DataFrame(rows("electra", "electra", [50, 90, 85, 80, 65])).to_csv(results / "s" / "results.csv", index=False)
+    with pytest.raises(ResultsError, match="no sweep.json at"):
+        build_report("s", "smoke", results, reports)
+    (results / "s" / "tiny").mkdir()
+    (results / "s" / "tiny" / "sweep.json").write_text(json.dumps({"invocations": [], "runs": {}}))
+    with pytest.raises(NothingToReport, match="no GLUE score at scale tiny yet"):
+        build_report("s", "tiny", results, reports)
+    assert (committed / "results.csv").read_text() == "kept\n" and not (reports / "tiny").exists()
+    with pytest.raises(ResultsError, match="no sweep.json beside it"):
+        render(committed)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from lightning_electra.io import atomic_write_text
+from lightning_electra.results import ResultsError
 
 SUITE, PLAIN_IMPLEMENTATION = "suite", "plain-transformers"  # the `implementation` column's values
 COLUMNS = ["variant", "implementation", "compiled", "device", "precision", "batch_size", "seq_len", "tokens_per_s",
@@ -121,6 +122,10 @@ def bounds(frame: pd.DataFrame, device: str) -> list[str]:
 
 def render(out: Path) -> Path:
     """benchmark.md from benchmark.csv and provenance.json in `out` (no measuring)."""
+    missing = [name for name in ("benchmark.csv", "provenance.json") if not (out / name).is_file()]
+    if missing:
+        raise ResultsError(f"no {' or '.join(missing)} in {out}: --render takes the folder a benchmark wrote (its "
+                           "--out, e.g. analysis/reports/benchmark).")
     frame = pd.read_csv(out / "benchmark.csv")
     info = json.loads((out / "provenance.json").read_text())
     md = ["# Pre-training throughput", "",
