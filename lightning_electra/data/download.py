@@ -91,9 +91,9 @@ def load(dataset: str, config: str | None, split: str, source_dir: Path | None, 
 
     if source_dir is not None:
         if not (source_dir / local).is_dir():
-            raise CorpusError(f"no saved dataset at {source_dir / local}: --source-dir takes a mirror of datasets saved "
-                              "with save_to_disk, laid out as <DIR>/glue/<config>/ and <DIR>/corpus/<name>/ (the "
-                              "hub's config names, e.g. glue/rte).")
+            raise CorpusError(f"no saved dataset at {source_dir / local}: --source-dir takes a mirror of datasets "
+                              "saved with save_to_disk, laid out as <DIR>/glue/<config>/ and <DIR>/corpus/<name>/ "
+                              "(the hub's config names, e.g. glue/rte).")
         saved = datasets.load_from_disk(str(source_dir / local))
         return saved[split] if isinstance(saved, datasets.DatasetDict) else saved
     return datasets.load_dataset(dataset, config, split=split, streaming=True)
