@@ -6,7 +6,8 @@ import json
 
 import pandas as pd
 
-from analysis.report import check_claim, figure, glue_table, palette, paper_rows, readable_log_ticks, render
+from analysis.figures import figure, palette, readable_log_ticks
+from analysis.report import check_claim, glue_table, paper_rows, render
 from lightning_electra.results import COLUMNS
 
 TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]
