@@ -97,6 +97,7 @@ if [ "$sweep" != none ]; then
   # every committed report of this scale, where its sweep keeps its table and provenance: this sweep's earlier
   # pieces, and the same runs in other sweeps (by config hash), are results already and are not re-run
   for prior in "${PRIOR:-analysis/reports}/$scale"/*/; do
+    prior=${prior%/}
     [ "${PRIOR:-}" != none ] && [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ] || continue
     name=$(basename "$prior")
     mkdir -p "$work/results/$name/$scale"

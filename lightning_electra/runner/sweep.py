@@ -87,7 +87,8 @@ def not_finished(name: str, configs: list[Config], selected: list[Config]) -> li
     hashes = {cfg.name: config_hash(cfg) for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()}
     elsewhere = rows_elsewhere(name, configs, hashes) if hashes else {}
     for run, (source, _) in elsewhere.items():
-        print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {source}'s table), not re-run",
+        table = "this sweep's table" if source == name else f"{source}'s table"
+        print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {table}), not re-run",
               flush=True)
     return [cfg for cfg in selected if cfg.name not in elsewhere]
 
