@@ -85,11 +85,11 @@ benchmark-finetune:  ## GLUE fine-tuning time, seeds one by one vs one batched e
 
 gpu-window:  ## one lent GPU's command (<= 9 min): step-graph check, benchmark, plan, a timed sweep -> OUT/window.{tar.gz,txt}
 	$(if $(OUT),,$(error make gpu-window needs OUT=<dir>; see experiments/gpu_window.sh for SWEEP, SCALE, PARALLEL))
-	$(if $(SCALE),SCALE=$(SCALE)) $(if $(PARALLEL),PARALLEL=$(PARALLEL)) experiments/gpu_window.sh $(OUT)
+	$(if $(SCALE),SCALE=$(SCALE)) $(if $(PARALLEL),PARALLEL=$(PARALLEL)) experiments/gpu_window.sh "$(OUT)"
 
 land-window:  ## what a GPU window brought back -> analysis/reports/ (and the index), to commit: make land-window FROM=<dir>
 	$(if $(FROM),,$(error make land-window needs FROM=<the folder holding window.tar.gz and window.txt>))
-	PYTHON=$(PYTHON) experiments/land_window.sh $(FROM)
+	PYTHON=$(PYTHON) experiments/land_window.sh "$(FROM)"
 
 reports:  ## re-render every report under analysis/reports/ from its results table (no training, no GPU)
 	$(CLI) report

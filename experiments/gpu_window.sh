@@ -90,21 +90,24 @@ fi
 echo "sweep step graphs: $(printf '%s\n' "${overrides[@]}" | grep -o '^[a-z]*\.step_graph' | tr '\n' ' ' || true)" \
   >> "$summary"
 if [ "$sweep" != none ]; then
-  runs=(); [ -n "${RUNS:-}" ] && runs=(--runs "$RUNS")
-  plan_flags=(--parallel "$parallel" ${runs[@]+"${runs[@]}"}); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
-  phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "${overrides[@]}"
-  cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
   # every committed report of this scale, where its sweep keeps its table and provenance: this sweep's earlier
-  # pieces, and the same runs in other sweeps (by config hash), are results already and are not re-run
+  # pieces, and the same runs in other sweeps (by config hash), are results already and are not re-run (a WORK of
+  # an earlier window keeps its own tables)
   for prior in "${PRIOR:-analysis/reports}/$scale"/*/; do
     prior=${prior%/}
     [ "${PRIOR:-}" != none ] && [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ] || continue
     name=$(basename "$prior")
+    [ -e "$work/results/$name/results.csv" ] && continue
     mkdir -p "$work/results/$name/$scale"
     cp "$prior/results.csv" "$work/results/$name/results.csv"
     cp "$prior/sweep.json" "$work/results/$name/$scale/sweep.json"
     echo "results so far: $prior (rows kept, and runs not re-run, while their config hashes hold)" >> "$summary"
   done
+  runs=(); [ -n "${RUNS:-}" ] && runs=(--runs "$RUNS")
+  plan_flags=(--parallel "$parallel" ${runs[@]+"${runs[@]}"}); [ "${PLAN_TIMES:-0}" = 1 ] || plan_flags+=(--no-time)
+  phase plan 60 "${cli[@]}" plan "$sweep" --scale "$scale" "${plan_flags[@]}" "results_dir=$work/results" \
+    "${overrides[@]}"
+  cp "$work/logs/plan.log" "$work/plan.txt" 2>/dev/null
   phase sweep "$(( $(left) - pack_s - 20 ))" "${cli[@]}" sweep "$sweep" --scale "$scale" --parallel "$parallel" \
     ${runs[@]+"${runs[@]}"} --reports-dir "$work/reports" "results_dir=$work/results" "${overrides[@]}"
   # a sweep stopped by the window still leaves the table and report of the runs it finished (20 s kept for it)

@@ -52,12 +52,13 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
                           f"{'--csv (PLAN=csv)' if args.csv else '--no-time'}.")
     check_sweep(args.sweep, args.scale, overrides, data=not args.plan and not args.child)  # in seconds, no torch
     from lightning_electra.runner.plan import print_plan
-    from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
+    from lightning_electra.runner.sweep import not_finished, run_sweep, select, sweep_configs
 
     sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=not args.csv and not args.child)
     name = sweep["name"]
     selected = [] if args.collect else select(configs, args.runs, name)
-    if args.plan:
+    if args.plan:  # what would run: not the runs whose rows a results table already holds
+        selected = not_finished(name, configs, selected, announce=not args.csv)
         return print_plan(name, selected, "csv" if args.csv else "table", times=not args.no_time,
                           parallel=args.parallel, budget_minutes=args.budget_minutes)
     failed = []

@@ -160,7 +160,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
     finished run; returns it and the names of the runs that failed."""
     start = time.time()
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    selected = not_finished(name, configs, selected)
+    asked, selected = selected, not_finished(name, configs, selected)
     check_parallel(selected, parallel)
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
@@ -203,7 +203,8 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                                       flush=True)
             finally:
                 stop(running)
-        table = write_sweep_table(name, sweep, configs, selected, command, time.time() - start)
+        ran = [cfg for cfg in selected if cfg.name not in failed] if asked else None
+        table = write_sweep_table(name, sweep, configs, ran, command, time.time() - start)
     return table, failed
 
 

@@ -100,6 +100,9 @@ def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True
     if style == "csv":
         print(frame.to_csv(index=False), end="")
         return
+    if not configs:
+        print(f"[plan] {sweep}: nothing to run, every run asked for is finished")
+        return
     cfg = configs[0]
     root = glue_root(cfg.data.data_dir)
     where = ("GLUE from the hub" if cfg.finetune.source == "hub" else f"the GLUE tasks with files under {root}"

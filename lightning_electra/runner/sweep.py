@@ -31,12 +31,12 @@ from lightning_electra.config import Config, ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.io import git_commit, hardware, held_lock, write_json
 from lightning_electra.objectives import OBJECTIVES
-from lightning_electra.results import COLUMNS, read_table, write_table
+from lightning_electra.results import COLUMNS, ResultsError, read_table, write_table
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
 from lightning_electra.runner.identity import RunLayout, config_hash
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.run import train_and_score
-from lightning_electra.runner.trainer import check_hardware
+from lightning_electra.runner.trainer import check_hardware, world_size
 
 
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
@@ -67,14 +67,21 @@ def rows_elsewhere(name: str, configs: list[Config], hashes: dict[str, str]) -> 
     (`hashes`: run name -> hash): this sweep's own table first (a piece finished on a lent machine whose run
     directories did not come back), then the other sweeps' in the same results directory (one run in two sweeps:
     ELECTRA and BERT are the same runs in training-algorithms and small-model). Run -> (the sweep whose table holds
-    its rows, the rows as this sweep's)."""
+    its rows, the rows as this sweep's). Another sweep's table that cannot be read is passed over, with a warning:
+    it is not this sweep's to refuse."""
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     own = results_dir / name / "results.csv"
     found: dict[str, tuple[str, pd.DataFrame]] = {}
     for path in [own, *sorted(p for p in results_dir.glob("*/results.csv") if p != own)]:
         if not path.exists() or len(found) == len(hashes):
             continue
-        table = read_table(path)
+        try:
+            table = read_table(path, sweep=name if path == own else None)
+        except (ResultsError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            if path == own:
+                raise
+            print(f"[sweep] passing over {path}, not a results table that can be read ({err})", flush=True)
+            continue
         for run, digest in hashes.items():
             rows = table[(table["run"] == run) & (table["config_hash"] == digest) & (table["scale"] == scale)]
             if run not in found and len(rows):
@@ -82,11 +89,14 @@ def rows_elsewhere(name: str, configs: list[Config], hashes: dict[str, str]) -> 
     return found
 
 
-def not_finished(name: str, configs: list[Config], selected: list[Config]) -> list[Config]:
-    """`selected` less the runs finished elsewhere (`rows_elsewhere`): their rows are results already, not re-run."""
-    hashes = {cfg.name: config_hash(cfg) for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()}
+def not_finished(name: str, configs: list[Config], selected: list[Config], announce: bool = True) -> list[Config]:
+    """`selected` less the runs finished elsewhere (`rows_elsewhere`): their rows are results already, not re-run.
+    A run over several processes is left to its own run table, as before: ranks started later must not decide
+    otherwise because a table changed meanwhile."""
+    hashes = {cfg.name: config_hash(cfg) for cfg in selected
+              if world_size(cfg) == 1 and not RunLayout.of(cfg, name).table(cfg).exists()}
     elsewhere = rows_elsewhere(name, configs, hashes) if hashes else {}
-    for run, (source, _) in elsewhere.items():
+    for run, (source, _) in elsewhere.items() if announce else ():
         table = "this sweep's table" if source == name else f"{source}'s table"
         print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {table}), not re-run",
               flush=True)
@@ -107,24 +117,30 @@ def collect(name: str, scale: str, results_dir: Path, order: list[str], tables: 
 
 
 def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float, ran: dict[str, str],
-                      in_table: set[tuple[str, str]], adopted: dict[str, str]) -> None:
+                      current: pd.DataFrame, adopted: dict[str, str]) -> None:
     """Provenance for the report: each invocation's command, commit, hardware, time and runs (`ran`: name -> config
     hash), and each run's budget (`runs`: each run in the table, with its summary; None for a run of this sweep
     finished elsewhere: its summary as recorded then); `adopted`: runs whose rows came from another sweep's table
-    (run -> that sweep). Earlier invocations none of whose runs is in the table any more (by name and hash:
-    `in_table`) are dropped, so a report's wall time is that of the results it shows."""
+    (run -> that sweep; kept for the runs whose rows this table now holds). Earlier invocations none of whose runs is
+    in the table any more (`current`: its rows at this scale, by name and hash; an invocation recorded before runs
+    were, by its commit) are dropped, so a report's wall time is that of the results it shows."""
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"invocations": []}
     earlier = meta.get("runs", {})
+    adopted = {**{run: source for run, source in meta.get("adopted", {}).items() if runs.get(run, {}) is None},
+               **adopted}
     runs = {run: earlier.get(run, {}) if summary is None else summary for run, summary in runs.items()}
     meta.update({"paper_experiment": sweep.get("paper_experiment"), "claims": sweep.get("claims", []),
-                 "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES), "adopted": adopted})
-    current = [i for i in meta["invocations"] if "runs" not in i or in_table & set(i["runs"].items())]
-    if len(current) < len(meta["invocations"]):
-        print(f"[sweep] provenance: {len(meta['invocations']) - len(current)} earlier invocation(s) left out, none of "
+                 "figure": sweep.get("figure"), "runs": runs, "variants": list(OBJECTIVES),
+                 "adopted": {run: adopted[run] for run in runs if run in adopted}})
+    pairs, commits = set(current[["run", "config_hash"]].itertuples(index=False, name=None)), set(current["commit"])
+    kept = [i for i in meta["invocations"]
+            if (pairs & set(i["runs"].items()) if "runs" in i else i.get("commit") in commits)]
+    if len(kept) < len(meta["invocations"]):
+        print(f"[sweep] provenance: {len(meta['invocations']) - len(kept)} earlier invocation(s) left out, none of "
               "their runs being in the table with these settings", flush=True)
-    meta["invocations"] = [*current, {"command": command, "commit": git_commit(), "hardware": hardware(),
-                                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                      "seconds": round(seconds, 1), "runs": ran}]
+    meta["invocations"] = [*kept, {"command": command, "commit": git_commit(), "hardware": hardware(),
+                                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   "seconds": round(seconds, 1), "runs": ran}]
     write_json(meta_path, meta)
 
 
@@ -136,7 +152,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
     sweep, whose parent holds it; a distributed launch's other ranks: rank 0 holds it)."""
     start = time.time()
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    selected = selected if child else not_finished(name, configs, selected)
+    asked, selected = selected, (selected if child else not_finished(name, configs, selected))
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
           f"({', '.join(c.name for c in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
@@ -161,7 +177,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
             raise
         if child:
             return None  # a parallel sweep's parent writes the table, once every run is done
-        return write_sweep_table(name, sweep, configs, selected, command, time.time() - start)
+        return write_sweep_table(name, sweep, configs, selected if asked else None, command, time.time() - start)
 
 
 @contextlib.contextmanager
@@ -178,11 +194,11 @@ def sweep_guard(name: str, configs: list[Config], selected: list[Config], hold_l
         yield
 
 
-def write_sweep_table(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str,
+def write_sweep_table(name: str, sweep: dict, configs: list[Config], ran: list[Config] | None, command: str,
                       seconds: float) -> Path:
     """The sweep's table from every run of it finished so far (this command's and earlier pieces', here or, by their
-    rows in a table, elsewhere), in the sweep file's order, and the provenance of this invocation, which ran
-    `selected` (none: --collect, which writes the table of the runs finished here)."""
+    rows in a table, elsewhere), in the sweep file's order, and the provenance of this invocation, which ran `ran`
+    (None: --collect, which writes the table of the runs finished here)."""
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     layouts = {cfg.name: (cfg, RunLayout.of(cfg, name)) for cfg in configs}
     tables = {run: table for run, (cfg, layout) in layouts.items() if (table := layout.table(cfg)).exists()}
@@ -200,10 +216,9 @@ def write_sweep_table(name: str, sweep: dict, configs: list[Config], selected: l
     runs = {run: json.loads(layouts[run][1].summary.read_text()) if run in tables
             else run_summary(results_dir / adopted[run] / scale / "sweep.json", run) if run in adopted else None
             for run in hashes if run not in missing}
-    in_table = {(run, hashes[run]) for run in runs}
-    ran = {cfg.name: hashes[cfg.name] for cfg in selected} if selected else {run: hashes[run] for run in tables}
-    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran, in_table,
-                      adopted)
+    ran_here = {run: hashes[run] for run in tables} if ran is None else {cfg.name: hashes[cfg.name] for cfg in ran}
+    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran_here,
+                      read_table(table_path).query("scale == @scale"), adopted)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path
 
