@@ -93,9 +93,10 @@ if [ "$sweep" != none ]; then
   # every committed report of this scale, where its sweep keeps its table and provenance: this sweep's earlier
   # pieces, and the same runs in other sweeps (by config hash), are results already and are not re-run (a WORK of
   # an earlier window keeps its own tables)
-  for prior in "${PRIOR:-analysis/reports}/$scale"/*/; do
+  [ "${PRIOR:-}" = none ] && priors=() || priors=("${PRIOR:-analysis/reports}/$scale"/*/)
+  for prior in ${priors[@]+"${priors[@]}"}; do
     prior=${prior%/}
-    [ "${PRIOR:-}" != none ] && [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ] || continue
+    [ -f "$prior/results.csv" ] && [ -f "$prior/sweep.json" ] || continue
     name=$(basename "$prior")
     [ -e "$work/results/$name/results.csv" ] && continue
     mkdir -p "$work/results/$name/$scale"

@@ -93,9 +93,10 @@ def not_finished(name: str, configs: list[Config], selected: list[Config], annou
     """`selected` less the runs finished elsewhere (`rows_elsewhere`): their rows are results already, not re-run.
     A run over several processes is left to its own run table, as before: ranks started later must not decide
     otherwise because a table changed meanwhile."""
-    hashes = {cfg.name: config_hash(cfg) for cfg in selected
-              if world_size(cfg) == 1 and not RunLayout.of(cfg, name).table(cfg).exists()}
-    elsewhere = rows_elsewhere(name, configs, hashes) if hashes else {}
+    hashes = {cfg.name: config_hash(cfg) for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()}
+    by_name = {cfg.name: cfg for cfg in selected}
+    elsewhere = {run: found for run, found in (rows_elsewhere(name, configs, hashes) if hashes else {}).items()
+                 if world_size(by_name[run]) == 1}  # asked only of the few found: it builds a Trainer
     for run, (source, _) in elsewhere.items() if announce else ():
         table = "this sweep's table" if source == name else f"{source}'s table"
         print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {table}), not re-run",
@@ -104,16 +105,18 @@ def not_finished(name: str, configs: list[Config], selected: list[Config], annou
 
 
 def collect(name: str, scale: str, results_dir: Path, order: list[str], tables: dict[str, Path],
-            elsewhere: dict[str, tuple[str, pd.DataFrame]]) -> Path:
+            elsewhere: dict[str, tuple[str, pd.DataFrame]]) -> tuple[Path, pd.DataFrame]:
     """The sweep's table, its runs in the sweep's `order`: each run finished here from its own table (`tables`), each
-    finished elsewhere from the rows found there (`rows_elsewhere`); then this table's rows of other scales."""
+    finished elsewhere from the rows found there (`rows_elsewhere`); then this table's rows of other scales. Returns
+    its path and its rows."""
     path = results_dir / name / "results.csv"
     earlier = read_table(path, sweep=name) if path.exists() else pd.DataFrame(columns=COLUMNS)
     frames = [read_table(tables[run], sweep=name) if run in tables else elsewhere[run][1]
               for run in order if run in tables or run in elsewhere]
     frames = [f for f in [*frames, earlier[earlier["scale"] != scale]] if len(f)]
-    write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS), path)
-    return path
+    table = write_table(pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS),
+                        path)
+    return path, table
 
 
 def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, seconds: float, ran: dict[str, str],
@@ -204,7 +207,7 @@ def write_sweep_table(name: str, sweep: dict, configs: list[Config], ran: list[C
     tables = {run: table for run, (cfg, layout) in layouts.items() if (table := layout.table(cfg)).exists()}
     hashes = {cfg.name: config_hash(cfg) for cfg in configs}
     elsewhere = rows_elsewhere(name, configs, {run: h for run, h in hashes.items() if run not in tables})
-    table_path = collect(name, scale, results_dir, list(hashes), tables, elsewhere)
+    table_path, table = collect(name, scale, results_dir, list(hashes), tables, elsewhere)
     adopted = {run: source for run, (source, _) in elsewhere.items() if source != name}
     if elsewhere:
         print(f"[sweep] finished elsewhere with these settings, from the tables of: "
@@ -218,7 +221,7 @@ def write_sweep_table(name: str, sweep: dict, configs: list[Config], ran: list[C
             for run in hashes if run not in missing}
     ran_here = {run: hashes[run] for run in tables} if ran is None else {cfg.name: hashes[cfg.name] for cfg in ran}
     record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran_here,
-                      read_table(table_path).query("scale == @scale"), adopted)
+                      table[table["scale"] == scale], adopted)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path
 
