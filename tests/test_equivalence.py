@@ -7,6 +7,7 @@ same sampled tokens: the losses and gradients must agree to float tolerance. Als
 writes its table, and (slow) torch.compile of the step changes nothing either.
 """
 
+import json
 import runpy
 import sys
 
@@ -19,7 +20,7 @@ from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.objectives import OBJECTIVES as VARIANTS
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, plain_electra_objective, plain_mlm_objective
-from lightning_electra.tools.benchmark_report import COLUMNS
+from lightning_electra.tools.benchmark_report import COLUMNS, STEP, STEP_BEFORE_LIGHTNING_FIT, render
 
 # No data needed: random ids shaped like packed examples, BERT's special ids, a small vocabulary for speed.
 SPECIAL = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=2048)
@@ -112,6 +113,12 @@ def test_benchmark_command_line_writes_the_table(tmp_path, monkeypatch):
     assert frame.paper_flops_per_step.nunique() == 1
     report = (tmp_path / "benchmark.md").read_text()
     assert "## Provenance" in report and "## What bounds it" in report and "--device cpu" in report
+    # re-rendering describes the step as the run that measured it recorded it, not as today's code measures one
+    info = json.loads((tmp_path / "provenance.json").read_text())
+    assert info["step"] == STEP and STEP in report
+    del info["step"]  # as in tables from before provenance recorded the step
+    (tmp_path / "provenance.json").write_text(json.dumps(info))
+    assert STEP_BEFORE_LIGHTNING_FIT in render(tmp_path).read_text()
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
-from lightning_electra.tools.benchmark_report import COLUMNS, PLAIN_IMPLEMENTATION, SUITE, device_peaks, write_outputs
+from lightning_electra.tools.benchmark_report import (COLUMNS, PLAIN_IMPLEMENTATION, STEP, SUITE, device_peaks,
+                                                     write_outputs)
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
             "steps": steps, "warmup": warmup, "small": small, "scale": args.scale, "seq_len": seq,
             "precision": precision, "device": device_name(device), "host": platform.machine(),
             "cpu_count": os.cpu_count(), "commit": git_commit(), "versions": versions(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "step": STEP}
     print(f"[benchmark] {len(plan)} rows on {info['device']} ({precision}, seq {seq}); data: {data_note}", flush=True)
     rows, failures, profiles = [], [], []
     for name, bs, compiled, graphed in plan:

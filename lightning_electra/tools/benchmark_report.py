@@ -22,6 +22,18 @@ COLUMNS = ["variant", "implementation", "compiled", "device", "precision", "batc
            "top_kernels", "step_graph"]
 
 
+# What a timed step is, written into provenance.json by the run that measured it, so that re-rendering an older
+# table (--render) describes how its rows were measured, not how today's code would measure them.
+STEP = ("the module's own training step in a Lightning fit, as a sweep trains it: masking on the device + the "
+        "objective (through torch.compile when compiled), backward, gradient clipping, the run's optimiser and "
+        "schedule; batches already on the device.")
+STEP_BEFORE_LIGHTNING_FIT = (  # tables from before provenance recorded the step (the H100 run of 2026-11-22)
+    "masking on the device + the objective (through torch.compile when compiled), backward, gradient clipping, AdamW "
+    "(fused on CUDA) and the schedule, as Lightning's automatic optimisation runs them; batches already on the device.")
+PLAIN_STEP = ("The plain baseline: transformers' ElectraForMaskedLM + ElectraForPreTraining, tied embeddings, "
+              "full-vocabulary generator logits, the models' own losses.")
+
+
 def device_peaks(name: str) -> tuple[float | None, float | None]:
     """(dense bf16 FLOP/s, memory bytes/s) from the datasheet for the GPUs we know; (None, None) otherwise."""
     n = name.upper()
@@ -149,10 +161,7 @@ def render(out: Path) -> Path:
            f"* Hardware: {info['device']}; host {info['host']} with {info['cpu_count']} CPU cores",
            f"* Software: {info['versions']}",
            f"* Data: {info['data']}",
-           "* Step: the module's own training step in a Lightning fit, as a sweep trains it: masking on the device "
-           "+ the objective (through torch.compile when compiled), backward, gradient clipping, the run's optimiser "
-           "and schedule; batches already on the device. The plain baseline: transformers' ElectraForMaskedLM + "
-           "ElectraForPreTraining, tied embeddings, full-vocabulary generator logits, the models' own losses.",
+           f"* Step: {info.get('step', STEP_BEFORE_LIGHTNING_FIT)} {PLAIN_STEP}",
            "* benchmark.csv also holds: measured and paper FLOPs per step, saved-tensor bytes per token (autograd's "
            "saved tensors in one eager step), kernels and GPU-busy ms per step (profiler), the compile mode, "
            "dynamo's graph and graph-break counts and CUDA-graph skips, step_ms_spread ((max - min) / median over "
