@@ -234,7 +234,7 @@ def render(out: Path) -> None:
               "| command | runs | commit | hardware | finished (UTC) | seconds |",
               "|---|---|---|---|---|---|"]
     for i in meta["invocations"]:  # runs: those it ran (a sweep in pieces: one piece each); not recorded before
-        runs = ", ".join(i["runs"]) if "runs" in i else "not recorded"
+        runs = (", ".join(i["runs"]) or "none (all done before)") if "runs" in i else "not recorded"
         lines.append(f"| `{i['command']}` | {runs} | {i['commit']} | {i['hardware']} | {i['finished']} | "
                      f"{i['seconds']} |")
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")

@@ -47,10 +47,13 @@ def test_constant_fine_tunes_are_marked_in_the_summary(tmp_path):
     out.mkdir(parents=True)
     pd.DataFrame(rows("electra", "electra", [50, 90, 85, 80, 65]) + rows("bert", "bert", [0, 50, 68, 10, 50],
                  constant=("SST-2",))).to_csv(out / "results.csv", index=False)
-    (out / "sweep.json").write_text(json.dumps({"claims": ["electra > bert"], "invocations": [], "runs": {}}))
+    ran_nothing = {"command": "sweep s", "runs": [], "commit": "c", "hardware": "h", "finished": "f", "seconds": 0.2}
+    (out / "sweep.json").write_text(json.dumps({"claims": ["electra > bert"], "invocations": [ran_nothing],
+                                                "runs": {}}))
     render(out)
     summary = (out / "summary.md").read_text()
     assert "| bert | 0.5 | 50.5* |" in summary and "the majority class's score" in summary
+    assert "| `sweep s` | none (all done before) | c |" in summary  # an invocation that found every run done
     assert "Scale smoke is a pipeline check" in summary
 
 
