@@ -38,7 +38,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
         die_with_parent()
     from lightning_electra.config import ConfigError
-    from lightning_electra.runner.configs import check_sweep
+    from lightning_electra.runner.configs import check_sweep, check_sweep_data
 
     if args.collect and args.plan:
         raise ConfigError("--collect trains nothing and --plan shows what would be trained: ask for one of them.")
@@ -50,7 +50,14 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     if args.budget_minutes is not None and (args.csv or args.no_time):
         raise ConfigError("--budget-minutes is answered from the plan's times, in its table: drop "
                           f"{'--csv (PLAN=csv)' if args.csv else '--no-time'}.")
-    check_sweep(args.sweep, args.scale, overrides, data=not args.plan and not args.child)  # in seconds, no torch
+    checked = check_sweep(args.sweep, args.scale, overrides)  # in seconds, no torch
+    if not args.plan and not args.child:  # (a child's parent has checked)
+        check_sweep_data(checked)
+    elif args.plan and not args.csv:  # a plan needs no data, but the sweep it plans does: say so now
+        try:
+            check_sweep_data(checked)
+        except ConfigError as missing:
+            print(f"[plan] the sweep would stop before its first run here: {missing}", flush=True)
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.sweep import not_finished, run_sweep, select, sweep_configs
 

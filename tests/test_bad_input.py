@@ -486,3 +486,15 @@ def test_plan_is_a_flag_so_an_override_after_it_is_an_override(capsys):
     main(["training-algorithms", "--scale", "smoke", "--plan", "--no-time", "train.flops_budget=8e11"])
     out = capsys.readouterr().out
     assert "[plan] training-algorithms at scale smoke: 4 runs" in out and "total: " in out and "3.2e+12" in out
+
+
+def test_a_plan_without_the_data_still_plans_and_says_the_sweep_would_stop(tmp_path, capsys):
+    """A plan is made anywhere (sizing a scale on a laptop); the sweep it plans reads data, so it says what is missing."""
+    from tests.conftest import sweep_main as main
+
+    main(["training-algorithms", "--scale", "smoke", "--plan", "--no-time", f"data.data_dir={tmp_path}/nowhere"])
+    out = capsys.readouterr().out
+    assert "[plan] the sweep would stop before its first run here: Data directory" in out and "total: " in out
+    with pytest.raises(SystemExit) as err:  # and the sweep does stop, before any work
+        main(["training-algorithms", "--scale", "smoke", f"data.data_dir={tmp_path}/nowhere"])
+    assert "does not exist" in str(err.value.code)

@@ -217,16 +217,20 @@ def sweep_layers(sweep: dict, scale: str) -> tuple[list, list[list]]:
     return common, runs
 
 
-def check_sweep(name: str, scale: str | None, overrides: list[str], data: bool = True) -> None:
-    """Every run of a sweep checked against the schema's own rules, and every data file it will read, without
-    importing torch: a misspelled key, a value out of its range or a missing or malformed file stops a command in
-    seconds, before any work (the objectives' own rules come with the heavy imports, still before any work)."""
+def check_sweep(name: str, scale: str | None, overrides: list[str]) -> list[Config]:
+    """Every run of a sweep checked against the schema's own rules without importing torch: a misspelled key or a
+    value out of its range stops a command in seconds, before any work (the objectives' own rules come with the heavy
+    imports, still before any work). Returns the runs' configs, for `check_sweep_data`."""
     sweep = load_sweep(name)
     scale = pick_scale(scale, overrides)
     common, runs = sweep_layers(sweep, scale)
-    configs = [load_config(scale, layers=[*common, *run], overrides=overrides, full=False) for run in runs]
+    return [load_config(scale, layers=[*common, *run], overrides=overrides, full=False) for run in runs]
+
+
+def check_sweep_data(configs: list[Config]) -> None:
+    """Every data file the runs will read: a missing or malformed file stops a sweep before any work."""
     checked = set()
-    for cfg in configs if data else []:  # and the data each reads (runs mostly share it: each set of files once)
+    for cfg in configs:  # runs mostly share their data: each set of files once
         key = repr((cfg.data, cfg.finetune.tasks, cfg.finetune.source))
         if key not in checked:
             check_data(cfg, announce=not checked)
