@@ -54,8 +54,8 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     if not args.plan and not args.child:  # (a child's parent has checked)
         check_sweep_data(checked)
     elif args.plan and not args.csv:  # a plan needs no data, but the sweep it plans does: say so now
-        try:
-            check_sweep_data(checked)
+        try:  # (quietly: the plan's own header says which GLUE tasks it fine-tunes)
+            check_sweep_data(checked, announce=False)
         except ConfigError as missing:
             print(f"[plan] the sweep would stop before its first run here: {missing}", flush=True)
     from lightning_electra.runner.plan import print_plan

@@ -47,7 +47,7 @@ def test_constant_fine_tunes_are_marked_in_the_summary(tmp_path):
     out.mkdir(parents=True)
     pd.DataFrame(rows("electra", "electra", [50, 90, 85, 80, 65]) + rows("bert", "bert", [0, 50, 68, 10, 50],
                  constant=("SST-2",))).to_csv(out / "results.csv", index=False)
-    ran_nothing = {"command": "sweep s", "runs": [], "commit": "c", "hardware": "h", "finished": "f", "seconds": 0.2}
+    ran_nothing = {"command": "sweep s", "runs": {}, "commit": "c", "hardware": "h", "finished": "f", "seconds": 0.2}
     (out / "sweep.json").write_text(json.dumps({"claims": ["electra > bert"], "invocations": [ran_nothing],
                                                 "runs": {}}))
     render(out)

@@ -227,13 +227,14 @@ def check_sweep(name: str, scale: str | None, overrides: list[str]) -> list[Conf
     return [load_config(scale, layers=[*common, *run], overrides=overrides, full=False) for run in runs]
 
 
-def check_sweep_data(configs: list[Config]) -> None:
-    """Every data file the runs will read: a missing or malformed file stops a sweep before any work."""
+def check_sweep_data(configs: list[Config], announce: bool = True) -> None:
+    """Every data file the runs will read: a missing or malformed file stops a sweep before any work (`announce`:
+    say which GLUE tasks it leaves out for want of files, once)."""
     checked = set()
     for cfg in configs:  # runs mostly share their data: each set of files once
         key = repr((cfg.data, cfg.finetune.tasks, cfg.finetune.source))
         if key not in checked:
-            check_data(cfg, announce=not checked)
+            check_data(cfg, announce=announce and not checked)
             checked.add(key)
 
 
