@@ -53,7 +53,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     checked = check_sweep(args.sweep, args.scale, overrides)  # in seconds, no torch
     if not args.plan and not args.child:  # (a child's parent has checked)
         check_sweep_data(checked)
-    elif args.plan and not args.csv:  # a plan needs no data, but the sweep it plans does: say so now
+    elif args.plan and not args.csv:  # a plan needs no data but its sweep does: say so (a csv plan's stdout is a table)
         try:  # (quietly: the plan's own header says which GLUE tasks it fine-tunes)
             check_sweep_data(checked, announce=False)
         except ConfigError as missing:
