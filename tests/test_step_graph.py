@@ -58,9 +58,11 @@ def test_the_step_graph_trains_as_automatic_optimisation(variant, overrides, sta
     untrained = build(variant, False, *overrides, stage=stage)
     moved = max((a - u).abs().max().item() for a, u in zip(automatic.parameters(), untrained.parameters()))
     assert moved > 1e-3, "the weights moved (so equal weights mean equal training)"
+    # float rounding apart, the same weights. In bf16 the rounding of casts moves with the last bits of the weights, by
+    # an amount that depends on the CPU's bf16 kernels: measured, 0.26% of the training's movement on an AMX machine,
+    # where a clip 10% off moves 4%. So the bound is 1% of the movement.
+    tolerance = 0.01 * moved if "bf16" in automatic.cfg.train.precision else 1e-6
     for (name, a), b in zip(automatic.named_parameters(), graphed.parameters()):
-        # float rounding apart, the same weights (bf16: the rounding of casts moves with the last bits of weights)
-        tolerance = 2e-5 if "bf16" in automatic.cfg.train.precision else 1e-6
         torch.testing.assert_close(a, b, rtol=1e-5, atol=tolerance, msg=name)
     if variant == "amos":  # the mixture weights recorded at log steps 2, 4 and 6, outside the step
         assert [row[0] for row in graphed.exit_weights] == [2, 4, 6]
