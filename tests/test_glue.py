@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import types
@@ -14,7 +15,7 @@ from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import (TASKS, GlueCollator, GlueDataError, GlueDataset, available_tasks,
                                          build_tokenizer, load_examples)
 from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
-                                        warmup_linear_decay)
+                                        load_backbone, warmup_linear_decay)
 from tests.conftest import FIXTURES, shared_data
 
 DATA = FIXTURES  # the tests' own slices; the `full_data` ones read the whole data (DATA_DIR)
@@ -220,6 +221,12 @@ def test_layerwise_learning_rates(backbone: Path) -> None:
     decay_of = {name: g["weight_decay"] for g in groups for name in g["names"]}
     assert decay_of["head.bias"] == 0 and decay_of["backbone.embeddings.LayerNorm.weight"] == 0
     assert decay_of["backbone.encoder.layer.0.intermediate.dense.weight"] == 0.01
+
+
+def test_a_backbone_runs_its_own_torch_code_not_kernels_from_the_hub(backbone: Path) -> None:
+    model = load_backbone(backbone)
+    assert not getattr(model, "use_kernels", False)  # transformers 5.2x turns them on by default
+    copy.deepcopy(model).to("meta").train()  # the seed ensemble's weightless template switches modes (no kernel there)
 
 
 def test_warmup_then_linear_decay() -> None:

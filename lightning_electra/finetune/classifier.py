@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torchmetrics
 from torch import nn
-from transformers import ElectraModel
+from transformers import ElectraModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from lightning_electra.config import FinetuneConfig
@@ -95,12 +95,20 @@ def layerwise_param_groups(model: nn.Module, lr: float, decay: float, num_layers
 
 def load_backbone(backbone_dir: Union[str, Path]) -> ElectraModel:
     """The ElectraModel in a transformers directory (a saved ElectraModel, or the discriminator / generator saved
-    whole: their heads are dropped). Missing or mis-shaped weights are an error, not a silent random init."""
+    whole: their heads are dropped). Missing or mis-shaped weights are an error, not a silent random init.
+
+    The model runs its own torch code. transformers 5.25 (not yet 5.17) loads models with `use_kernels` on by
+    default, swapping layers such as GELU for kernels from the Hugging Face hub for the device at hand at each
+    train()/eval() switch: results would depend on what the hub serves that day, an offline GPU machine would ask it
+    anyway, and the seed ensemble's weightless copy on the meta device, which no kernel serves, fails outright.
+    Releases without `set_use_kernels` never used hub kernels unasked (the oldest this suite takes lack the
+    argument)."""
     verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the per-load report lists the dropped pre-training head: expected
     hf_logging.disable_progress_bar()
     try:
-        model, info = ElectraModel.from_pretrained(str(backbone_dir), output_loading_info=True)
+        no_hub_kernels = {"use_kernels": False} if hasattr(PreTrainedModel, "set_use_kernels") else {}
+        model, info = ElectraModel.from_pretrained(str(backbone_dir), output_loading_info=True, **no_hub_kernels)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bar:
