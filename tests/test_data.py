@@ -80,3 +80,14 @@ def test_missing_data_dir_is_a_clear_error(smoke_cfg):
     cfg = smoke_cfg("data.data_dir=/nonexistent/data")
     with pytest.raises(ConfigError, match="DATA_DIR"):
         PretrainDataModule(cfg)
+
+
+def test_every_packaged_vocabulary_loads_by_name():
+    from lightning_electra.config import DataConfig
+    from lightning_electra.data.files import PACKAGED_VOCABS, vocab_path
+    from lightning_electra.data.tokenizer import build_tokenizer, special_ids
+
+    assert special_ids(vocab_path(DataConfig(vocab="wiki-uncased-8k"))).vocab_size == 8192
+    for name in PACKAGED_VOCABS:
+        tok = build_tokenizer(vocab_path(DataConfig(vocab=name)))
+        assert tok.convert_ids_to_tokens(tok("The cat sat.")["input_ids"])[0] == "[CLS]"

@@ -11,7 +11,12 @@ from lightning_electra.data.glue_tasks import TASKS, glue_tasks, load_examples, 
 from lightning_electra.data.tokenizer import read_vocab
 
 PACKAGED_VOCAB = "bert-base-uncased"
-PACKAGED_VOCAB_FILE = Path(__file__).resolve().parent / "bert-base-uncased-vocab.txt"  # Apache-2.0, google-research/bert
+# by data.vocab name: BERT's uncased WordPiece (Apache-2.0, google-research/bert), and an uncased WordPiece of 8,192
+# tokens fitted to the shared corpus's first Wikipedia shard (`python -m lightning_electra vocab`), for small models:
+# at a width of 128 BERT's 30,522-way softmax costs G more than its encoder does
+PACKAGED_VOCABS = {name: Path(__file__).resolve().parent / f"{name}-vocab.txt"
+                   for name in (PACKAGED_VOCAB, "wiki-uncased-8k")}
+PACKAGED_VOCAB_FILE = PACKAGED_VOCABS[PACKAGED_VOCAB]
 
 
 def data_file(data: DataConfig, relative: str) -> Path:
@@ -29,14 +34,14 @@ def data_file(data: DataConfig, relative: str) -> Path:
 
 
 def vocab_path(data: DataConfig) -> Path:
-    """data.vocab's file: the packaged BERT vocabulary, or a path under data_dir (or absolute)."""
-    if data.vocab == PACKAGED_VOCAB:
-        return PACKAGED_VOCAB_FILE
+    """data.vocab's file: a packaged vocabulary by name, or a path under data_dir (or absolute)."""
+    if data.vocab in PACKAGED_VOCABS:
+        return PACKAGED_VOCABS[data.vocab]
     path = Path(data.vocab).expanduser()
     if path.is_absolute():
         if not path.is_file():
-            raise ConfigError(f"Missing vocabulary '{path}' (data.vocab). Use data.vocab={PACKAGED_VOCAB} (the "
-                              "packaged BERT uncased vocabulary) or the path of a vocab.txt.")
+            raise ConfigError(f"Missing vocabulary '{path}' (data.vocab). Use a packaged one by name "
+                              f"({', '.join(PACKAGED_VOCABS)}) or the path of a vocab.txt.")
         return path
     return data_file(data, data.vocab)
 

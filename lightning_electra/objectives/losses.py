@@ -37,7 +37,12 @@ def mlm_metrics(logits: torch.Tensor, masked: Masked) -> dict[str, torch.Tensor]
     loss = F.cross_entropy(logits.flatten(0, 1).float(), masked.labels.flatten(), reduction="none")
     n = weights.sum().clamp_min(1)
     accuracy = ((logits.argmax(-1) == masked.labels).float() * weights).sum() / n
-    return {"mlm_loss": (loss * weights.flatten()).sum() / n, "mlm_accuracy": accuracy}
+    # the unigram plateau: the accuracy of always answering the batch's most frequent masked token. An MLM whose
+    # accuracy sits there has learnt token frequencies only, nothing of the context
+    counts = torch.zeros(logits.shape[-1], device=logits.device).scatter_add_(0, masked.labels.flatten(),
+                                                                             weights.flatten().float())
+    return {"mlm_loss": (loss * weights.flatten()).sum() / n, "mlm_accuracy": accuracy,
+            "mlm_unigram_accuracy": counts.max() / n}
 
 
 def sampled_accuracy(sampled: torch.Tensor, masked: Masked) -> torch.Tensor:
@@ -58,4 +63,37 @@ def discriminator_metrics(logits: torch.Tensor, replaced: torch.Tensor,
             "disc_accuracy": ((predicted == actual).float() * scored).sum() / n,
             "disc_precision": true_pos / predicted.sum().clamp_min(1),
             "disc_recall": true_pos / actual.sum().clamp_min(1),
+            "disc_auroc": auroc(logits.float().flatten(), actual.flatten(), scored.bool().flatten()),
+            # D's loss if it answered its prior (the replaced rate) everywhere: a D whose loss sits here has learnt
+            # nothing, though its accuracy reads 1 - replaced rate
+            "disc_prior_loss": binary_entropy(actual.sum() / n),
             "replaced_fraction": actual.sum() / n}
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """In nats, as binary cross-entropy is; 0 at p = 0 or 1."""
+    p = p.float().clamp(1e-7, 1 - 1e-7)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of `scores` separating `positive` from the other `counted` entries (1-D each): the
+    chance that a positive outscores a negative, ties counting half; 0.5 where either class is empty. Threshold-free,
+    so it moves while D still sits near its prior (when precision and recall at 0.5 are both 0). Static shapes (a
+    sort and cumulative sums, no boolean indexing), so it runs inside a compiled or graphed step."""
+    sorted_scores, order = scores.sort()
+    pos = (positive & counted)[order].float()
+    neg = (~positive & counted)[order].float()
+    neg_upto = neg.cumsum(0)  # negatives at or below each sorted entry
+    n = scores.numel()
+    index = torch.arange(n, device=scores.device)
+    differs = sorted_scores[1:] != sorted_scores[:-1]
+    first = torch.cat([differs.new_ones(1), differs])  # entry starts a run of equal scores
+    last = torch.cat([differs, differs.new_ones(1)])  # entry ends one
+    start = torch.where(first, index, 0).cummax(0).values
+    end = torch.where(last, index, n - 1).flip(0).cummin(0).values.flip(0)
+    below = torch.where(start > 0, neg_upto[(start - 1).clamp_min(0)], 0.0)
+    tied = neg_upto[end] - below
+    n_pos, n_neg = pos.sum(), neg.sum()
+    area = (pos * (below + 0.5 * tied)).sum() / (n_pos * n_neg).clamp_min(1)
+    return torch.where((n_pos > 0) & (n_neg > 0), area, torch.full_like(area, 0.5))
