@@ -119,8 +119,8 @@ def parallel_count(text: str) -> int:
 
 
 def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
-    p.add_argument("sweep", help="a sweep under experiments/configs/sweeps/ (its name, without .yaml), or the path of "
-                   "a sweep file of one's own")
+    p.add_argument("sweep", help="a sweep under lightning_electra/configs/sweeps/ (its name, without .yaml), "
+                   "or the path of a sweep file of one's own")
     p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
     p.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
                    "pieces, e.g. one per command on a lent machine); the table and report take every finished run")

@@ -20,7 +20,7 @@ from lightning_electra.config import Config, ConfigError, check
 from lightning_electra.data.files import check_data
 from lightning_electra.io import atomic_write_text
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"  # lightning_electra/configs/, shipped as package data
 
 
 def _schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""A sweep: a file under experiments/configs/sweeps/ expanded into runs, each run to the end, one table for them all.
+"""A sweep: a file under lightning_electra/configs/sweeps/ expanded into runs, each run to the end, one table for them
+all.
 
 A sweep file names its runs; each run is a variant plus keys that override the scale's config:
 
@@ -42,7 +43,7 @@ from lightning_electra.runner.trainer import check_hardware, world_size
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
     """The sweep file and one config per run: scale <- variant <- the sweep's common keys <- (with `budget:
     electra-steps`, the reference step count) <- the run's keys <- its keys for this scale (`at_scale`) <- overrides.
-    `name` is a sweep under experiments/configs/sweeps/ or the path of a sweep file."""
+    `name` is a sweep under lightning_electra/configs/sweeps/ or the path of a sweep file."""
     sweep = load_sweep(name)
     scale = pick_scale(scale, overrides, announce)
     common, runs = sweep_layers(sweep, scale)
