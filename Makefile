@@ -38,9 +38,9 @@ RUN_SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(R
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-30s %s\n", $$1, $$2}'
 
-install:  ## install the dependencies from requirements.txt (torch first, if missing: pinned, see README)
+install:  ## install the suite (pip install -e .: deps, the lightning-electra command); torch first if missing, pinned
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install -r requirements.txt
+	$(PYTHON) -m pip install -e ".[dev]"
 
 data:  ## the corpus (wikitext-103) and all GLUE tasks from the Hugging Face hub into $(DATA_DIR) or ./data
 	$(CLI) data $(ARGS)
