@@ -126,7 +126,10 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
           + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
     if guard.good_step != module.global_step:  # last.ckpt at the final step: what is exported is what was scored
-        trainer.save_checkpoint(resume)
+        # Lightning's weights_only here means "the model alone": last.ckpt must also hold the optimiser, loops and
+        # callbacks' states to resume from, so False, said explicitly (unset, Lightning logs that it defaulted to
+        # False). Reading it back is weights-only in torch.load's sense all the same (AtomicCheckpointIO).
+        trainer.save_checkpoint(resume, weights_only=False)
     # on every rank: under FSDP this gathers the sharded weights onto rank 0 (the other ranks get nothing)
     state = {k: v.detach().cpu() for k, v in trainer.strategy.lightning_module_state_dict().items()}
     if module.stage < module.stages:  # what the next stage starts from: rank 0 saves it, every rank reads it back
