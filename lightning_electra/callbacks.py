@@ -5,6 +5,7 @@
 * `NonFiniteGuard`: stops the run at the first non-finite loss (or weight), before a bad checkpoint is written.
 * `RngState`: every rank's RNG states in the checkpoint, so a resumed run draws what an uninterrupted one would.
 * `FractionCheckpoints`: the fine-tunable encoder in transformers' format at fractions of the budget.
+* `ProgressReport`: step, loss, tokens a second and the estimated end, as a bar or as lines in a log (progress.py).
 
 Each keeps its state in the checkpoint under the keys it always had ("flops", "measured_flops_per_step", "rng").
 """
@@ -24,6 +25,7 @@ from lightning_electra.errors import SuiteError
 from lightning_electra.flops import measure_flops
 from lightning_electra.io import atomic, write_json
 from lightning_electra.models import effective_state
+from lightning_electra.progress import Progress
 
 COUNTS = ("step", "tokens", "flops_paper", "flops_measured")
 
@@ -222,3 +224,37 @@ class FractionCheckpoints(L.Callback):
                 module.backbone().save_pretrained(tmp, state_dict={k[len(prefix):]: v for k, v in state.items()
                                                                    if k.startswith(prefix)})
                 write_json(tmp / "meta.json", {**done, "variant": module.cfg.variant, "stage": module.stage})
+
+
+class ProgressReport(L.Callback):
+    """Pre-training's progress on rank 0 (progress.Progress): the step of all stages out of `total_steps`, the loss,
+    tokens a second and the estimated end; a bar on a terminal, a line a minute or every 5% in a log. The loss is
+    read from the device only when a line or a redraw is due."""
+
+    def __init__(self, label: str, counter: FlopsCounter, total_steps: int):
+        self.label, self.counter, self.total = label, counter, total_steps
+        self.progress: Progress | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        c = module.cfg
+        self.tokens_per_step = c.train.batch_size * c.data.max_seq_length
+        start = self.counter.offset["step"] + trainer.global_step  # a resumed fit, a later stage
+        self.progress = Progress(self.label, self.total, "step", start=start, enabled=trainer.is_global_zero)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = self.counter.offset["step"] + trainer.global_step
+        if self.progress is None or not self.progress.due(step):
+            return
+        figures = []
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):  # automatic optimisation hands over the loss divided by the micro-batches
+            scale = trainer.accumulate_grad_batches if module.automatic_optimization else 1
+            figures.append(f"loss {loss.detach().float().item() * scale:.4g}")
+        rate = self.progress.rate(step)
+        if rate:
+            figures.append(f"{rate * self.tokens_per_step:,.0f} tokens/s")
+        self.progress.update(step, figures)
+
+    def on_train_end(self, trainer, module) -> None:
+        if self.progress is not None:
+            self.progress.close()

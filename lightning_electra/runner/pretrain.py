@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +14,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from transformers.utils import logging as transformers_logging
 
-from lightning_electra.callbacks import FlopsCounter, FractionCheckpoints, NonFiniteGuard, RngState, stage_seed
+from lightning_electra.callbacks import (FlopsCounter, FractionCheckpoints, NonFiniteGuard, ProgressReport, RngState,
+                                        stage_seed)
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.data.files import vocab_path
@@ -117,8 +117,10 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
     trainer = make_trainer(
         cfg, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=lightning_gradient_clip(cfg),
         logger=make_loggers(cfg, stage_dir, label, resume_step), log_every_n_steps=cfg.train.log_every_n_steps,
-        callbacks=[counter, guard, RngState(), last, fractions], plugins=[AtomicCheckpointIO()],
-        enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(), limit_val_batches=0,
+        callbacks=[counter, guard, RngState(), last, fractions,
+                   ProgressReport(f"[pretrain] {cfg.name}", counter, module.steps * module.stages)],
+        plugins=[AtomicCheckpointIO()], enable_model_summary=False,
+        enable_progress_bar=False, limit_val_batches=0,  # ProgressReport: one bar over all stages, or log lines
         num_sanity_val_steps=0)
     print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale})"
           + (f" stage {module.stage}/{module.stages}" if module.stages > 1 else "")

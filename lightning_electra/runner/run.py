@@ -18,6 +18,7 @@ from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.finetune import finetune_task_seeds, glue_tasks
 from lightning_electra.io import git_commit, write_json
+from lightning_electra.progress import Progress
 from lightning_electra.results import COLUMNS, read_table, write_table
 from lightning_electra.runner.configs import save_config
 from lightning_electra.runner.identity import RunLayout, config_hash
@@ -65,6 +66,7 @@ def finetune_checkpoints(cfg: Config, layout: RunLayout, sweep: str) -> list[dic
             "commit": git_commit(), "config_hash": config_hash(cfg)}
     rows = []
     checkpoints = layout.step_dirs()
+    progress = Progress(f"[finetune] {cfg.name}", finetunes_to_do(cfg, layout, checkpoints, tasks), "fine-tunes")
     for n, checkpoint in enumerate(checkpoints, 1):
         meta = json.loads((checkpoint / "meta.json").read_text())
         for task in tasks:
@@ -83,9 +85,22 @@ def finetune_checkpoints(cfg: Config, layout: RunLayout, sweep: str) -> list[dic
                     write_json(results[seed], {"scores": scores, "seconds": seconds})
                     print(f"[finetune] {cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task} seed {seed}: "
                           f"{scores['score']:.1f}", flush=True)
+                progress.update(progress.done + len(group))
             for seed, result in results.items():
                 scores = json.loads(result.read_text())["scores"]
                 rows += [{**base, **{k: meta[k] for k in ("step", "tokens", "flops_paper", "flops_measured")},
                           "task": task, "metric": metric, "value": value, "finetune_seed": seed}
                          for metric, value in scores.items()]
+    progress.close()
     return rows
+
+
+def finetunes_to_do(cfg: Config, layout: RunLayout, checkpoints: list[Path], tasks: list[str]) -> int:
+    """How many fine-tunes (checkpoint x task x seed) finetune_checkpoints will run: those without a result, and with
+    finetune.batched_seeds every seed of a task that misses one (the group is redone whole)."""
+    seeds, total = cfg.finetune.seeds, 0
+    for checkpoint in checkpoints:
+        for task in tasks:
+            missing = sum(not layout.finetune_result(cfg, checkpoint, task, seed).exists() for seed in range(seeds))
+            total += seeds if cfg.finetune.batched_seeds and missing else missing
+    return total

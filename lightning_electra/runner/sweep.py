@@ -32,6 +32,7 @@ from lightning_electra.config import Config, ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.io import git_commit, hardware, held_lock, write_json
 from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.progress import Progress
 from lightning_electra.results import COLUMNS, ResultsError, read_table, write_table
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
 from lightning_electra.runner.identity import RunLayout, config_hash
@@ -165,13 +166,24 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
             # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
             # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
             # pre-trainings would leave the other ranks waiting in the next run's first collective (30 minutes).
+            # The sweep's progress in runs, pre-trained then finished: runs finished before count as done but not
+            # in the rate; a run of a parallel sweep (`child`) has no sweep's progress to give.
+            earlier = {c.name for c in selected if RunLayout.of(c, name).table(c).exists()}
+            report = {"total": len(selected), "unit": "runs", "start": len(earlier),
+                      "enabled": global_rank() == 0 and not child}
+            progress = Progress(f"[sweep] {name} pre-training", **report)
             for current in selected:
                 train_and_score(current, name, finetune=False)
+                if current.name not in earlier:
+                    progress.update(progress.done + 1)
             leave_process_group()
             if global_rank() != 0:
                 return None
+            progress = Progress(f"[sweep] {name} fine-tuning", **report)
             for current in selected:
                 train_and_score(current, name)
+                if current.name not in earlier:
+                    progress.update(progress.done + 1)
         except BaseException:
             # Nothing is lost: every finished stage of every run is on disk; the sweep's table is only written below
             if current is not None:  # what is checked before any run (config, data, devices) never gets here
