@@ -12,6 +12,7 @@ So a phase that takes minutes prints about twenty lines, and one that takes days
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import datetime, timedelta
@@ -58,8 +59,13 @@ class Progress:
         if enabled and (self.stream.isatty() if bar is None else bar):
             from tqdm import tqdm
 
+            try:  # a terminal that reports no size (some pseudo-terminals) would get no bar at all: give it 100 x 24
+                sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+            except (AttributeError, OSError, ValueError):
+                sized = False
             self.bar = tqdm(total=self.total, initial=self.start, desc=label, unit=f" {unit}" if unit else "it",
-                            file=self.stream, dynamic_ncols=True, leave=True)
+                            file=self.stream, dynamic_ncols=sized, ncols=None if sized else 100,
+                            nrows=None if sized else 24, leave=True)
 
     def due(self, done: int) -> bool:
         """Whether `update(done)` would draw or print now."""
@@ -125,7 +131,8 @@ class Progress:
         if not self.enabled or self.closed:
             return
         if self.bar is not None:
-            self.update(self.done, figures, force=True)
+            if figures or self.bar.n != self.done:
+                self.update(self.done, figures, force=True)
             self.bar.close()
         elif self.done != self.last_done:
             print(self.line(self.done, figures), file=self.stream, flush=True)
