@@ -4,6 +4,7 @@ directory; pre-training loggers. One real 2-step pre-training run is shared by t
 import importlib.util
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -170,3 +171,43 @@ def test_a_run_directory_exports_the_weights_its_last_step_ended_with(data_dir, 
     exported = load_file(tmp_path / "exported" / "discriminator" / "model.safetensors")
     for name, weight in scored.items():
         torch.testing.assert_close(exported[f"electra.{name}"], weight, msg=name)
+
+
+def test_the_model_card_holds_the_runs_training_scores_and_provenance(trained_run, tmp_path):
+    """A run directory laid out as a sweep leaves it (results table, sweep.json beside): the card reads them back."""
+    from lightning_electra.results import COLUMNS, write_table
+
+    run = tmp_path / "results" / "training-algorithms" / "smoke" / trained_run.name
+    shutil.copytree(trained_run, run)
+    name = load_run_config(run / "config.yaml").name
+    base = {"sweep": "training-algorithms", "run": name, "variant": "electra", "scale": "smoke", "seed": 0,
+            "tokens": 0, "flops_paper": 0, "flops_measured": 0, "commit": "abc1234", "config_hash": "0123456789"}
+    scores = {("RTE", 0): 50.0, ("RTE", 1): 54.0, ("RTE", 2): 60.0, ("MRPC", 0): 70.0, ("MRPC", 1): 72.0,
+              ("MRPC", 2): 68.0}
+    rows = [{**base, "step": step, "task": task, "metric": metric, "value": value + step, "finetune_seed": seed}
+            for (task, seed), value in scores.items() for step in (1, 2) for metric in ("score", "accuracy")]
+    write_table([{c: r[c] for c in COLUMNS} for r in rows], run / "results-0123456789.csv")
+    invocation = {"command": "python -m lightning_electra sweep training-algorithms --scale smoke", "commit": "abc1234",
+                  "hardware": "CPU (x86_64, 2 cores)", "finished": "2026-01-01T00:00:00+00:00", "runs": {name: "x"}}
+    (run.parent / "sweep.json").write_text(json.dumps({"invocations": [invocation]}))
+    out = tmp_path / "exported"
+    main(["export", str(run), str(out)])
+
+    card = (out / "README.md").read_text()
+    front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    assert "language: en" in front and "license: apache-2.0" in front and "- electra" in front
+    assert "- nyu-mll/glue" in front and (out / "discriminator" / "README.md").read_text() == card
+    assert "| steps | 2 |" in body and "| scale | `smoke` |" in body and "pre-training FLOPs" in body
+    assert "A smoke-scale model" in body
+    # step 2's rows only (the last.ckpt's step), each task's median over the three seeds, GLUE-2 their mean
+    assert "| RTE | accuracy | 56.00 |" in body and "| MRPC | accuracy | 72.00 |" in body
+    assert "| **GLUE-2** | mean | **64.00** |" in body and "median of 3 fine-tuning seed(s)" in body
+    assert f"- trained: `{invocation['command']}` at commit `abc1234`" in body
+    assert "- fine-tuned at commit `abc1234`" in body
+    assert f"- exported: `python -m lightning_electra export {run} {out}` at commit `" in body
+
+
+def test_a_card_without_scores_says_how_to_measure_them(exported):
+    card = (exported / "README.md").read_text()
+    assert "None: the run directory holds no results table" in card and "datasets:" not in card
+    assert "the command is not recorded in the run directory" in card

@@ -10,6 +10,9 @@ What is written, one directory per model, each with its tokenizer (ElectraTokeni
                     head (its discriminator head, the copy gate, goes to discriminator/)
     encoder/        ElectraModel only: the source was a checkpoints/step-* directory, which holds no heads
     export.json     where it came from (variant, stage, step, FLOPs) and which weights were left out
+    README.md       a Hugging Face model card (also in each model's directory): what was trained, how long, on what,
+                    the GLUE scores the suite measured for this checkpoint (when the run directory has them), and the
+                    commits and commands that made it
 
 Roles are named for what a model is, not for where a variant uses it: BERT's MLM is not a "generator", and a
 user loading discriminator/ always gets a trained replaced-token head. A step directory is written as encoder/,
@@ -21,6 +24,7 @@ probabilities) are listed in export.json, not written.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,11 +33,13 @@ import torch
 
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.files import vocab_path
+from lightning_electra.data.glue_tasks import TASKS
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import UnreadableFile, load_torch, write_json
+from lightning_electra.io import UnreadableFile, atomic_write_text, git_commit, load_torch, write_json
 from lightning_electra.models import saveable
 from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.results import glue_scores, read_table
 from lightning_electra.runner.configs import load_run_config
 from lightning_electra.runner.identity import RunLayout, pretrain_hash
 from lightning_electra.runner.pretrain import build_module
@@ -150,7 +156,8 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
     from lightning_electra.finetune import load_backbone
 
     hf_logging.disable_progress_bar()  # a bar per shard written: noise beside the one line per model
-    source, out = find_source(Path(source)), Path(out)
+    given, out = Path(source), Path(out)
+    source = find_source(given)
     config_path = Path(config) if config else source.parent.parent / "config.yaml"
     if not config_path.is_file():
         if source.is_file() or config:
@@ -184,7 +191,108 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
               f"parameters -> {out / role}", flush=True)
     meta["models"] = {role: type(model).__name__ for role, model in models.items()}
     write_json(out / "export.json", meta)
+    run = source.parent.parent if config_path and (source.parent.parent / "config.yaml").is_file() else None
+    command = "python -m lightning_electra export " + shlex.join([str(given), str(out), *(overrides or []),
+                                                                   *(["--config", str(config)] if config else [])])
+    card = model_card(cfg, meta, run, {role: m.config for role, m in models.items()}, command, tokenizer)
+    for place in [out, *(out / role for role in models)]:  # a model directory uploaded alone keeps its card
+        atomic_write_text(place / "README.md", card)
     return meta
 
 
-__all__ = ["export", "ExportError", "find_source", "load_module"]
+# --- the model card --------------------------------------------------------------------------------------------------
+ROLE_TEXT = {"discriminator": "the discriminator with its replaced-token head",
+             "generator": "the generator (masked LM) that corrupted the discriminator's input",
+             "mlm": "a masked LM at the discriminator's size", "encoder": "the encoder alone (no heads)"}
+
+
+def measured_glue(run: Path, step: int) -> dict | None:
+    """The GLUE dev scores the suite measured for the run's checkpoint at `step`, from its newest results table that
+    has them: each task's median over the fine-tuning seeds and GLUE, their mean. None when there are none."""
+    for path in sorted(run.glob("results-*.csv"), key=lambda p: p.stat().st_mtime, reverse=True):
+        rows = read_table(path)
+        rows = rows[(rows["metric"] == "score") & (rows["step"] == step)]
+        if len(rows):
+            tasks = [t for t in TASKS if t in set(rows["task"])]
+            wide = glue_scores(rows, ["step"], tasks).iloc[0]
+            return {"tasks": {t: float(wide[t]) for t in tasks}, "glue": float(wide["GLUE"]), "table": path.name,
+                    "seeds": int(rows.groupby("task").size().max()), "commits": sorted(set(rows["commit"]))}
+    return None
+
+
+def training_provenance(run: Path, name: str) -> list[dict]:
+    """The sweep invocations that ran this run (its sweep's sweep.json, beside the run directory)."""
+    sweep_json = run.parent / "sweep.json"
+    if not sweep_json.is_file():
+        return []
+    return [i for i in json.loads(sweep_json.read_text()).get("invocations", []) if name in i.get("runs", {})]
+
+
+def model_card(cfg: Config, meta: dict, run: Path | None, configs: dict, command: str, tokenizer) -> str:
+    """README.md in Hugging Face's format: YAML metadata, then what the model is, its training, its GLUE scores as
+    measured by the suite (when the run directory holds them) and its provenance."""
+    summary = json.loads((run / "pretrain.json").read_text()) if run and (run / "pretrain.json").is_file() else {}
+    step = meta.get("step")
+    glue = measured_glue(run, int(step)) if run and step is not None else None
+    invocations = training_provenance(run, cfg.name) if run else []
+    tags = ["electra", "lightning-electra", "pretraining", cfg.variant, f"{cfg.scale}-scale"]
+    lines = ["---", "language: en", "license: apache-2.0", "library_name: transformers", "tags:",
+             *[f"- {t}" for t in dict.fromkeys(tags)], *(["datasets:", "- nyu-mll/glue"] if glue else []), "---", "",
+             f"# {cfg.name}: {cfg.variant} at the {cfg.scale} scale", "",
+             f"Pre-trained with **lightning_electra**, a PyTorch Lightning suite for the pre-training ablations of "
+             f"ELECTRA (Clark et al., ICLR 2020) and AMOS (Meng et al., ICLR 2022): variant `{cfg.variant}`, scale "
+             f"`{cfg.scale}`, run `{cfg.name}`."]
+    if cfg.scale == "smoke":
+        lines += ["", "**A smoke-scale model**: a few minutes of CPU training that checks the pipeline. It is near "
+                  "chance on GLUE and is not meant for use."]
+    lines += ["", "| directory | class | what |", "|---|---|---|"]
+    lines += [f"| `{role}/` | `{cls}` | {ROLE_TEXT[role]} |" for role, cls in meta["models"].items()]
+    d = configs.get("discriminator") or configs.get("mlm") or configs.get("encoder")
+    shape = (f"{d.num_hidden_layers} layers x {d.hidden_size} hidden, {d.num_attention_heads} attention head(s), "
+             f"embeddings {d.embedding_size}" if d is not None else "")
+    g = configs.get("generator")
+    rows = [("variant", f"`{cfg.variant}`" + (f" (stage {meta['stage']})" if meta.get("stage", 1) > 1 else "")),
+            ("scale", f"`{cfg.scale}`"), ("steps", f"{int(step):,}" if step is not None else "unknown"),
+            ("tokens", f"{int(meta['tokens']):,}" if meta.get("tokens") else ""),
+            ("pre-training FLOPs (paper convention)", f"{meta['flops_paper']:.3g}" if meta.get("flops_paper") else ""),
+            ("FLOPs measured (torch, matmuls, forward + backward)",
+             f"{meta['flops_measured']:.3g}" if meta.get("flops_measured") else ""),
+            ("model", shape), ("generator", f"{g.num_hidden_layers} layers x {g.hidden_size} hidden" if g else ""),
+            ("sequence length, batch", f"{cfg.data.max_seq_length}, {cfg.train.batch_size}"),
+            ("pre-training wall time", f"{summary['seconds']:,.0f} s" if summary.get("seconds") else ""),
+            ("corpus", ", ".join(f"`{c}`" for c in cfg.data.corpus)
+             + (f" (first {cfg.data.max_corpus_bytes:,} bytes)" if cfg.data.max_corpus_bytes else "")),
+            ("vocabulary", f"`{cfg.data.vocab}`, {tokenizer.vocab_size:,} WordPiece tokens, lower-cased")]
+    lines += ["", "## Training", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows if v]]
+    lines += ["", "## GLUE (dev sets, as the suite measured this checkpoint)", ""]
+    if glue:
+        tasks = glue["tasks"]
+        lines += [f"Each task's main metric, the median of {glue['seeds']} fine-tuning seed(s) (the paper's "
+                  f"protocol); GLUE-{len(tasks)} is their mean. From `{glue['table']}`.", "",
+                  "| task | metric | score |", "|---|---|---|",
+                  *[f"| {t} | {TASKS[t].main_metric} | {v:.2f} |" for t, v in tasks.items()],
+                  f"| **GLUE-{len(tasks)}** | mean | **{glue['glue']:.2f}** |"]
+    else:
+        lines.append("None: the run directory holds no results table for this step (the run was pre-trained only, "
+                     "or its fine-tuning has not finished). `python -m lightning_electra finetune <this directory>/"
+                     f"{next(iter(meta['models']))}` measures them.")
+    lines += ["", "## Provenance", "", f"- source: `{meta['source']}`"
+              + (f", pre-training hash `{meta['pretrain_hash']}`" if meta.get("pretrain_hash") else "")]
+    lines += [f"- trained: `{i['command']}` at commit `{i.get('commit', 'unknown')}` on {i.get('hardware', '?')}, "
+              f"finished {i.get('finished', '?')}" for i in invocations]
+    if run and not invocations:
+        lines.append("- trained: the command is not recorded in the run directory (`pretrain` runs keep none); its "
+                     "config is the run's `config.yaml`")
+    if glue:
+        lines.append(f"- fine-tuned at commit {', '.join(f'`{c}`' for c in glue['commits'])}")
+    lines.append(f"- exported: `{command}` at commit `{git_commit()}`")
+    if meta.get("not_exported"):
+        lines.append(f"- not exported (no transformers home): {', '.join(meta['not_exported'])}")
+    role = next(iter(meta["models"]))
+    lines += ["", "## Use", "", "```python", f"from transformers import AutoTokenizer, {meta['models'][role]}", "",
+              f'tokenizer = AutoTokenizer.from_pretrained("<export dir>/{role}")  # or the Hub repo it was put in',
+              f'model = {meta["models"][role]}.from_pretrained("<export dir>/{role}")', "```", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["export", "ExportError", "find_source", "load_module", "model_card"]
