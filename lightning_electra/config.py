@@ -150,9 +150,10 @@ class FinetuneConfig:
     source: str = "files"  # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
     seeds: int = 3  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
     lr: float = 3e-4
-    layer_decay: float = 0.8  # layer k of L gets lr * decay^(L - k); embeddings lowest, head full lr
+    layer_decay: float = 0.8  # layer k of L gets lr * decay^(L + 1 - k); embeddings lowest, head full lr
     # true: the official code's off-by-one, which ran the paper (every layer one step lower: the top layer gets
-    # lr * decay^2; google-research/electra issue 51); false: the intended decay (top layer lr * decay)
+    # lr * decay^2; google-research/electra issue 51); false: the intended decay (top layer lr * decay, embeddings
+    # lr * decay^(L + 1))
     official_layer_decay: bool = True
     warmup_fraction: float = 0.1
     # true: the official lr * min(1, step / warmup) * (1 - step / total), peaking at 0.9 x lr; false: the decay starts

@@ -191,6 +191,16 @@ def test_metrics_on_known_inputs() -> None:
     y = [0, 1, 1, 0, 1, 0, 0, 1]
     assert _score("CoLA", y, y)["mcc"] == pytest.approx(100)
     assert _score("CoLA", [1 - v for v in y], y)["mcc"] == pytest.approx(-100)
+    assert _score("CoLA", [1, 0, 0, 1], [1, 1, 0, 0])["mcc"] == pytest.approx(0)
+    # the official scorer's (sklearn's) value, by hand: (tp tn - fp fn) / sqrt(...) with tp 2, fp 1, tn 1, fn 0
+    assert _score("CoLA", [1, 1, 1, 0], [1, 1, 0, 0])["mcc"] == pytest.approx(100 * 2 / math.sqrt(3 * 2 * 1 * 2))
+
+
+@pytest.mark.parametrize("constant", [0, 1])
+def test_mcc_of_a_constant_classifier_is_zero_as_the_official_scorer_says(constant: int) -> None:
+    labels = [1] * 722 + [0] * 321  # CoLA dev's classes; torchmetrics' epsilon scored this about +-2.6
+    assert _score("CoLA", [constant] * len(labels), labels)["mcc"] == 0
+    assert _score("CoLA", [0, 1, 0, 1], [1] * 4)["mcc"] == 0  # constant labels: also undefined, also 0
     sts = _score("STS-B", [0.1, 0.2, 0.5, 0.9, 3.0], [0.0, 1.0, 2.0, 3.0, 5.0])
     assert sts["spearman"] == pytest.approx(100) and sts["pearson"] < 100
     mrpc = _score("MRPC", [1, 1, 0, 0], [1, 0, 1, 0])  # tp 1, fp 1, fn 1
@@ -207,10 +217,10 @@ def test_layerwise_learning_rates(backbone: Path) -> None:
         assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
         return {name: g["lr"] for g in groups for name in g["names"]}
 
-    plain = lrs(False)
-    assert plain["backbone.embeddings.word_embeddings.weight"] == pytest.approx(lr * d ** 2)
-    assert plain["backbone.encoder.layer.0.attention.self.query.weight"] == pytest.approx(lr * d)
-    assert plain["backbone.encoder.layer.1.output.dense.weight"] == pytest.approx(lr)
+    plain = lrs(False)  # the intended scheme: each depth one step below the one above, the head at lr
+    assert plain["backbone.embeddings.word_embeddings.weight"] == pytest.approx(lr * d ** 3)
+    assert plain["backbone.encoder.layer.0.attention.self.query.weight"] == pytest.approx(lr * d ** 2)
+    assert plain["backbone.encoder.layer.1.output.dense.weight"] == pytest.approx(lr * d)
     assert plain["head.weight"] == lr and min(plain.values()) == plain["backbone.embeddings.LayerNorm.weight"]
     official = lrs(True)
     assert official["backbone.encoder.layer.1.output.dense.weight"] == pytest.approx(lr * d ** 2)

@@ -45,13 +45,39 @@ class ConstantPredictions(torchmetrics.Metric):
         return (self.low == self.high).float()
 
 
+class MatthewsCorrelation(torchmetrics.Metric):
+    """Binary Matthews correlation as the official scorer (sklearn) computes it: 0 when a marginal is constant (every
+    prediction, or every label, one class), where the formula's denominator is 0. torchmetrics' MatthewsCorrCoef puts
+    an epsilon there instead and scores a constant classifier on CoLA's dev set about +-0.026, not 0."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("tp", "fp", "tn", "fn"):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        predicted, actual = preds.bool(), target.bool()
+        self.tp += (predicted & actual).sum()
+        self.fp += (predicted & ~actual).sum()
+        self.tn += (~predicted & ~actual).sum()
+        self.fn += (~predicted & actual).sum()
+
+    def compute(self) -> torch.Tensor:
+        tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn
+        denominator = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)).sqrt()
+        mcc = (tp * tn - fp * fn) / denominator.clamp_min(1e-300)
+        return torch.where(denominator > 0, mcc, torch.zeros_like(mcc)).float()
+
+
 def build_metrics(task: Union[str, GlueTask], constant: bool = False) -> torchmetrics.MetricCollection:
     """The task's dev metrics as torchmetrics objects, keyed by the names in `task.metrics` (0-1 scale); with
     `constant`, also whether every prediction was the same (1: the fine-tune scores what the majority class would)."""
     spec = get_task(task)
     n = spec.num_labels
     make = {
-        "mcc": lambda: torchmetrics.MatthewsCorrCoef(task="binary"),
+        "mcc": MatthewsCorrelation,
         "accuracy": lambda: torchmetrics.Accuracy(task="multiclass", num_classes=n),
         "f1": lambda: torchmetrics.F1Score(task="binary"),  # positive class 1: paraphrase / duplicate
         "spearman": lambda: torchmetrics.SpearmanCorrCoef(),
@@ -65,13 +91,14 @@ def build_metrics(task: Union[str, GlueTask], constant: bool = False) -> torchme
 
 def layerwise_param_groups(model: nn.Module, lr: float, decay: float, num_layers: int, weight_decay: float,
                            official: bool = False) -> list[dict[str, Any]]:
-    """AdamW groups: encoder layer k of L (1-based) at lr * decay^(L - k), embeddings at lr * decay^L, the head at lr.
+    """AdamW groups: the head at lr, encoder layer k of L (1-based) at lr * decay^(L + 1 - k), the embeddings at
+    lr * decay^(L + 1): each depth one step below the one above it (google-research/electra issue 51's intended scheme).
 
     `official` reproduces google-research/electra's `_get_layer_lrs` (lr * decay^(L + 2 - depth), head at depth
-    L + 2): every backbone exponent grows by 2, so the top layer gets lr * decay^2 and the embeddings decay^(L+2).
-    Parameters are expected under `backbone.` (the ElectraModel) and anywhere else for the head.
+    L + 2), which ran the paper: every backbone exponent one larger, so the top layer gets lr * decay^2 and the
+    embeddings decay^(L+2). Parameters are expected under `backbone.` (the ElectraModel) and anywhere else for the head.
     """
-    shift = 2 if official else 0
+    shift = 2 if official else 1
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
