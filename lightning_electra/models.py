@@ -7,6 +7,7 @@ variants call their submodules (`.electra`, the heads) directly so the MLM head 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -23,19 +24,23 @@ def discriminator_shape(m: ModelConfig) -> Shape:
 
 
 def generator_shape(m: ModelConfig) -> Shape:
-    """D's depth, a fraction of its width: hidden, FFN = 4 x hidden, heads = max(1, hidden / 64).
+    """D's depth, a fraction of its width: hidden, FFN = 4 x hidden, heads = max(1, hidden / 64) (at the full
+    fraction, D's own layer shapes).
 
-    With shared embeddings G reads D's embedding table (so its embedding size is D's); untied, its own of its width.
+    With shared embeddings G reads D's embedding table, so its embedding size is D's; untied, it has its own table of
+    its own width, as the official code's untied generator (embedding_size=None: the hidden size), whatever its size.
     """
     if m.generator_fraction == 1.0:
-        return discriminator_shape(m)
-    hidden = max(1, round(m.hidden_size * m.generator_fraction))
-    heads = max(1, hidden // 64)
-    if hidden % heads:
-        raise ConfigError(f"Generator hidden size {hidden} (= {m.hidden_size} x {m.generator_fraction}) is not "
-                          f"divisible by its {heads} heads; pick a fraction giving a multiple of 64.")
-    embedding = m.embedding_size if m.tie != "none" else hidden
-    return Shape(hidden=hidden, layers=m.num_layers, heads=heads, intermediate=4 * hidden, embedding=embedding)
+        layers = discriminator_shape(m)
+    else:
+        hidden = max(1, round(m.hidden_size * m.generator_fraction))
+        heads = max(1, hidden // 64)
+        if hidden % heads:
+            raise ConfigError(f"Generator hidden size {hidden} (= {m.hidden_size} x {m.generator_fraction}) is not "
+                              f"divisible by its {heads} heads; pick a fraction giving a multiple of 64.")
+        layers = Shape(hidden=hidden, layers=m.num_layers, heads=heads, intermediate=4 * hidden,
+                       embedding=m.embedding_size)
+    return replace(layers, embedding=m.embedding_size if m.tie != "none" else layers.hidden)
 
 
 def electra_config(shape: Shape, m: ModelConfig, vocab_size: int) -> ElectraConfig:

@@ -24,6 +24,27 @@ def test_generator_shape_is_a_fraction_of_the_discriminator():
     assert generator_shape(ModelConfig(hidden_size=768, num_heads=12, generator_fraction=1 / 3)).n_heads == 4
 
 
+@pytest.mark.parametrize("fraction", [0.25, 1.0])
+def test_an_untied_generator_has_its_own_table_of_its_own_width_whatever_its_size(fraction):
+    """The official untied G (embedding_size=None): its hidden width, also at D's size (it had D's 128 there)."""
+    small = ModelConfig(hidden_size=256, num_layers=12, embedding_size=128, generator_fraction=fraction, tie="none")
+    s = generator_shape(small)
+    assert s.e == s.hidden == 256 * fraction
+    tied = generator_shape(ModelConfig(hidden_size=256, num_layers=12, embedding_size=128, generator_fraction=fraction))
+    assert tied.e == 128 and (tied.hidden, tied.i, tied.n_heads) == (s.hidden, s.i, s.n_heads)
+
+
+def test_the_untied_fix_moves_only_the_hashes_of_the_runs_it_changes():
+    from lightning_electra.runner.configs import load_config
+    from lightning_electra.runner.identity import config_hash, pretrain_hash, protocol_fixes
+
+    untied = load_config("smoke", overrides=["model.tie=none", "model.generator_fraction=1.0"])
+    assert protocol_fixes(untied) and not protocol_fixes(load_config("smoke", overrides=["model.tie=none"]))
+    assert not protocol_fixes(load_config("smoke"))
+    intended = load_config("smoke", overrides=["finetune.official_layer_decay=false"])
+    assert pretrain_hash(intended) == pretrain_hash(load_config("smoke")) != config_hash(intended)
+
+
 def test_tie_embeddings_shares_tables_and_layernorm_only():
     g, d = pair("embeddings")
     ge, de = g.electra.embeddings, d.electra.embeddings

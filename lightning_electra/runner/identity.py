@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_electra.config import Config, ConfigError, flatten, to_dict
-from lightning_electra.data.files import data_file, vocab_path
+from lightning_electra.data.files import corpus_sources, data_file, vocab_path
 from lightning_electra.data.glue_tasks import TASKS, task_file
 from lightning_electra.io import file_digest
 
@@ -45,15 +45,31 @@ VARIANT_SECTIONS = {"amos.": "amos", "adversarial.": "adversarial"}
 LATER_SWITCHES: dict[str, Any] = {"finetune.length_buckets": []}
 
 
+def protocol_fixes(cfg: Config) -> dict[str, str]:
+    """Fixes of the protocol made after results existed, keyed into the hashes of exactly the runs whose computation
+    they change (a `finetune.` key moves only fine-tuning), so those re-run and no other result moves."""
+    fixes = {}
+    if cfg.model.tie == "none" and cfg.model.generator_fraction == 1.0 and cfg.model.generator == "learned":
+        fixes["model.untied_generator_embedding"] = "own-width"  # was D's embedding size (issue 31)
+    if not cfg.finetune.official_layer_decay:
+        fixes["finetune.layer_decay_scheme"] = "top-layer-decayed"  # the top layer had the head's full lr (issue 31)
+    return fixes
+
+
 def _results_keys(cfg: Config) -> dict[str, Any]:
     keys = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
             and all(not k.startswith(section) or cfg.variant == variant for section, variant in VARIANT_SECTIONS.items())
             and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
+    keys.update(protocol_fixes(cfg))
     # what the vocabulary and the corpus hold, not where they lie; a file not there is named instead (a run refuses
     # it before any work)
     keys["data.vocab"] = contents(lambda: vocab_path(cfg.data), cfg.data.vocab)
+    try:
+        sources = corpus_sources(cfg.data)
+    except ConfigError:
+        sources = cfg.data.corpus
     keys["data.corpus"] = [source if source.startswith("hub:") else contents(lambda: data_file(cfg.data, source),
-                                                                             source) for source in cfg.data.corpus]
+                                                                             source) for source in sources]
     return keys
 
 
