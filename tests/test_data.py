@@ -91,3 +91,28 @@ def test_every_packaged_vocabulary_loads_by_name():
     for name in PACKAGED_VOCABS:
         tok = build_tokenizer(vocab_path(DataConfig(vocab=name)))
         assert tok.convert_ids_to_tokens(tok("The cat sat.")["input_ids"])[0] == "[CLS]"
+
+
+def test_a_corpus_pattern_reads_every_shard_there_and_an_empty_one_says_how_to_fetch(tmp_path):
+    import gzip
+    import lzma
+
+    import pytest
+
+    from lightning_electra.config import ConfigError, DataConfig
+    from lightning_electra.data.corpus import text_bytes
+    from lightning_electra.data.files import corpus_files, corpus_sources
+
+    (tmp_path / "corpus").mkdir()
+    text = "One paragraph.\n\nAnother document.\n" * 50
+    with lzma.open(tmp_path / "corpus/wiki-train-01.txt.xz", "wt") as f:
+        f.write(text)
+    with gzip.open(tmp_path / "corpus/wiki-train-00.txt.gz", "wt") as f:
+        f.write(text)
+    (tmp_path / "corpus/wiki-train-02.txt").write_text(text)
+    data = DataConfig(data_dir=str(tmp_path), corpus=["corpus/wiki-train-*", "hub:wikitext"])
+    assert corpus_sources(data) == ["corpus/wiki-train-00.txt.gz", "corpus/wiki-train-01.txt.xz",
+                                    "corpus/wiki-train-02.txt", "hub:wikitext"]
+    assert [text_bytes(p) for p in corpus_files(data)] == [len(text.encode())] * 3
+    with pytest.raises(ConfigError, match="No corpus file matches 'corpus/none-\\*'.*make data"):
+        corpus_sources(DataConfig(data_dir=str(tmp_path), corpus=["corpus/none-*"]))

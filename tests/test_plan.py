@@ -2,6 +2,7 @@
 
 from io import StringIO
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -75,3 +76,32 @@ def test_parallel_lanes_and_budget_pieces():
     assert groups == [["a", "c"], ["b"]] and alone == ["d"]
     groups, alone = pieces(["a", "b", "c", "d"], [5, 4, 1, 12], 6, parallel=2)  # two lanes a command
     assert groups == [["a", "b", "c"]] and alone == ["d"]
+
+
+def test_the_plan_says_how_often_each_run_reads_its_corpus_and_warns_of_memorisation(data_dir, tmp_path, capsys):
+    from lightning_electra.data.corpus import text_bytes
+    from lightning_electra.data.files import corpus_files
+    from lightning_electra.runner.plan import TEXT_BYTES_PER_SLOT, corpus_passes
+
+    overrides = [f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path}"]
+    _, configs = sweep_configs("training-algorithms", "smoke", overrides)
+    cfg = configs[1]
+    passes, exact = corpus_passes(cfg, 100)
+    size = min(cfg.data.max_corpus_bytes, sum(text_bytes(p) for p in corpus_files(cfg.data)))
+    expected = 100 * cfg.train.batch_size / (size / (TEXT_BYTES_PER_SLOT * cfg.data.max_seq_length))
+    assert not exact and passes == pytest.approx(expected)
+    main(["plan", "training-algorithms", "--scale", "smoke", "--no-time", *overrides, "train.flops_budget=4e14"])
+    out = capsys.readouterr().out
+    assert "passes" in out and "would read the corpus more than 10 times" in out
+
+
+def test_a_packed_corpus_gives_the_exact_passes(data_dir, tmp_path):
+    from lightning_electra.data.datamodule import PretrainDataModule
+    from lightning_electra.runner.plan import corpus_passes
+
+    _, configs = sweep_configs("training-algorithms", "smoke", [f"data.data_dir={data_dir}",
+                                                                 f"data.cache_dir={tmp_path}"])
+    dm = PretrainDataModule(configs[1])
+    dm.prepare_data()
+    passes, exact = corpus_passes(configs[1], 10)
+    assert exact and passes == pytest.approx(10 * configs[1].train.batch_size / len(np.load(dm.cache / "examples.npy")))

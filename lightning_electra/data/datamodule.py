@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_electra.config import Config, ConfigError, DataConfig
 from lightning_electra.data.corpus import CorpusError, iter_lines
-from lightning_electra.data.files import corpus_files, vocab_path
+from lightning_electra.data.files import corpus_files, corpus_sources, vocab_path
 from lightning_electra.data.packing import ExampleBuilder, batch_from_ids, pack, to_array
 from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
 from lightning_electra.distributed import local_rank
@@ -39,7 +39,7 @@ def cache_key(data: DataConfig, vocab: Path) -> str:
     parts["vocab_sha"] = hashlib.sha256(vocab.read_bytes()).hexdigest()
     # the files themselves (size, modification time), so another DATA_DIR with other text never hits this cache
     parts["files"] = [(f.stat().st_size, f.stat().st_mtime_ns) for f in
-                      (Path(data.data_dir) / c for c in data.corpus if not c.startswith("hub:")) if f.is_file()]
+                      (Path(data.data_dir) / c for c in corpus_sources(data) if not c.startswith("hub:")) if f.is_file()]
     parts["version"] = PACKING_VERSION
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -73,7 +73,7 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
             read[0] += len(tokens) if tokens else 0
             yield tokens
 
-    for example in pack(counted(_token_lines(iter_lines(data_dir, data.corpus, data.max_corpus_bytes), tokenizer)),
+    for example in pack(counted(_token_lines(iter_lines(data_dir, corpus_sources(data), data.max_corpus_bytes), tokenizer)),
                         builder):
         examples.append(example)
         if len(examples) % 50_000 == 0:

@@ -46,9 +46,27 @@ def vocab_path(data: DataConfig) -> Path:
     return data_file(data, data.vocab)
 
 
+def corpus_sources(data: DataConfig) -> list[str]:
+    """data.corpus with its patterns expanded: `corpus/wiki-train-*.txt.xz` is every shard there, in name order (so a
+    scale reads whatever `make data` fetched); a pattern that matches nothing is an error saying how to fetch."""
+    sources = []
+    for source in data.corpus:
+        if source.startswith("hub:") or not any(c in source for c in "*?["):
+            sources.append(source)
+            continue
+        root = Path(data.data_dir).expanduser()
+        found = sorted(str(p.relative_to(root)) for p in root.glob(source) if p.is_file())
+        if not found:
+            raise ConfigError(f"No corpus file matches '{source}' (data.corpus) under '{root}'. Fetch shards with "
+                              "`make data ARGS=\"--corpus wikipedia --max-corpus-mb N\"` (N MB of text, 100 a "
+                              "shard), or point DATA_DIR at a folder that has them.")
+        sources += found
+    return sources
+
+
 def corpus_files(data: DataConfig) -> list[Path]:
-    """The local files of data.corpus (hub sources aside), each checked to exist."""
-    return [data_file(data, source) for source in data.corpus if not source.startswith("hub:")]
+    """The local files of data.corpus (hub sources aside, patterns expanded), each checked to exist."""
+    return [data_file(data, source) for source in corpus_sources(data) if not source.startswith("hub:")]
 
 
 def check_data(cfg: Config, announce: bool = False) -> list[str]:

@@ -3,15 +3,47 @@ alone, in seconds: no training, no data read."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
-from lightning_electra.config import Config
+from lightning_electra.config import Config, ConfigError
+from lightning_electra.data.corpus import text_bytes
+from lightning_electra.data.datamodule import cache_key
+from lightning_electra.data.files import corpus_files, corpus_sources, vocab_path
 from lightning_electra.data.glue_tasks import available_tasks, glue_root
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.runner.pretrain import budget
 
-PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "checkpoints", "tasks",
-                "seeds", "finetunes"]
+PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "passes", "checkpoints",
+                "tasks", "seeds", "finetunes"]
+# Text bytes a packed example holds per token slot, measured: wiki-train-00's 99,374,996 bytes packed into 121,654
+# examples of 128 (wiki-uncased-8k, the official packing's 61% of the text kept), 6.4 bytes a slot
+TEXT_BYTES_PER_SLOT = 6.4
+TOO_MANY_PASSES = 10  # the paper read its 3.3B tokens ~5 times (Small) to ~30 (Base); far beyond: memorisation
+
+
+def corpus_examples(cfg: Config) -> tuple[float | None, bool]:
+    """(How many examples the corpus packs into, whether that is exact): the packed cache's count when the corpus was
+    packed with these settings, else an estimate from the text's size; None for a hub corpus or missing files."""
+    try:
+        cache = Path(cfg.data.cache_dir) / "packed" / cache_key(cfg.data, vocab_path(cfg.data)) / "meta.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())["examples"], True
+        if any(source.startswith("hub:") for source in corpus_sources(cfg.data)):
+            return None, False
+        size = sum(text_bytes(path) for path in corpus_files(cfg.data))
+    except (ConfigError, OSError):
+        return None, False
+    size = min(size, cfg.data.max_corpus_bytes or size)
+    return size / (TEXT_BYTES_PER_SLOT * cfg.data.max_seq_length), False
+
+
+def corpus_passes(cfg: Config, steps: int) -> tuple[float | None, bool]:
+    """(How many times pre-training reads its corpus, whether exact): `steps` batches of examples over the corpus."""
+    examples, exact = corpus_examples(cfg)
+    return (None, exact) if not examples else (steps * cfg.train.batch_size / examples, exact)
 
 
 def plan_rows(configs: list[Config], budgets: list[dict]) -> list[dict]:
@@ -21,10 +53,13 @@ def plan_rows(configs: list[Config], budgets: list[dict]) -> list[dict]:
         files = cfg.finetune.source == "files" and glue_root(cfg.data.data_dir).is_dir()
         tasks = available_tasks(cfg.data.data_dir, cfg.finetune.tasks)[0] if files else list(cfg.finetune.tasks)
         width = OBJECTIVES[cfg.variant].generator_width(cfg)
+        passes, exact = corpus_passes(cfg, b["steps"])
         rows.append({"run": cfg.name, "variant": cfg.variant,
                      "generator": "-" if width is None else cfg.model.generator if width == 0 else width,
                      "tie": "-" if width is None else cfg.model.tie, "steps": b["steps"], "batch_size": cfg.train.batch_size,
-                     "paper_flops": b["paper_flops"], "checkpoints": " ".join(map(str, b["checkpoints"])),
+                     "paper_flops": b["paper_flops"],
+                     "passes": None if passes is None else passes if exact else f"~{passes:.3g}",
+                     "checkpoints": " ".join(map(str, b["checkpoints"])),
                      "tasks": ",".join(tasks), "seeds": cfg.finetune.seeds,
                      "finetunes": len(b["checkpoints"]) * len(tasks) * cfg.finetune.seeds})
     return rows
@@ -109,12 +144,22 @@ def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True
              if root.is_dir() else f"no GLUE files under {root} (set DATA_DIR): every task of finetune.tasks listed")
     print(f"[plan] {sweep} at scale {cfg.scale}: {len(rows)} runs; {where}")
     shown = frame.assign(paper_flops=frame["paper_flops"].map(lambda f: f"{f:.3g}"),
-                         steps=frame["steps"].map(lambda n: f"{n:,}"))
+                         steps=frame["steps"].map(lambda n: f"{n:,}"),
+                         passes=frame["passes"].map(lambda p: "?" if p is None else p if isinstance(p, str)
+                                                    else f"{p:.3g}"))
     for column in TIME_COLUMNS if times else []:
         shown[column] = frame[column].map(lambda m: "?" if m is None or m != m else f"{m:.1f}")
     print(shown.to_string(index=False))
     print(f"[plan] total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
           f"{frame['finetunes'].sum():,} fine-tunes")
+    many = [r["run"] for r in rows if r["passes"] is not None and float(str(r["passes"]).lstrip("~")) > TOO_MANY_PASSES]
+    if many:
+        print(f"[plan] warning: {', '.join(many)} would read the corpus more than {TOO_MANY_PASSES} times (passes; ~: "
+              "estimated from its size, exact once packed), against the paper's ~5 (Small) to ~30 (Base) over 3.3B "
+              "tokens: a memorisation regime, not the paper's. Give the scale more corpus (data.corpus: more shards, "
+              "`make data`), or fewer steps.")
+    if any(r["passes"] is None for r in rows):
+        print("[plan] passes ?: a hub corpus or missing corpus files (set DATA_DIR)")
     if not times:
         return
     from lightning_electra.runner.rates import device
