@@ -5,7 +5,7 @@ On a terminal it is a bar (tqdm, which Lightning already brings). In a file or a
 `tail -f`, it is one plain line whenever 5% more is done or a minute has passed since the last line, whichever
 comes first, with the same figures, the time so far and the estimated end:
 
-    [pretrain] electra: step 112/223 (50%), loss 10.41, 9,650 tokens/s, 48s so far, ETA 48s (14:03:22)
+    [pretrain] electra: step 10/20 (50%), loss 31.13, 583 tokens/s, 18s so far, ETA 18s (04:28:01)
 
 So a phase that takes minutes prints about twenty lines, and one that takes days prints one a minute.
 """
