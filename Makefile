@@ -4,7 +4,7 @@
 #   OVERRIDES="key=value ..."     (any config key, for the sweeps, pretrain, the benchmarks and export:
 #                                  e.g. OVERRIDES="train.steps=100 finetune.seeds=1")
 #   ARGS="--flag ..."             (a tool's own flags: benchmark, benchmark-finetune; e.g. ARGS="--seeds 10")
-#   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see README "Multi-GPU")
+#   DEVICES=N NUM_NODES=M         (GPUs per machine, machines; default: every GPU, 1; see docs/clusters.md)
 #   RUNS=a,b                      (a sweep in pieces: only these runs now; the table and report take all finished)
 #   PLAN=1 | PLAN=csv             (print each run's steps, FLOPs, checkpoints, fine-tunes and estimated minutes; stop)
 #   PARALLEL=N                    (N runs at once on this machine's device, each its own process; with PLAN, the time)
