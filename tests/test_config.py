@@ -115,3 +115,20 @@ def test_batched_seeds_make_the_seed_count_part_of_the_protocol(tmp_path):
     assert ft_hash("finetune.seeds=2") == ft_hash("finetune.seeds=3")  # one by one: more seeds reuse the rest
     batched = "finetune.batched_seeds=true"
     assert ft_hash(batched, "finetune.seeds=2") != ft_hash(batched, "finetune.seeds=3")
+
+
+def test_pre_training_seeds_are_runs_of_their_own_and_the_first_keeps_its_hash(tmp_path):
+    from lightning_electra.runner.identity import config_hash
+    from lightning_electra.runner.sweep import sweep_configs
+
+    path = tmp_path / "seeded.yaml"
+    path.write_text("name: seeded\nseeds: 3\nruns:\n  - {name: electra, variant: electra}\n"
+                    "  - {name: bert, variant: bert, seeds: 1}\n")
+    _, configs = sweep_configs(str(path), "smoke", [])
+    assert [(c.name, c.train.seed) for c in configs] == [("electra", 0), ("electra-seed1", 1), ("electra-seed2", 2),
+                                                         ("bert", 0)]
+    _, plain = sweep_configs("training-algorithms", "smoke", [])
+    assert config_hash(configs[0]) == config_hash(plain[1]) != config_hash(configs[1])
+    path.write_text("name: seeded\nruns:\n  - {name: electra, variant: electra, seeds: 0}\n")
+    with pytest.raises(ConfigError, match="seeds .* at least 1; got 0 for run electra"):
+        sweep_configs(str(path), "smoke", [])

@@ -5,9 +5,11 @@ variant, ticks that do not overlap."""
 import json
 
 import pandas as pd
+import pytest
 
 from analysis.figures import figure, palette, readable_log_ticks
-from analysis.report import check_claim, glue_table, paper_rows, render
+from analysis.claims import arms, check_claim
+from analysis.report import glue_table, paper_rows, render
 from lightning_electra.results import COLUMNS
 
 TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "RTE"]
@@ -27,19 +29,37 @@ def rows(run, variant, scores, constant=()):
 
 
 def final(*runs):
-    glue, _ = glue_table(pd.DataFrame([r for run in runs for r in run]))
-    return glue
+    glue, tasks = glue_table(pd.DataFrame([r for run in runs for r in run]))
+    return arms(glue, tasks)
 
 
-def test_a_claim_is_undecided_when_a_side_is_degenerate_or_the_seeds_overlap():
-    good = rows("electra", "electra", [50, 90, 85, 80, 65])
-    majority = rows("bert", "bert", [0, 50, 68, 10, 50], constant=("CoLA", "SST-2", "MRPC"))
+def seeds(arm, variant, scores, offsets, constant=()):
+    """One run per pre-training seed (the first named as the arm, the others <arm>-seed<k>), `offsets` added."""
+    return [r for k, off in enumerate(offsets)
+            for r in rows(arm if k == 0 else f"{arm}-seed{k}", variant, [s + off for s in scores], constant)]
+
+
+def test_a_claim_is_decided_only_by_several_pre_training_seeds_apart():
+    good = seeds("electra", "electra", [50, 90, 85, 80, 65], [0, 1, 2])
+    majority = seeds("bert", "bert", [0, 50, 68, 10, 50], [0, 1, 2], constant=("CoLA", "SST-2", "MRPC"))
     assert "undecided (bert predict one class on most tasks)" in check_claim("electra > bert", final(good, majority))
-    close = rows("bert", "bert", [50, 89.5, 85, 80, 65])
-    assert "undecided (the seed ranges overlap)" in check_claim("electra > bert", final(good, close))
-    far = rows("bert", "bert", [30, 80, 70, 60, 55])
+    close = seeds("bert", "bert", [50, 89, 85, 80, 65], [0, 1, 2])  # median 1 below, ranges overlap
+    assert "| not decided with 3 pre-training seeds (their ranges overlap) |" in check_claim("electra > bert",
+                                                                                              final(good, close))
+    far = seeds("bert", "bert", [30, 80, 70, 60, 55], [0, 1, 2])
     assert "| agrees |" in check_claim("electra > bert", final(good, far))
     assert "| disagrees |" in check_claim("bert > electra", final(good, far))
+    one = rows("bert", "bert", [30, 80, 70, 60, 55])  # far apart, but one pre-training seed cannot say
+    verdict = check_claim("electra > bert", final(good, one))
+    assert "| not decided with 1 pre-training seed |" in verdict and "| +16.0 |" in verdict
+
+
+def test_an_arm_keeps_its_pre_training_spread_apart_from_the_fine_tuning_one():
+    table = final(seeds("electra", "electra", [50, 90, 85, 80, 65], [0, 3, 1]))
+    (arm,) = table.to_dict("records")
+    assert arm["arm"] == "electra" and arm["seeds"] == 3
+    # a run's GLUE: the tasks' mean (74) of their medians over the two fine-tuning seeds (+0.5), plus its offset
+    assert [arm[k] for k in ("GLUE", "pt_min", "pt_max", "ft_spread")] == pytest.approx([75.5, 74.5, 77.5, 1.0])
 
 
 def test_constant_fine_tunes_are_marked_in_the_summary(tmp_path):

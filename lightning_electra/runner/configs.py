@@ -177,7 +177,7 @@ def validate(cfg: Config) -> None:
         generator_shape(cfg.model)  # refuses a G width its heads do not divide, now rather than when it is built
 
 
-SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "common", "runs"}
+SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "seeds", "common", "runs"}
 # flops: each run derives its steps from train.flops_budget (BERT more than ELECTRA for the same compute);
 # electra-steps: every run trains the steps the scale's default ELECTRA gets from it (the paper's generator sizes)
 BUDGETS = ("flops", "electra-steps")
@@ -203,7 +203,26 @@ def load_sweep(name: str) -> dict:
         raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
     if sweep.get("budget", "flops") not in BUDGETS:
         raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}; got {sweep['budget']}.")
-    return {**sweep, "name": sweep.get("name") or path.stem}
+    return {**sweep, "name": sweep.get("name") or path.stem, "runs": with_seeds(sweep, path)}
+
+
+def with_seeds(sweep: dict, path: Path) -> list[dict]:
+    """The runs, each repeated over its pre-training seeds (`seeds: N`, the sweep's or a run's own; default 1): run
+    `<name>` keeps its seed (so adding seeds moves no result), `<name>-seed<k>` trains with the run's train.seed (0
+    unless it sets one) + k. Each is a run of its own (its own hash, directory and rows); reports fold them into one
+    arm (analysis/claims.py)."""
+    runs = []
+    for run in sweep["runs"]:
+        count = run.get("seeds", sweep.get("seeds", 1))
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"{path}: seeds (pre-training seeds of a run) must be a whole number of at least 1; got "
+                              f"{count!r} for run {run['name']}.")
+        own = {k: v for k, v in run.items() if k != "seeds"}
+        first = (own.get("train") or {}).get("seed", 0)
+        runs.append(own)
+        runs += [{**own, "name": f"{own['name']}-seed{k}", "train": {**(own.get("train") or {}), "seed": first + k}}
+                 for k in range(1, count)]
+    return runs
 
 
 def sweep_layers(sweep: dict, scale: str) -> tuple[list, list[list]]:

@@ -7,6 +7,7 @@ A sweep file names its runs; each run is a variant plus keys that override the s
     paper_experiment: weight_sharing        # rows of analysis/paper/paper_results.csv drawn beside ours
     claims: ["tie-embeddings > tie-none"]   # the paper's orderings, checked on our numbers by the report
     budget: flops                           # or electra-steps: every run trains the scale's ELECTRA's steps
+    seeds: 3                                # pre-training seeds a run: <name>, <name>-seed1, -seed2 (a run may say its own)
     common: {model: {generator_fraction: 1.0}}
     runs:
       - {name: tie-none, variant: electra, model: {tie: none}}

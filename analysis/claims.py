@@ -1,0 +1,101 @@
+"""A sweep's arms over their pre-training seeds, and the paper's claims judged on them.
+
+A run trained with pre-training seed k > 0 is named `<arm>-seed<k>` (lightning_electra/runner/configs.py expands a
+sweep's `seeds:`); the arm is the name without it. A run's GLUE is the mean over tasks of each task's median over
+fine-tuning seeds; an arm's is the median of its runs' GLUE. Two spreads are kept apart: over pre-training seeds
+(min-max of the runs' GLUE) and over fine-tuning seeds (the median, over the arm's runs, of each run's min-max width).
+A claim is decided only by the pre-training spread: pre-training itself moves GLUE (0.57 std over 14 seeds of
+ELECTRA-Small in the best public reproduction), more than several of the paper's gaps.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+MIN_SEEDS = 2  # a pre-training spread needs two runs at least
+
+
+def arm_of(run: str) -> str:
+    return SEED_SUFFIX.sub("", run)
+
+
+def arms(final: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """One row per arm from the runs' final checkpoints (`final`: report.glue_table's rows): seeds, GLUE (median
+    over runs), pt_min / pt_max (over pre-training seeds), ft_spread (the fine-tuning seeds' spread, median over
+    runs), each task's median over runs, and degenerate (most runs predict one class on most tasks)."""
+    final = final.assign(arm=final["run"].map(arm_of), ft_width=final["glue_max"] - final["glue_min"])
+    rows = []
+    for arm, g in final.groupby("arm", sort=False):
+        rows.append({"arm": arm, "variant": g["variant"].iloc[0], "seeds": len(g), "GLUE": g["GLUE"].median(),
+                     "pt_min": g["GLUE"].min(), "pt_max": g["GLUE"].max(), "ft_spread": g["ft_width"].median(),
+                     "degenerate": g["degenerate"].mean() > 0.5, "step": g["step"].median(),
+                     **{t: g[t].median() for t in tasks}})
+    return pd.DataFrame(rows)
+
+
+def arm_curves(glue: pd.DataFrame) -> pd.DataFrame:
+    """report.glue_table's rows folded over pre-training seeds, per (arm, checkpoint index): GLUE the median, the
+    band the pre-training seeds' min-max for an arm of several seeds (else the run's fine-tuning seeds' min-max)."""
+    glue = glue.assign(arm=glue["run"].map(arm_of))
+    if (glue.groupby("arm")["run"].nunique() <= 1).all():
+        return glue
+    glue = glue.assign(point=glue.groupby("run").cumcount())
+    rows = []
+    for (arm, _), g in glue.groupby(["arm", "point"], sort=False):
+        several = len(g) > 1
+        rows.append({"run": arm, "variant": g["variant"].iloc[0], "step": g["step"].median(),
+                     "flops_paper": g["flops_paper"].median(), "GLUE": g["GLUE"].median(),
+                     "glue_min": g["GLUE"].min() if several else g["glue_min"].iloc[0],
+                     "glue_max": g["GLUE"].max() if several else g["glue_max"].iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def check_claim(claim: str, table: pd.DataFrame) -> str:
+    """'a > b' on the arms' final GLUE: agrees or disagrees only when each side has at least MIN_SEEDS pre-training
+    seeds, their ranges are apart and neither side is degenerate; otherwise why not, with the gap and both spreads."""
+    left, right = (s.strip() for s in claim.split(">"))
+    rows = {r["arm"]: r for _, r in table.iterrows()}
+    if left not in rows or right not in rows:
+        return f"| {claim} | not tested (runs missing) | | |"
+    a, b = rows[left], rows[right]
+    degenerate = [r["arm"] for r in (a, b) if r["degenerate"]]
+    seeds = min(a["seeds"], b["seeds"])
+    overlap = a["pt_min"] <= b["pt_max"] and b["pt_min"] <= a["pt_max"]
+    if degenerate:
+        verdict = f"undecided ({' and '.join(degenerate)} predict one class on most tasks)"
+    elif seeds < MIN_SEEDS:
+        verdict = f"not decided with {seeds} pre-training seed{'s' if seeds > 1 else ''}"
+    elif overlap:
+        verdict = f"not decided with {seeds} pre-training seeds (their ranges overlap)"
+    else:
+        verdict = "agrees" if a["GLUE"] > b["GLUE"] else "disagrees"
+    return f"| {claim} | {verdict} | {side(a)} vs {side(b)} | {a['GLUE'] - b['GLUE']:+.1f} |"
+
+
+def side(r) -> str:
+    spread = f"pre-training [{r['pt_min']:.1f}, {r['pt_max']:.1f}], " if r["seeds"] > 1 else ""
+    return f"{r['GLUE']:.1f} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}; {spread}fine-tuning {r['ft_spread']:.1f})"
+
+
+CLAIMS_HEADER = ["| claim | ours | GLUE (pre-training seeds; spreads: pre-training min-max, fine-tuning width) | gap |",
+                 "|---|---|---|---|"]
+
+
+def arm_lines(table: pd.DataFrame, tasks: list[str], label: str) -> list[str]:
+    """The arms over their pre-training seeds, per task too (only where some arm has several seeds)."""
+    if (table["seeds"] <= 1).all():
+        return []
+    fmt = lambda x: f"{x:.1f}"  # noqa: E731
+    lines = ["", "## Over pre-training seeds (final checkpoints)", "",
+             f"Each run's {label} is the mean over tasks of each task's median over fine-tuning seeds; an arm's is the "
+             "median over its pre-training seeds, beside the range over them and the fine-tuning seeds' spread "
+             "(the median over its runs of each run's min-max width).", "",
+             f"| arm | variant | pre-training seeds | {label} | range over pre-training seeds | fine-tuning spread | "
+             + " | ".join(tasks) + " |", "|---|---|---|---|---|---|" + "---|" * len(tasks)]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['arm']} | {r['variant']} | {r['seeds']} | {fmt(r['GLUE'])} | {fmt(r['pt_min'])}-"
+                     f"{fmt(r['pt_max'])} | {fmt(r['ft_spread'])} | " + " | ".join(fmt(r[t]) for t in tasks) + " |")
+    return lines
