@@ -132,11 +132,12 @@ class AmosConfig:
 
     # G layers after which an MLM exit reads (1-based). null: 4, 6 and 8 of a 12-layer G, scaled to D's depth.
     exits: Optional[list[int]] = None
-    # Two learned mixtures, each with its control: hard (a hard Gumbel-softmax picks one exit per position; control:
-    # random, an exit drawn uniformly) and soft (the official code's: the exits' logits mixed by softmax weights,
-    # then one token sampled; control: equal, the same mix with equal weights). Also switch (exits in turn, shallow
-    # to deep, over training) and single (one exit only: `single_exit`).
-    mixture: str = "hard"
+    # Two learned mixtures, each with its control: soft (the official code's, which made the paper's numbers: the
+    # exits' logits mixed by softmax weights, then one token sampled; control: equal, the same mix with equal weights)
+    # and hard (the notes' description: a hard Gumbel-softmax picks one exit per position; control: random, an exit
+    # drawn uniformly). Also switch (exits in turn, shallow to deep, over training) and single (one exit only:
+    # `single_exit`).
+    mixture: str = "soft"
     single_exit: int = -1  # mixture=single: which of `exits` (an index; -1 the deepest)
     temperature: float = 0.3  # of the hard Gumbel-softmax picking the exit and sampling the token
     stop_gradient: bool = True  # each block between exits learns only from its own exit (false: through all)

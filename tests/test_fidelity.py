@@ -207,14 +207,20 @@ def test_the_soft_mixture_mixes_the_exits_logits_by_learned_weights(smoke_cfg, v
     assert module.mixture.weight.grad.abs().sum() > 0, "D's reversed gradient trains the soft mixture"
 
 
-def test_each_learned_mixture_has_a_control_that_differs_in_the_learning_only():
-    from lightning_electra.runner.sweep import load_sweep
+def test_the_reference_run_is_the_official_soft_mixture_and_each_ablation_is_compared_with_it():
+    from lightning_electra.runner.sweep import sweep_configs
 
-    sweep = load_sweep("amos")
-    runs = {r["name"]: r.get("amos", {}).get("mixture", "hard") for r in sweep["runs"] if r["variant"] == "amos"}
-    assert runs["amos"] == "hard" and runs["random-exit"] == "random"
-    assert runs["amos-soft"] == "soft" and runs["equal-weights"] == "equal"
-    assert {"amos > random-exit", "amos-soft > equal-weights"} <= set(sweep["claims"])
+    sweep, configs = sweep_configs("amos", "smoke", [])
+    runs = {c.name: c.amos for c in configs if c.variant == "amos"}
+    assert runs["amos"].mixture == "soft" and runs["amos"].stop_gradient, "the model that made the paper's numbers"
+    assert load_config("smoke", variant="amos").amos.mixture == "soft", "the variant's default is the official mix"
+    ablations = {name for name in runs if name not in ("amos", "amos-hard", "random-exit")}
+    assert {f"amos > {name}" for name in ablations} | {"amos > electra"} <= set(sweep["claims"])
+    for name in ablations:  # each differs from the reference in one thing
+        differ = {k for k in ("mixture", "stop_gradient") if getattr(runs[name], k) != getattr(runs["amos"], k)}
+        assert len(differ) == 1, (name, differ)
+    assert runs["amos-hard"].mixture == "hard" and runs["random-exit"].mixture == "random"
+    assert "amos-hard > random-exit" in sweep["claims"]
 
 
 # --- 7. the adversarial baseline and temperature -------------------------------------------------------------------

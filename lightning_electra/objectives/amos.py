@@ -9,17 +9,30 @@ embedding matrix, behind a gradient-reversal layer, so D's loss trains the mixtu
 learn only by MLM.
 
 Two learned mixtures (`amos.mixture`), each with the control that differs from it in the learning alone:
-* `hard` (the notes' description, the default): a hard Gumbel-softmax over the scores picks one exit per position;
-  control `random`, an exit drawn uniformly.
-* `soft` (the official code, microsoft/AMOS): the exits' logits weighted by the softmax of the scores; control
-  `equal`, the same mix with equal weights.
+* `soft` (the official code, microsoft/AMOS, which made the paper's numbers; the default and the amos sweep's
+  reference run): the exits' logits weighted by the softmax of the scores; control `equal`, the same mix with equal
+  weights.
+* `hard` (the notes' description): a hard Gumbel-softmax over the scores picks one exit per position; control
+  `random`, an exit drawn uniformly.
 Further ablations: `switch` (exits in turn, shallow to deep, over training), `single` (one exit), and
 `amos.stop_gradient=false` (gradients through all blocks).
 
-Where we differ from the official code besides: its scorer reads the exits' states undetached, so D's reversed
-gradient reaches the generator; here the exits learn by MLM alone, as the notes ask. G's width is
-`model.generator_fraction` of D's as in ELECTRA (official: D's width; set model.generator_fraction=1.0 for that);
-its depth is the deepest exit.
+Where we differ from the official code besides (docs/protocol.md lists them):
+* its scorer reads the exits' states undetached, so D's reversed gradient reaches the generator; here the exits learn
+  by MLM alone, as the notes ask;
+* G's width is `model.generator_fraction` of D's as in ELECTRA (official: D's width; model.generator_fraction=1.0);
+  its depth is the deepest exit;
+* the official generator has no dropout at all (`generator_sample_mode=zero-dropout`, its default: every dropout
+  of G set to 0, in the forward that trains its MLM and samples); here G's dropout is `model.dropout` (0 at the cpu
+  scale, so the same there);
+* in that mode the official G and D share the token embeddings only (positions and the embedding LayerNorm are G's
+  own); here `model.tie` decides, and its default, embeddings, shares the token, position and type tables and the
+  embedding LayerNorm, as ELECTRA's sharing does;
+* the official D's head is one linear layer to a logit per token (`BinaryHead`); here it is ELECTRA's, dense + GELU
+  + dense, so that AMOS and ELECTRA differ in the generator alone;
+* the official model uses relative position buckets (`rel_pos`); here the absolute positions of transformers' ELECTRA.
+
+(microsoft/AMOS, fairseq/fairseq/models/amos/model.py, read for this list.)
 """
 
 from __future__ import annotations
