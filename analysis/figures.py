@@ -106,6 +106,11 @@ def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame
     fig, ax = figure(paper if paper.empty or paper["experiment"].ne("generator_size").all() else paper.iloc[:0],
                      colors, scale)
     several_per_variant = glue.groupby("variant")["run"].nunique().max() > 1
+    untrained = glue["flops_paper"] <= 0  # the no-pre-training control: no FLOPs to place it at, a level to beat
+    for run, g in glue[untrained].groupby("run", sort=False):
+        line = ax.axhline(g["GLUE"].iloc[0], linestyle=":", color="grey", label=f"{run} (no pre-training)")
+        ax.axhspan(g["glue_min"].iloc[0], g["glue_max"].iloc[0], color=line.get_color(), alpha=0.15)
+    glue = glue[~untrained]
     for run, g in glue.groupby("run", sort=False):
         variant = g["variant"].iloc[0]
         label = run if run == variant else f"{run} ({variant})"

@@ -17,7 +17,8 @@ from lightning_electra.errors import SuiteError
 
 TIE_MODES = ("none", "embeddings", "all", "gdes")
 # the pre-training objectives (lightning_electra/objectives/ registers a class under each; a test holds them equal)
-VARIANT_NAMES = ("bert", "electra", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm", "amos")
+VARIANT_NAMES = ("bert", "electra", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm", "amos",
+                 "no-pretraining")
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
 
 

@@ -185,7 +185,10 @@ def lightning_gradient_clip(cfg: Config) -> float | None:
 
 
 def steps_per_stage(cfg: Config, flops_per_step_of_each_stage: float, stages: int) -> int:
-    """Steps from the budget: a step count when one is set (split over the stages), else the FLOPs budget."""
+    """Steps from the budget: a step count when one is set (split over the stages), else the FLOPs budget; none for
+    an objective without stages (the no-pre-training control)."""
+    if stages == 0:
+        return 0
     if cfg.train.steps is not None:
         return max(1, int(cfg.train.steps) // stages)
     return max(1, round(cfg.train.flops_budget / flops_per_step_of_each_stage))

@@ -16,7 +16,7 @@ def run_objective(module, batch, seed=0):
     return module.objective(batch, module.mask(batch))
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(v for v, cls in VARIANTS.items() if cls.stages))
 def test_every_variant_trains_one_step(smoke_cfg, variant, variant_setup):
     module, batch = variant_setup(smoke_cfg(variant=variant))
     loss = run_objective(module, batch)["loss"]
@@ -24,6 +24,25 @@ def test_every_variant_trains_one_step(smoke_cfg, variant, variant_setup):
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.backbone().parameters())
     assert module.paper_flops_per_step() > 0
+
+
+def test_the_control_is_a_saved_random_initialisation_fine_tuned_at_step_0(smoke_cfg, tmp_path):
+    from lightning_electra.runner.pretrain import budget, pretrain
+    from lightning_electra.runner.identity import RunLayout
+
+    cfg = smoke_cfg(variant="no-pretraining")
+    assert budget(cfg) == {"steps": 0, "stages": 0, "paper_flops": 0.0, "checkpoints": [0]}
+    summary = pretrain(cfg, tmp_path / "run")
+    assert summary["step"] == 0 and summary["checkpoints"] == [0]
+    (step,) = RunLayout(tmp_path / "run").step_dirs()
+    assert step.name == "step-0000000" and (step / "model.safetensors").exists()
+    again = pretrain(smoke_cfg("train.seed=1", variant="no-pretraining"), tmp_path / "other")
+    assert again["step"] == 0  # another initialisation seed, another encoder
+    from safetensors.torch import load_file
+
+    a, b = (load_file(d / "model.safetensors") for d in (step, *RunLayout(tmp_path / "other").step_dirs()))
+    assert not torch.equal(a["encoder.layer.0.attention.self.query.weight"],
+                           b["encoder.layer.0.attention.self.query.weight"])
 
 
 def test_electra_15_ignores_unmasked_positions(smoke_cfg, variant_setup):

@@ -7,6 +7,7 @@ from lightning_electra.objectives.amos import Amos
 from lightning_electra.objectives.bert import BertMLM
 from lightning_electra.objectives.electra import Electra
 from lightning_electra.objectives.electra_15 import Electra15
+from lightning_electra.objectives.no_pretraining import NoPretraining
 from lightning_electra.objectives.replace_mlm import ReplaceMLM
 from lightning_electra.objectives.two_stage import TwoStage
 
@@ -19,4 +20,5 @@ OBJECTIVES = {
     "replace-mlm": ReplaceMLM,
     "all-tokens-mlm": AllTokensMLM,
     "amos": Amos,
+    "no-pretraining": NoPretraining,
 }

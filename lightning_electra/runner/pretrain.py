@@ -56,14 +56,15 @@ def make_module(cfg: Config, data: PretrainDataModule, stage: int = 1, previous:
 
 
 def checkpoint_steps(fractions: list[float], steps: int) -> list[int]:
-    return sorted({max(1, round(f * steps)) for f in fractions})
+    """The steps a run saves an encoder to fine-tune at (step 0 only, when it trains none: the control)."""
+    return sorted({min(steps, max(1, round(f * steps))) for f in fractions})
 
 
 def budget(cfg: Config) -> dict:
     """What pre-training will do, from the config and the vocabulary alone (the module is built on the meta device:
     no memory, no data): steps (all stages), stages, paper-convention FLOPs and GLUE checkpoint steps."""
     module = build_module(cfg, device="meta")
-    steps = module.steps * module.stages
+    steps = module.steps * max(1, module.stages)
     return {"steps": steps, "stages": module.stages, "paper_flops": module.steps * module.budget_flops_per_step(),
             "checkpoints": checkpoint_steps(cfg.train.checkpoint_fractions, steps)}
 
@@ -81,6 +82,10 @@ def pretrain(cfg: Config, out: Path) -> dict:
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside bf16 autocast
     data = PretrainDataModule(cfg)
     start, previous, done, stages = time.time(), None, None, OBJECTIVES[cfg.variant].stages
+    if stages == 0:  # the control: the encoder as initialised, its one checkpoint at step 0
+        L.seed_everything(stage_seed(cfg.train.seed, 1), workers=True, verbose=False)
+        module = build_module(cfg)
+        saves, done = [0], save_initial_encoder(module, layout.checkpoints / RunLayout.step_name(0))
     for stage in range(1, stages + 1):
         L.seed_everything(stage_seed(cfg.train.seed, stage), workers=True, verbose=False)  # the weights' init too
         if cfg.train.compile:  # each stage compiles afresh: runs of a sweep in one process would otherwise pass torch's
@@ -95,6 +100,16 @@ def pretrain(cfg: Config, out: Path) -> dict:
     if global_rank() == 0:
         write_json(layout.summary, summary)
     return summary
+
+
+def save_initial_encoder(module, where: Path) -> dict:
+    """The untrained encoder in transformers' format, as FractionCheckpoints saves a trained one; its counts (0)."""
+    done = {"step": 0, "tokens": 0, "flops_paper": 0.0, "flops_measured": 0.0}
+    if global_rank() == 0:
+        with atomic(where) as tmp:
+            module.backbone().save_pretrained(tmp)
+            write_json(tmp / "meta.json", {**done, "variant": module.cfg.variant, "stage": 0})
+    return done
 
 
 def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, checkpoints: Path, saves: list[int],
