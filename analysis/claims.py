@@ -14,6 +14,8 @@ import re
 
 import pandas as pd
 
+from lightning_electra.results import over_pretraining_seeds
+
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 MIN_SEEDS = 2  # a pre-training spread needs two runs at least
 
@@ -26,14 +28,10 @@ def arms(final: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     """One row per arm from the runs' final checkpoints (`final`: report.glue_table's rows): seeds, GLUE (median
     over runs), pt_min / pt_max (over pre-training seeds), ft_spread (the fine-tuning seeds' spread, median over
     runs), each task's median over runs, and degenerate (most runs predict one class on most tasks)."""
-    final = final.assign(arm=final["run"].map(arm_of), ft_width=final["glue_max"] - final["glue_min"])
-    rows = []
-    for arm, g in final.groupby("arm", sort=False):
-        rows.append({"arm": arm, "variant": g["variant"].iloc[0], "seeds": len(g), "GLUE": g["GLUE"].median(),
-                     "pt_min": g["GLUE"].min(), "pt_max": g["GLUE"].max(), "ft_spread": g["ft_width"].median(),
-                     "degenerate": g["degenerate"].mean() > 0.5, "step": g["step"].median(),
-                     **{t: g[t].median() for t in tasks}})
-    return pd.DataFrame(rows)
+    final = final.assign(arm=final["run"].map(arm_of), ft_spread=final["glue_max"] - final["glue_min"],
+                         degenerate=final["degenerate"].astype(float))
+    table = over_pretraining_seeds(final, ["arm", "variant"], ["GLUE", "ft_spread", "degenerate", "step", *tasks])
+    return table.assign(degenerate=table["degenerate"] > 0.5)
 
 
 def arm_curves(glue: pd.DataFrame) -> pd.DataFrame:
@@ -43,14 +41,11 @@ def arm_curves(glue: pd.DataFrame) -> pd.DataFrame:
     if (glue.groupby("arm")["run"].nunique() <= 1).all():
         return glue
     glue = glue.assign(point=glue.groupby("run").cumcount())
-    rows = []
-    for (arm, _), g in glue.groupby(["arm", "point"], sort=False):
-        several = len(g) > 1
-        rows.append({"run": arm, "variant": g["variant"].iloc[0], "step": g["step"].median(),
-                     "flops_paper": g["flops_paper"].median(), "GLUE": g["GLUE"].median(),
-                     "glue_min": g["GLUE"].min() if several else g["glue_min"].iloc[0],
-                     "glue_max": g["GLUE"].max() if several else g["glue_max"].iloc[0]})
-    return pd.DataFrame(rows)
+    folded = over_pretraining_seeds(glue, ["arm", "variant", "point"], ["GLUE", "step", "flops_paper", "glue_min",
+                                                                         "glue_max"])
+    several = folded["seeds"] > 1
+    folded.loc[several, "glue_min"], folded.loc[several, "glue_max"] = folded["pt_min"], folded["pt_max"]
+    return folded.rename(columns={"arm": "run"})
 
 
 def check_claim(claim: str, table: pd.DataFrame) -> str:

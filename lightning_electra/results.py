@@ -57,6 +57,15 @@ def glue_scores(scores: pd.DataFrame, keys: list[str], tasks: list[str]) -> pd.D
     return wide
 
 
+def over_pretraining_seeds(runs: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """An arm's figures from its runs, one per pre-training seed: per `keys` group, the median of each of `columns`
+    (GLUE and the per-task scores, each already a median over fine-tuning seeds), and the runs' GLUE min and max."""
+    grouped = runs.groupby(keys, sort=False)
+    folded = grouped[columns].median()
+    folded["pt_min"], folded["pt_max"], folded["seeds"] = grouped["GLUE"].min(), grouped["GLUE"].max(), grouped.size()
+    return folded.reset_index()
+
+
 def task_seed_scores(runs: dict[str, list[dict]]) -> pd.Series:
     """glue_scores of one model's fine-tunes, {task: one result dict per seed}: each task's median and GLUE."""
     rows = pd.DataFrame([{"model": "", "task": task, "value": r["score"]} for task, seeds in runs.items() for r in seeds])
