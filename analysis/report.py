@@ -109,6 +109,18 @@ def exit_weight_lines(frames: dict[str, pd.DataFrame]) -> list[str]:
     return lines
 
 
+def steps_lines(by_arm: pd.DataFrame) -> list[str]:
+    """How many steps each arm trained against ELECTRA's, where they differ: at one FLOPs budget a costlier step buys
+    fewer of them (All-Tokens MLM's full-vocabulary softmax), a cheaper one more (BERT)."""
+    trained = by_arm[by_arm["step"] > 0].set_index("arm")["step"]
+    if "electra" not in trained or trained.nunique() <= 1:
+        return []
+    ref = trained["electra"]
+    other = [f"{arm} {abs(1 - steps / ref):.0%} {'fewer' if steps < ref else 'more'}" for arm, steps in trained.items()
+             if arm != "electra" and steps != ref]
+    return ["", f"Steps against ELECTRA's {int(ref):,} (each run's own from the sweep's budget): {', '.join(other)}."]
+
+
 def paper_table(paper: pd.DataFrame) -> list[str]:
     """The paper's GLUE as a compact Markdown table: one row per variant, one column per FLOPs or G width."""
     size = lambda x: "" if pd.isna(x) else f"{int(x)}"  # noqa: E731
@@ -186,6 +198,7 @@ def render(out: Path) -> None:
                      f"{r['flops_paper']:.3g} | {r['flops_measured']:.3g} | "
                      f"{'' if seconds is None else f'{seconds:.0f} s'} | {fmt(r['GLUE'])} | "
                      f"{fmt(r['glue_min'])}-{fmt(r['glue_max'])} |")
+    lines += steps_lines(by_arm)
     lines += ["", "## Per task (final checkpoint, median over seeds)", "",
               "| run | " + " | ".join(tasks) + f" | {label} |", "|---|" + "---|" * (len(tasks) + 1)]
     for _, r in final.iterrows():
