@@ -4,6 +4,7 @@
     plan <sweep> [--scale S] [--csv] [--budget-minutes M]  what a sweep's runs would do and how long, no training
     pretrain [--scale S] [--name N] variant=bert ...       pre-train one config (no fine-tuning)
     data [--corpus wikitext-103] [--out DIR]               the corpus and GLUE from the hub, as the readers read them
+    vocab <corpus files> [--size 8192] [--out vocab.txt]   a WordPiece fitted to a corpus (the packaged wiki-uncased-8k)
     finetune <model dir> [--tasks RTE,MRPC] [--seeds N]    GLUE from any transformers ELECTRA directory
     export <run dir | last.ckpt | step dir> <out dir>      a run's models in transformers' format
     benchmark [flags]                                      pre-training throughput vs a plain transformers baseline
@@ -166,6 +167,20 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-dir", help="read datasets saved with save_to_disk here instead of the hub (a mirror)")
 
 
+def vocab_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lightning_electra.data.vocab import fit_wordpiece
+
+    data_dir = Path(os.environ.get("DATA_DIR") or "data")
+    print(f"[vocab] {fit_wordpiece(data_dir, args.corpus, args.size, Path(args.out))}: {args.size} tokens fitted to "
+          f"{', '.join(args.corpus)}; use it with data.vocab=<its path>", flush=True)
+
+
+def _vocab_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", nargs="+", help="corpus files under $DATA_DIR (e.g. corpus/wiki-train-00.txt.xz)")
+    p.add_argument("--size", type=int, default=8192, help="tokens in the vocabulary (default 8192)")
+    p.add_argument("--out", default="vocab.txt", help="where to write it (default ./vocab.txt)")
+
+
 # --- finetune, export ------------------------------------------------------------------------------------------------
 def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
     """--tokenizer if given (a vocab.txt or a transformers directory), else the model's own tokenizer files, else
@@ -285,6 +300,8 @@ COMMANDS: dict[str, tuple[str, Callable | None, Callable, bool, tuple]] = {
                  INPUT_ERRORS),
     "data": ("fetch the corpus and GLUE from the Hugging Face hub into the data directory (resumable)", _data_args,
              data_command, False, INPUT_ERRORS),
+    "vocab": ("fit a WordPiece vocabulary to corpus files (as the packaged wiki-uncased-8k was)", _vocab_args,
+              vocab_command, False, INPUT_ERRORS),
     "finetune": ("fine-tune a transformers ELECTRA directory on GLUE and write the scores", _finetune_args,
                  finetune_command, False, (*INPUT_ERRORS, ValueError, OSError)),
     "export": ("write a run's models in transformers' format (from_pretrained)", _export_args, export_command, False,

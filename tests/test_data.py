@@ -116,3 +116,13 @@ def test_a_corpus_pattern_reads_every_shard_there_and_an_empty_one_says_how_to_f
     assert [text_bytes(p) for p in corpus_files(data)] == [len(text.encode())] * 3
     with pytest.raises(ConfigError, match="No corpus file matches 'corpus/none-\\*'.*make data"):
         corpus_sources(DataConfig(data_dir=str(tmp_path), corpus=["corpus/none-*"]))
+
+
+def test_a_vocabulary_fitted_to_the_corpus_has_the_special_tokens_first_and_tokenises_it(data_dir, tmp_path):
+    from lightning_electra.data.tokenizer import SPECIAL_TOKENS, build_tokenizer, read_vocab
+    from lightning_electra.data.vocab import fit_wordpiece
+
+    out = fit_wordpiece(data_dir, ["corpus/sample-20mb.txt.xz"], 600, tmp_path / "vocab.txt")
+    vocab = read_vocab(out)
+    assert list(vocab)[:5] == list(SPECIAL_TOKENS) and 300 < len(vocab) <= 600
+    assert "[UNK]" not in build_tokenizer(out).tokenize("the history of the city")

@@ -12,7 +12,7 @@ from lightning_electra.data.tokenizer import read_vocab
 
 PACKAGED_VOCAB = "bert-base-uncased"
 # by data.vocab name: BERT's uncased WordPiece (Apache-2.0, google-research/bert), and an uncased WordPiece of 8,192
-# tokens fitted to the shared corpus's first Wikipedia shard (`python -m lightning_electra vocab`), for small models:
+# tokens fitted to the shared corpus's first Wikipedia shard (lightning_electra/data/vocab.py), for small models:
 # at a width of 128 BERT's 30,522-way softmax costs G more than its encoder does
 PACKAGED_VOCABS = {name: Path(__file__).resolve().parent / f"{name}-vocab.txt"
                    for name in (PACKAGED_VOCAB, "wiki-uncased-8k")}

@@ -1,0 +1,96 @@
+"""Learning curves of calibration probes: pre-training runs read back from their directories alone (config.yaml,
+pretrain.json, pretrain/logs/metrics.csv), drawn and tabulated so a scale's choices show the probe behind each.
+
+    python -m analysis.calibration OUT_DIR RUN_DIR [RUN_DIR ...]   # OUT_DIR/probes.png, OUT_DIR/probes.csv
+
+What shows learning early: D's AUROC for replaced tokens (0.5: D at its prior) and D's loss below its prior's
+entropy (the binary entropy of the replaced rate), an MLM's accuracy above the unigram plateau (the batch's most
+frequent masked token), all logged by every objective (lightning_electra/objectives/losses.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from lightning_electra.io import atomic, atomic_write_text  # noqa: E402
+
+CURVES = [("train/disc_auroc", "D's AUROC (replaced vs original)"),
+          ("train/disc_gap", "D's loss below its prior's entropy (nats)"),
+          ("train/mlm_gap", "MLM accuracy above the unigram plateau")]
+TAIL = 100  # steps averaged for a probe's end figures
+
+
+def curves(run: Path) -> pd.DataFrame:
+    """The run's logged training metrics per step, with the two gaps (prior - loss, accuracy - unigram)."""
+    frames = [pd.read_csv(p) for p in sorted(run.glob("pretrain*/logs/metrics.csv"))]
+    metrics = pd.concat(frames).dropna(subset=["train/loss"]).groupby("step").last().reset_index()
+    if "train/disc_loss" in metrics:
+        metrics["train/disc_gap"] = metrics["train/disc_prior_loss"] - metrics["train/disc_loss"]
+    if "train/mlm_accuracy" in metrics:
+        metrics["train/mlm_gap"] = metrics["train/mlm_accuracy"] - metrics["train/mlm_unigram_accuracy"]
+    return metrics
+
+
+def describe(run: Path) -> dict:
+    """A probe's settings and its end figures (mean over its last TAIL logged steps)."""
+    cfg = OmegaConf.load(run / "config.yaml")
+    done = json.loads((run / "pretrain.json").read_text()) if (run / "pretrain.json").exists() else {}
+    m = curves(run)
+    end = m[m["step"] > m["step"].max() - TAIL]
+    figure = lambda key: round(float(end[key].mean()), 4) if key in end else None  # noqa: E731
+    return {"probe": run.name.rsplit("-", 1)[0], "variant": cfg.variant, "layers": cfg.model.num_layers,
+            "hidden": cfg.model.hidden_size, "vocab": cfg.data.vocab, "dropout": cfg.model.dropout,
+            "batch": cfg.train.batch_size, "lr": cfg.train.lr, "warmup": cfg.train.warmup_steps,
+            "bias_correction": cfg.train.adam_bias_correction, "steps": int(m["step"].max()) + 1,
+            "finished": bool(done), "seconds": done.get("seconds"), "tokens": done.get("tokens"),
+            "mlm_accuracy": figure("train/mlm_accuracy"), "unigram": figure("train/mlm_unigram_accuracy"),
+            "disc_auroc": figure("train/disc_auroc"), "disc_loss": figure("train/disc_loss"),
+            "prior_loss": figure("train/disc_prior_loss")}
+
+
+def draw(runs: list[Path], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4))
+    for i, run in enumerate(runs):
+        m = curves(run)
+        for ax, (key, title) in zip(axes, CURVES):
+            if key in m:
+                smooth = m[key].rolling(4, min_periods=1).mean()  # 4 logged steps: the curves' batch noise
+                ax.plot(m["step"], smooth, label=run.name.rsplit("-", 1)[0], color=f"C{i % 10}")
+    for ax, (_, title) in zip(axes, CURVES):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.5, color="grey", linestyle=":")
+    for ax in axes[1:]:
+        ax.axhline(0, color="grey", linestyle=":")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m analysis.calibration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in args.runs if list(r.glob("pretrain*/logs/metrics.csv"))]
+    draw(runs, args.out / "probes.png")
+    table = pd.DataFrame([describe(r) for r in runs])
+    atomic_write_text(args.out / "probes.csv", table.to_csv(index=False))
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
