@@ -32,7 +32,7 @@ RUN_SWEEP = $(CLI) sweep $(if $(SCALE),--scale $(SCALE)) $(if $(RUNS),--runs $(R
 	$(if $(PARALLEL),--parallel $(PARALLEL)) $(if $(BUDGET_MINUTES),--budget-minutes $(BUDGET_MINUTES)) \
 	$(if $(PLAN),--plan $(if $(filter csv,$(PLAN)),--csv)) $(1) $(OVERRIDES)
 
-.PHONY: help install data test test-full-data test-all ablation-training-algorithms weight-sharing generator-size efficiency \
+.PHONY: help install data test test-integration test-full-data test-all ablation-training-algorithms weight-sharing generator-size efficiency \
 	small-model amos all-sweeps pretrain benchmark benchmark-finetune gpu-window land-window reports export clean-results
 
 help:  ## list every target
@@ -46,7 +46,10 @@ data:  ## the corpus (wikitext-103) and all GLUE tasks from the Hugging Face hub
 	$(CLI) data $(ARGS)
 
 test:  ## run the fast test suite (the CI's): no data needed, the tests carry theirs (tests/fixtures/)
-	$(PYTHON) -m pytest -q -m "not slow and not full_data"
+	$(PYTHON) -m pytest -q -m "not slow and not full_data and not integration"
+
+test-integration:  ## the integration tier (minutes: every objective learns, ...), which CI also runs
+	$(PYTHON) -m pytest -q -m "integration and not full_data"
 
 test-full-data:  ## the tests that need the whole data directory: make test-full-data DATA_DIR=../shared/data
 	$(PYTHON) -m pytest -q -m "full_data and not slow"
