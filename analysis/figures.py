@@ -64,7 +64,9 @@ def save(fig, path: Path) -> None:
 
 # What a scale's numbers cannot say, on its figures, its summaries and the reports' index.
 CAVEATS = {"smoke": "Scale smoke is a pipeline check (2-layer, 64-wide models, a few hundred steps and fine-tuning "
-                    "examples): its differences are noise, not findings"}
+                    "examples): its differences are noise, not findings",
+           "cpu": "Scale cpu: 4 x 128 models, ~2,400 steps on 15M tokens on 2 CPU cores (~1/5,000 of ELECTRA-Small's "
+                  "compute), GLUE capped at 2,000 examples a task: what holds here need not hold at the paper's scale"}
 
 
 def figure(paper: pd.DataFrame, colors: dict[str, str], scale: str):

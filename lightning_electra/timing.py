@@ -57,7 +57,8 @@ class StepTimer(L.Callback):
             from torch.profiler import ProfilerActivity, profile
 
             synchronize(self.device)
-            self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            cuda = [ProfilerActivity.CUDA] if self.device.type == "cuda" else []
+            self.profiler = profile(activities=[ProfilerActivity.CPU, *cuda])
             self.profiler.__enter__()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -78,10 +79,32 @@ class StepTimer(L.Callback):
                 "warmup_s": self.marks[0] - self.start, "peak_mem_gb": getattr(self, "peak_gb", math.nan)}
 
 
+def cpu_profile_summary(prof, steps: int) -> dict:
+    """A CPU step's time by phase (forward, backward: autograd's engine; optimizer: its step and zero_grad; the rest)
+    and the operators that take the most self time."""
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    backward = sum(e.self_cpu_time_total for e in events if e.key.startswith(("autograd::engine", "torch::autograd"))
+                   or "Backward" in e.key)
+    optimizer = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.")
+                    and not e.key.startswith("Optimizer.zero_grad#"))
+    phases = {"backward": backward / total, "optimizer": min(1.0, optimizer / total)}
+    phases["forward and the rest"] = max(0.0, 1 - phases["backward"] - phases["optimizer"])
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:25]
+    lines = [f"{e.self_cpu_time_total / total:6.1%} {e.self_cpu_time_total / steps / 1e3:8.2f} ms {e.count / steps:6.0f}x"
+             f"  {e.key[:100]}" for e in top]
+    return {"phases": phases, "top": [(e.key, e.self_cpu_time_total / total) for e in top[:6]],
+            "text": "CPU step by phase (share of self time): " + ", ".join(f"{k} {v:.0%}" for k, v in phases.items())
+            + "\n\nOperators by self time (share, ms per step, calls per step):\n" + "\n".join(lines)}
+
+
 def profile_summary(prof, steps: int) -> dict:
-    """Kernels per step, GPU-busy time per step (union of kernel intervals) and the kernels that take the most."""
+    """Kernels per step, GPU-busy time per step (union of kernel intervals) and the kernels that take the most; on a
+    CPU, `cpu_profile_summary`."""
     from torch.autograd import DeviceType
 
+    if not any(getattr(e, "device_type", None) == DeviceType.CUDA for e in prof.events()):
+        return cpu_profile_summary(prof, steps)
     annotations = ("Optimizer.", "## ", "ProfilerStep", "Torch-Compiled", "CompiledFunction")  # GPU-side ranges
     kernels = [e for e in prof.events() if getattr(e, "device_type", None) == DeviceType.CUDA
                and not e.name.startswith(annotations)]

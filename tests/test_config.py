@@ -103,7 +103,8 @@ def test_new_switches_do_not_move_existing_runs(monkeypatch, tmp_path):
 
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     _, configs = sweep_configs("training-algorithms", "smoke", [])
-    assert [config_hash(c) for c in configs] == ["465050f62f", "e7f3bcdae3", "9e84ba92ab", "a7a1b1f5c5"]
+    assert [config_hash(c) for c in configs] == ["465050f62f", "e7f3bcdae3", "9e84ba92ab", "a7a1b1f5c5",
+                                                 "c1314189bf"]  # + the no-pre-training control, added later
 
 
 def test_batched_seeds_make_the_seed_count_part_of_the_protocol(tmp_path):

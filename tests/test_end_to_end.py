@@ -1,6 +1,7 @@
 """A whole sweep at a toy budget: pre-train, fine-tune, collect, report; then a re-run that skips everything."""
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -21,13 +22,14 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     main(args)
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert list(table.columns) == COLUMNS
-    assert set(table["run"]) == {"bert", "electra", "two-stage", "adversarial"}
+    assert set(table["run"]) == {"bert", "electra", "two-stage", "adversarial", "control"}
     assert set(table["task"]) == {"RTE", "STS-B"}
     assert set(table["finetune_seed"]) == {0, 1} and table["value"].notna().all()
     steps = table.groupby("run")["step"].max()
     assert steps["bert"] > steps["electra"], "same FLOPs budget: BERT takes more (cheaper) steps"
     flops = table.groupby("run")["flops_paper"].max()
-    assert (abs(flops / flops["electra"] - 1) < 0.05).all(), "one FLOPs budget for every run"
+    assert flops.pop("control") == 0 and steps["control"] == 0, "the control: no pre-training"
+    assert (abs(flops / flops["electra"] - 1) < 0.05).all(), "one FLOPs budget for every pre-trained run"
     two_stage = table[table["run"] == "two-stage"]
     assert two_stage["step"].nunique() == 2, "GLUE points in both stages (checkpoints at 50% and 100%)"
     report = tmp_path / "reports" / "smoke" / "training-algorithms"
@@ -38,14 +40,15 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     capsys.readouterr()
     main(args)  # a re-run trains nothing and gives the same table
     out = capsys.readouterr().out
-    assert out.count("finished earlier") == 4 and "[pretrain]" not in out and "[finetune]" not in out
+    assert out.count("finished earlier") == 5 and "[pretrain]" not in out and "[finetune]" not in out
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv"))
 
     same_runs_in_another_sweep(args, tmp_path, capsys, table)
 
     main([*args, "finetune.seeds=3"])  # one more seed: only the missing fine-tunes run, nothing is re-trained
     out = capsys.readouterr().out
-    assert "[pretrain]" not in out and out.count("[finetune]") == 4 * 2 * 2  # runs x checkpoints x tasks
+    scored = re.findall(r"^\[finetune\] .* seed \d+: ", out, flags=re.M)  # not the progress lines
+    assert "[pretrain]" not in out and len(scored) == (4 * 2 + 1) * 2  # (runs x checkpoints + the control's one) x tasks
     table = pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv")
     assert set(table["finetune_seed"]) == {0, 1, 2} and not table.duplicated().any()
 
@@ -65,7 +68,7 @@ def pieces_elsewhere(args, tmp_path, capsys):
         main([*args, "--collect", "--no-report", f"results_dir={elsewhere.parent}", *setting])
         out = capsys.readouterr().out
         table = pd.read_csv(elsewhere / "results.csv")
-        assert set(table["run"]) == kept and f"holds {len(kept)} of 4 runs" in out
+        assert set(table["run"]) == kept and f"holds {len(kept)} of 5 runs" in out
         meta = json.loads((elsewhere / "smoke" / "sweep.json").read_text())
         # the piece's provenance goes with its rows: a report's wall time is that of what it shows
         assert set(meta["runs"]) == kept and len(meta["invocations"]) == (2 if kept else 1)
@@ -91,7 +94,9 @@ def same_runs_in_another_sweep(args, tmp_path, capsys, table):
         out = capsys.readouterr().out
         assert "[pretrain]" not in out and "[finetune]" not in out and f"passing over {broken}" in out
         amos = pd.read_csv(tmp_path / "results" / "amos" / "results.csv")
-        assert set(amos["sweep"]) == {"amos"} and set(amos["run"]) == {"electra"}
+        # the control's config is the same in both sweeps (no AMOS keys enter it): adopted too
+        assert set(amos["sweep"]) == {"amos"} and set(amos["run"]) == {"electra", "control"}
+        amos = amos[amos["run"] == "electra"].reset_index(drop=True)
         pd.testing.assert_frame_equal(amos.drop(columns="sweep"),
                                       table[table["run"] == "electra"].drop(columns="sweep").reset_index(drop=True))
         summary = (tmp_path / "reports" / "smoke" / "amos" / "summary.md").read_text()

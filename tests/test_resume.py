@@ -217,7 +217,7 @@ def test_a_sweep_killed_anywhere_resumes_to_the_uninterrupted_table(data_dir, tm
     capsys.readouterr()
     main(args)
     out = capsys.readouterr().out
-    assert out.count("finished earlier") == 2 and "[pretrain]" not in out, out
+    assert out.count("finished earlier") == 3 and "[pretrain]" not in out, out  # electra, bert, the control
 
     straight, resumed = table(tmp_path, "straight"), table(tmp_path, "killed")
     assert len(straight) and not resumed.duplicated().any()
