@@ -72,7 +72,8 @@ def check_claim(claim: str, table: pd.DataFrame) -> str:
 
 def side(r) -> str:
     spread = f"pre-training [{r['pt_min']:.1f}, {r['pt_max']:.1f}], " if r["seeds"] > 1 else ""
-    return f"{r['GLUE']:.1f} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''}; {spread}fine-tuning {r['ft_spread']:.1f})"
+    seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+    return f"{r['GLUE']:.1f} ({seeds}; {spread}fine-tuning {r['ft_spread']:.1f})"
 
 
 CLAIMS_HEADER = ["| claim | ours | GLUE (pre-training seeds; spreads: pre-training min-max, fine-tuning width) | gap |",

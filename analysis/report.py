@@ -273,6 +273,11 @@ def write_index(reports: Path = REPORTS) -> Path:
         for out in sorted(reports.glob(f"{scale}/*/results.csv")):
             lines.append(f"- [{out.parent.name}]({scale}/{out.parent.name}/summary.md): {finding(out.parent)}")
         lines.append("")
+    calibrations = sorted(reports.glob("*/calibration.md"))
+    if calibrations:
+        lines += ["## Calibration", ""]
+        lines += [f"- [{p.parent.name}]({p.parent.name}/calibration.md): the probes that sized scale "
+                  f"`{p.parent.name}`, their learning curves and costs." for p in calibrations] + [""]
     benchmarks = [f"- [{title}](benchmark/{file}): {what}" for file, title, what in [
         ("benchmark.md", "benchmark", "pre-training tokens/s of every variant against a plain transformers baseline "
          "(`make benchmark`)."),

@@ -39,7 +39,8 @@ def cache_key(data: DataConfig, vocab: Path) -> str:
     parts["vocab_sha"] = hashlib.sha256(vocab.read_bytes()).hexdigest()
     # the files themselves (size, modification time), so another DATA_DIR with other text never hits this cache
     parts["files"] = [(f.stat().st_size, f.stat().st_mtime_ns) for f in
-                      (Path(data.data_dir) / c for c in corpus_sources(data) if not c.startswith("hub:")) if f.is_file()]
+                      (Path(data.data_dir) / c for c in corpus_sources(data) if not c.startswith("hub:"))
+                      if f.is_file()]
     parts["version"] = PACKING_VERSION
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -73,8 +74,8 @@ def build_packed_corpus(data: DataConfig, out_dir: Path, log=print) -> Path:
             read[0] += len(tokens) if tokens else 0
             yield tokens
 
-    for example in pack(counted(_token_lines(iter_lines(data_dir, corpus_sources(data), data.max_corpus_bytes), tokenizer)),
-                        builder):
+    lines = iter_lines(data_dir, corpus_sources(data), data.max_corpus_bytes)
+    for example in pack(counted(_token_lines(lines, tokenizer)), builder):
         examples.append(example)
         if len(examples) % 50_000 == 0:
             log(f"[data] packed {len(examples):,} examples ({time.time() - start:.0f}s)")
