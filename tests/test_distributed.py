@@ -74,6 +74,7 @@ def test_other_ranks_stop_when_rank_0_cannot_pack(smoke_cfg, monkeypatch):
         dm.prepare_once(poll_seconds=0.05)
 
 
+@pytest.mark.integration  # a whole sweep, processes or ranks: the integration tier
 def test_two_ddp_ranks_train_like_one_process(data_dir, tmp_path):
     """DDP over 2 CPU ranks of 8 = one process accumulating 2 micro-batches of 8 (the same sums, in another
     order), and within the per-micro-batch loss normalisation of one process taking all 16 at once."""

@@ -5,11 +5,13 @@ import re
 import shutil
 
 import pandas as pd
+import pytest
 
 from lightning_electra.results import COLUMNS
 from tests.conftest import sweep_main as main
 
 
+@pytest.mark.integration  # a whole sweep, processes or ranks: the integration tier
 def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsys):
     args = ["training-algorithms", "--scale", "smoke", "--reports-dir", str(tmp_path / "reports"),
             f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", f"data.data_dir={data_dir}",

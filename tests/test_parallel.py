@@ -19,6 +19,7 @@ def run_dirs(results):
                   and p.is_dir())
 
 
+@pytest.mark.integration  # a whole sweep, processes or ranks: the integration tier
 def test_parallel_runs_write_what_a_sequential_sweep_writes_and_a_failure_stops_none(data_dir, tmp_path, capsys):
     sweep = tmp_path / "parallel-check.yaml"
     sweep.write_text(SWEEP)
@@ -51,6 +52,7 @@ def test_parallel_runs_write_what_a_sequential_sweep_writes_and_a_failure_stops_
     assert "[bert" not in out and "[diverges]" in out
 
 
+@pytest.mark.integration  # a whole sweep, processes or ranks: the integration tier
 def test_sigterm_to_a_parallel_sweep_stops_its_runs_and_releases_the_lock(data_dir, tmp_path):
     """A parallel sweep killed by a scheduler (SIGTERM): its children stop with it, nothing stays locked, and it exits
     as SIGTERM's (143), so that a job script sees it was stopped rather than done."""

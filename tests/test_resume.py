@@ -195,6 +195,7 @@ def table(tmp_path: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(tmp_path / name / "results" / "small-model" / "results.csv").drop(columns="commit")
 
 
+@pytest.mark.integration  # a whole sweep, processes or ranks: the integration tier
 def test_a_sweep_killed_anywhere_resumes_to_the_uninterrupted_table(data_dir, tmp_path, capsys):
     from tests.conftest import sweep_main as main
 

@@ -2,7 +2,8 @@
 merged by OmegaConf and checked at every layer. An unknown key or a value of the wrong type is a `ConfigError` that
 names the key and the closest valid ones, before any work starts.
 
-The files live in experiments/configs/{scales,variants,sweeps}/ (the runner's, not the library's, knowledge).
+The files live in lightning_electra/configs/{scales,variants,sweeps}/, package data (the runner's knowledge, not the
+library's).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ BUDGETS = ("flops", "electra-steps")
 
 
 def load_sweep(name: str) -> dict:
-    """A sweep file: experiments/configs/sweeps/<name>.yaml, or `name` itself when it is the path of a YAML file
+    """A sweep file: lightning_electra/configs/sweeps/<name>.yaml, or `name` itself when it is the path of a YAML file
     (a sweep of one's own, kept anywhere); its `name` (default: the file's) names its results."""
     own = Path(name)
     path = own if own.suffix in (".yaml", ".yml") and own.is_file() else CONFIG_ROOT / "sweeps" / f"{name}.yaml"
@@ -194,7 +195,7 @@ def load_sweep(name: str) -> dict:
                           "the path of a sweep file.")
     sweep = OmegaConf.to_container(OmegaConf.load(path))
     if not isinstance(sweep, dict):
-        raise ConfigError(f"{path} must hold a mapping with a `runs` list; see experiments/configs/sweeps/.")
+        raise ConfigError(f"{path} must hold a mapping with a `runs` list; see lightning_electra/configs/sweeps/.")
     unknown = set(sweep) - SWEEP_KEYS
     if unknown:
         raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; a sweep file holds {sorted(SWEEP_KEYS)}.")
