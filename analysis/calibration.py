@@ -40,11 +40,10 @@ def curves(run: Path) -> pd.DataFrame:
     return metrics
 
 
-def describe(run: Path) -> dict:
-    """A probe's settings and its end figures (mean over its last TAIL logged steps)."""
+def describe(run: Path, m: pd.DataFrame) -> dict:
+    """A probe's settings and its end figures (mean over its last TAIL logged steps of `m`, its curves)."""
     cfg = OmegaConf.load(run / "config.yaml")
     done = json.loads((run / "pretrain.json").read_text()) if (run / "pretrain.json").exists() else {}
-    m = curves(run)
     end = m[m["step"] > m["step"].max() - TAIL]
     figure = lambda key: round(float(end[key].mean()), 4) if key in end else None  # noqa: E731
     return {"probe": run.name.rsplit("-", 1)[0], "variant": cfg.variant, "layers": cfg.model.num_layers,
@@ -57,10 +56,9 @@ def describe(run: Path) -> dict:
             "prior_loss": figure("train/disc_prior_loss")}
 
 
-def draw(runs: list[Path], path: Path) -> None:
+def draw(runs: dict[Path, pd.DataFrame], path: Path) -> None:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4))
-    for i, run in enumerate(runs):
-        m = curves(run)
+    for i, (run, m) in enumerate(runs.items()):
         for ax, (key, title) in zip(axes, CURVES):
             if key in m:
                 smooth = m[key].rolling(4, min_periods=1).mean()  # 4 logged steps: the curves' batch noise
@@ -85,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = [r for r in args.runs if list(r.glob("pretrain*/logs/metrics.csv"))]
+    runs = {r: curves(r) for r in args.runs if list(r.glob("pretrain*/logs/metrics.csv"))}
     draw(runs, args.out / "probes.png")
-    table = pd.DataFrame([describe(r) for r in runs])
+    table = pd.DataFrame([describe(r, m) for r, m in runs.items()])
     atomic_write_text(args.out / "probes.csv", table.to_csv(index=False))
     print(table.to_string(index=False))
 

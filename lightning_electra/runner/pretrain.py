@@ -64,7 +64,7 @@ def budget(cfg: Config) -> dict:
     """What pre-training will do, from the config and the vocabulary alone (the module is built on the meta device:
     no memory, no data): steps (all stages), stages, paper-convention FLOPs and GLUE checkpoint steps."""
     module = build_module(cfg, device="meta")
-    steps = module.steps * max(1, module.stages)
+    steps = module.steps * module.stages
     return {"steps": steps, "stages": module.stages, "paper_flops": module.steps * module.budget_flops_per_step(),
             "checkpoints": checkpoint_steps(cfg.train.checkpoint_fractions, steps)}
 
