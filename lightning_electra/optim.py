@@ -34,6 +34,10 @@ def decay_groups(named_parameters: Iterable[tuple[str, torch.nn.Parameter]], wei
     return [{"params": groups[True], "weight_decay": weight_decay}, {"params": groups[False], "weight_decay": 0.0}]
 
 
+_FUSED = getattr(torch, "_fused_adamw_", None)
+_NO_BIAS_CORRECTION = torch.tensor(1e6)  # 0.9 ** 1e6 and 0.999 ** 1e6 underflow to 0
+
+
 class AdamWeightDecay(torch.optim.Optimizer):
     """The official ELECTRA / BERT optimiser: Adam with decoupled weight decay and no bias correction.
 
@@ -71,6 +75,14 @@ class AdamWeightDecay(torch.optim.Optimizer):
             m = [self.state[p]["exp_avg"] for p in params]
             v = [self.state[p]["exp_avg_sq"] for p in params]
             beta1, beta2 = group["betas"]
+            if not isinstance(group["lr"], torch.Tensor) and _FUSED is not None:
+                # torch's fused AdamW kernel, one pass over each tensor (15x the foreach ops' speed on 2 CPU cores:
+                # 1.2 against 19 ms for 2M weights), made the official update by a step count at which both bias
+                # corrections, 1 - beta^step, are exactly 1 in floating point
+                _FUSED(params, grads, m, v, [], [_NO_BIAS_CORRECTION] * len(params), lr=group["lr"], beta1=beta1,
+                       beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
+                       maximize=False)
+                continue
             torch._foreach_lerp_(m, grads, 1 - beta1)  # m = beta1 * m + (1 - beta1) * g
             torch._foreach_mul_(v, beta2)
             torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)  # v = beta2 * v + (1 - beta2) * g^2

@@ -76,6 +76,26 @@ def test_the_first_updates_are_the_official_formula():
     assert isinstance(build_optimizer([{"params": [p]}], 0.1, 1e-6, bias_correction=True), torch.optim.AdamW)
 
 
+def test_the_fused_update_is_the_foreach_one():
+    """The fused kernel (a float lr) and the foreach ops (a tensor lr, as a step graph reads it) make one update."""
+    torch.manual_seed(0)
+    start = [torch.randn(64, 8), torch.randn(8), torch.randn(3, 5)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(5)]
+    finals = []
+    for lr in (1e-2, torch.tensor(1e-2)):
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        opt = AdamWeightDecay([{"params": params[:2], "weight_decay": 0.01, "lr": lr},
+                               {"params": params[2:], "weight_decay": 0.0, "lr": lr}], eps=1e-6)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g
+            opt.step()
+        finals.append([p.detach() for p in params])
+    for fused, foreach, w in zip(*finals, start):
+        assert not torch.equal(fused, w)
+        torch.testing.assert_close(fused, foreach, rtol=1e-5, atol=1e-6)
+
+
 def test_the_official_schedule_multiplies_warmup_and_decay():
     f = warmup_linear_decay(total_steps=100, warmup_fraction=0.1, overlap=True)
     assert [f(0), f(5), f(10), f(50), f(100)] == pytest.approx([0.0, 0.5 * 0.95, 0.9, 0.5, 0.0])
