@@ -46,7 +46,7 @@ data:  ## the corpus (wikitext-103) and all GLUE tasks from the Hugging Face hub
 	$(CLI) data $(ARGS)
 
 test:  ## run the fast test suite (the CI's): no data needed, the tests carry theirs (tests/fixtures/)
-	$(PYTHON) -m pytest -q -m "not slow and not full_data and not integration"
+	$(PYTHON) -m pytest -q --timeout 180 -m "not slow and not full_data and not integration"
 
 test-integration:  ## the integration tier (minutes: every objective learns, ...), which CI also runs
 	$(PYTHON) -m pytest -q -m "integration and not full_data"

@@ -65,24 +65,44 @@ def test_finetune_seeds_returns_a_result_per_seed(backbone, tokenizer, data_dir)
     assert len({round(r["score"], 6) for r in results}) > 1  # three different models
 
 
-def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg):
+def spy(monkeypatch, name: str) -> list:
+    """The calls `lightning_electra.finetune.<name>` gets from here on (one entry, its seeds, per call)."""
+    import lightning_electra.finetune as finetune
+
+    calls, real = [], getattr(finetune, name)
+
+    def recorded(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, name, recorded)
+    return calls
+
+
+def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg, monkeypatch):
     from lightning_electra.runner.run import train_and_score as run
 
+    ensembles, one_by_one = spy(monkeypatch, "finetune_seeds"), spy(monkeypatch, "train_one")
     cfg = smoke_cfg("train.steps=2", "train.checkpoint_fractions=[1.0]", "finetune.tasks=[RTE]",
                     "finetune.seeds=2", "finetune.batched_seeds=true", "finetune.max_train_examples=16",
                     "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1")
     table = pd.read_csv(run(cfg, "ensemble-test"))
     assert sorted(table.query("metric == 'score'")["finetune_seed"]) == [0, 1]
+    assert len(ensembles) == 1 and list(ensembles[0][3]) == [0, 1] and not one_by_one  # both seeds, in one ensemble
 
 
 def test_the_finetune_benchmark_times_both_modes(data_dir, tmp_path, monkeypatch):
     from lightning_electra.tools.finetune_benchmark import main
 
     monkeypatch.setenv("DATA_DIR", str(data_dir))
+    ensembles, one_by_one = spy(monkeypatch, "finetune_seeds"), spy(monkeypatch, "train_one")
     table = main(["--scale", "smoke", "--tasks", "RTE", "--seeds", "2", "--out", str(tmp_path),
                   "--modes", "sequential,batched,batched-unbucketed", "finetune.length_buckets=[32,64]",
                   "finetune.max_train_examples=16", "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1"])
-    assert list(table["mode"]) == ["sequential", "batched", "batched-unbucketed"] and (table["seconds"] > 0).all()
+    assert list(table["mode"]) == ["sequential", "batched", "batched-unbucketed"]
+    # each mode trained what it names: two seeds one by one, then the two batched modes one ensemble each
+    assert len(one_by_one) == 2 and [list(call[3]) for call in ensembles] == [[0, 1], [0, 1]]
+    assert (table["seeds"] == 2).all() and table["median_score"].notna().all()
     assert list(table["length_buckets"]) == ["32-64", "32-64", "none"]
     assert "batched" in (tmp_path / "finetune.md").read_text()
     with pytest.raises(SystemExit):
