@@ -485,7 +485,7 @@ def test_plan_is_a_flag_so_an_override_after_it_is_an_override(capsys):
 
     main(["training-algorithms", "--scale", "smoke", "--plan", "--no-time", "train.flops_budget=8e11"])
     out = capsys.readouterr().out
-    assert "[plan] training-algorithms at scale smoke: 5 runs" in out and "total: " in out and "3.2e+12" in out
+    assert "[plan] training-algorithms at scale smoke: 11 runs" in out and "total: " in out and "6.4e+12" in out  # 8 pre-training runs
 
 
 def test_a_plan_without_the_data_still_plans_and_says_the_sweep_would_stop(tmp_path, capsys):
