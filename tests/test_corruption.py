@@ -51,6 +51,16 @@ def test_gumbel_samples_follow_the_softmax():
     assert not sample_tokens(logits.requires_grad_()).requires_grad
 
 
+def test_in_place_gumbel_max_draws_what_the_formula_draws():
+    """The in-place noise is a speed change only: the same tokens as argmax(logits / T - log(-log(u)))."""
+    logits = torch.randn(4, 19, 300) * 3
+    for temperature in (1.0, 0.5):
+        u = torch.rand(logits.shape, generator=torch.Generator().manual_seed(7))
+        expected = (logits / temperature - torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny))))
+        drawn = sample_tokens(logits, temperature, torch.Generator().manual_seed(7))
+        assert torch.equal(drawn, expected.argmax(-1))
+
+
 def test_replacement_writes_only_real_slots():
     ids = torch.arange(10).repeat(2, 1)
     positions = torch.tensor([[1, 2], [3, 4]])
