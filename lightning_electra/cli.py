@@ -102,10 +102,10 @@ def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.configs import load_config
 
     load_config(args.scale, overrides=[f"name={args.name}", *overrides], full=False)  # a typo costs no imports
-    from lightning_electra.runner.run import run_dir, train_and_score
+    from lightning_electra.runner.run import pretrain_run, run_dir
 
     cfg = load_config(args.scale, overrides=[f"name={args.name}", *overrides], announce=True)
-    train_and_score(cfg, args.sweep, finetune=False)
+    pretrain_run(cfg, args.sweep)
     out = run_dir(cfg, args.sweep)
     print(f"[pretrain] {out}: fine-tune a checkpoint with `python -m lightning_electra finetune "
           f"{out}/checkpoints/step-...`, export it with `python -m lightning_electra export {out} <dir>`", flush=True)

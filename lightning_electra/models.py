@@ -79,7 +79,7 @@ def share_weights(generator: ElectraForMaskedLM, discriminator: ElectraForPreTra
     if mode == "none":
         return
     if mode == "all":
-        if discriminator_shape_of(generator) != discriminator_shape_of(discriminator):
+        if encoder_shape(generator) != encoder_shape(discriminator):
             raise ConfigError("model.tie=all needs a generator the size of the discriminator "
                               "(model.generator_fraction=1.0).")
         generator.electra = discriminator.electra
@@ -144,6 +144,6 @@ def saveable(model: nn.Module) -> nn.Module:
     return model
 
 
-def discriminator_shape_of(model) -> tuple[int, ...]:
+def encoder_shape(model) -> tuple[int, ...]:
     c = model.config
     return (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.embedding_size)

@@ -52,11 +52,11 @@ def smoke_cfg(data_dir, tmp_path):
 def variant_setup():
     """cfg -> (the variant's module, a collated batch of 8 real packed examples)."""
     from lightning_electra.data.datamodule import PretrainDataModule
-    from lightning_electra.runner.pretrain import make_module
+    from lightning_electra.runner.pretrain import build_module
 
     def make(cfg):
         dm = PretrainDataModule(cfg)
-        module = make_module(cfg, dm)
+        module = build_module(cfg, data=dm)
         return module, dm.collate([dm.train_set[i] for i in range(8)])
 
     return make

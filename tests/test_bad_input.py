@@ -262,19 +262,19 @@ def test_a_run_table_of_another_sweep_is_not_mixed_in(smoke_cfg):
 
 
 def test_a_checkpoint_of_another_variant_is_refused_before_training(smoke_cfg, tmp_path):
-    from lightning_electra.runner.pretrain import fit_stage, make_module
+    from lightning_electra.runner.pretrain import build_module, fit_stage
 
     bert_cfg, cfg = smoke_cfg(variant="bert"), smoke_cfg()
     stage_dir = tmp_path / "run" / "pretrain"
     stage_dir.mkdir(parents=True)
-    torch.save({"state_dict": make_module(bert_cfg, PretrainDataModule(bert_cfg)).state_dict()},
+    torch.save({"state_dict": build_module(bert_cfg, data=PretrainDataModule(bert_cfg)).state_dict()},
                stage_dir / "last.ckpt")
     data = PretrainDataModule(cfg)
-    msg = error(ConfigError, fit_stage, cfg, make_module(cfg, data), data, stage_dir, tmp_path / "ckpts", [1])
+    msg = error(ConfigError, fit_stage, cfg, build_module(cfg, data=data), data, stage_dir, tmp_path / "ckpts", [1])
     assert str(stage_dir / "last.ckpt") in msg and "electra" in msg and "another variant" in msg
     assert "config.yaml" in msg and "delete it" in msg
     (stage_dir / "last.ckpt").write_bytes(b"half a checkpoint")  # a damaged file: the same advice
-    msg = error(ConfigError, fit_stage, cfg, make_module(cfg, data), data, stage_dir, tmp_path / "ckpts", [1])
+    msg = error(ConfigError, fit_stage, cfg, build_module(cfg, data=data), data, stage_dir, tmp_path / "ckpts", [1])
     assert "cannot be read" in msg and "delete it" in msg
 
 
@@ -288,12 +288,12 @@ def test_an_error_in_one_run_keeps_what_earlier_runs_did(tmp_path, data_dir, mon
     before = previous.read_text()
     done = tmp_path / "tie-none.csv"
 
-    def fake_run(cfg, name, finetune=True):
-        if finetune and cfg.name == "tie-embeddings":  # the second run's fine-tuning meets a bad GLUE file
+    def fake_run(cfg, name):
+        if cfg.name == "tie-embeddings":  # the second run's fine-tuning meets a bad GLUE file
             raise GlueDataError("glue/RTE/dev.tsv, line 3: ...")
-        if finetune:
-            table(name, cfg.name).to_csv(done, index=False)
-            return done
+        table(name, cfg.name).to_csv(done, index=False)
+        return done
+    monkeypatch.setattr(sweep, "pretrain_run", lambda cfg, name: None)
     monkeypatch.setattr(sweep, "train_and_score", fake_run)
     with pytest.raises(SystemExit) as err:
         sweep_main(tmp_path, data_dir)

@@ -7,7 +7,7 @@ import torch
 
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.optim import build_optimizer, clip_by_global_norm, decay_groups, warmup_linear_decay
-from lightning_electra.runner.pretrain import make_module
+from lightning_electra.runner.pretrain import build_module
 
 STEPS, LR = 600, 1e-3
 WINDOW = 20  # steps averaged at the start and at the end (a batch of 16 short sequences is noisy)
@@ -20,7 +20,7 @@ def train(cfg, stage: int = 1, previous: dict | None = None, steps: int = STEPS)
     dm.prepare_data()
     dm.setup()
     torch.manual_seed(0)
-    module = make_module(cfg, dm, stage, previous)
+    module = build_module(cfg, stage, dm, previous)
     t = cfg.train
     optimizer = build_optimizer(decay_groups(module.named_parameters(), t.weight_decay), t.lr, t.adam_eps,
                                 t.adam_betas, bias_correction=t.adam_bias_correction)

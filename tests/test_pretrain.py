@@ -3,12 +3,12 @@ import torch
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.flops import electra_train_flops, mlm_train_flops
 from lightning_electra.models import discriminator_shape, generator_shape
-from lightning_electra.runner.pretrain import make_module
+from lightning_electra.runner.pretrain import build_module
 
 
 def module_and_batch(cfg):
     dm = PretrainDataModule(cfg)
-    module = make_module(cfg, dm)
+    module = build_module(cfg, data=dm)
     return module, dm.collate([dm.train_set[i] for i in range(8)])
 
 

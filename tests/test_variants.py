@@ -8,7 +8,7 @@ import torch
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.objectives import OBJECTIVES as VARIANTS
 from lightning_electra.objectives.all_tokens_mlm import copy_log_prob
-from lightning_electra.runner.pretrain import make_module
+from lightning_electra.runner.pretrain import build_module
 
 
 def run_objective(module, batch, seed=0):
@@ -142,11 +142,11 @@ def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg, variant_set
 
     cfg = smoke_cfg(variant="two-stage")
     dm = PretrainDataModule(cfg)
-    stage1 = make_module(cfg, dm)
+    stage1 = build_module(cfg, data=dm)
     assert not hasattr(stage1, "discriminator") and stage1.backbone() is stage1.generator.electra
     batch = dm.collate([dm.train_set[i] for i in range(8)])
     assert set(run_objective(stage1, batch)) == {"loss", "mlm_loss", "mlm_accuracy", "mlm_unigram_accuracy"}
-    stage2 = make_module(cfg, dm, stage=2)
+    stage2 = build_module(cfg, 2, dm)
     stage2.start_from(stage1.state_dict())
     for (name, d), g in zip(stage2.discriminator.electra.named_parameters(), stage2.generator.electra.parameters()):
         assert torch.equal(d, g) and d.data_ptr() != g.data_ptr(), name

@@ -50,11 +50,6 @@ def build_module(cfg: Config, stage: int = 1, data: PretrainDataModule | None = 
         return OBJECTIVES[cfg.variant](cfg, special, stage=stage, token_counts=counts, previous=previous)
 
 
-def make_module(cfg: Config, data: PretrainDataModule, stage: int = 1, previous: dict | None = None):
-    """The module a fit trains, built from the prepared data."""
-    return build_module(cfg, stage, data, previous)
-
-
 def checkpoint_steps(fractions: list[float], steps: int) -> list[int]:
     """The steps a run saves an encoder to fine-tune at (step 0 only, when it trains none: the control)."""
     return sorted({min(steps, max(1, round(f * steps))) for f in fractions})
@@ -90,7 +85,7 @@ def pretrain(cfg: Config, out: Path) -> dict:
         L.seed_everything(stage_seed(cfg.train.seed, stage), workers=True, verbose=False)  # the weights' init too
         if cfg.train.compile:  # each stage compiles afresh: runs of a sweep in one process would otherwise pass torch's
             torch._dynamo.reset()  # recompile limit (8 shapes a function) and fall back to eager silently
-        module = make_module(cfg, data, stage, previous)
+        module = build_module(cfg, stage, data, previous)
         saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps * stages)
         stage_dir = layout.stage_dir(stage, stages)
         previous, done = fit_stage(cfg, module, data, stage_dir, layout.checkpoints, saves, offset=done,

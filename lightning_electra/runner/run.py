@@ -29,32 +29,51 @@ def run_dir(cfg: Config, sweep: str) -> Path:
     return RunLayout.of(cfg, sweep).root
 
 
-def train_and_score(cfg: Config, sweep: str, finetune: bool = True) -> Path | None:
+def train_and_score(cfg: Config, sweep: str) -> Path | None:
     """Pre-train and fine-tune one run unless its results table already exists; returns that file.
 
     Under a distributed launch (torchrun, srun, or Lightning's own for devices > 1) every rank runs this and takes
     part in pre-training; only rank 0 writes files, fine-tunes (on one device) and returns the table. The other
-    ranks return None once pre-training is done. `finetune=False`: pre-train only (returns None).
+    ranks return None once pre-training is done.
     """
     layout = RunLayout.of(cfg, sweep)
     table = layout.table(cfg)
-    if table.exists():
-        read_table(table, sweep=sweep)  # a run directory copied from another sweep: refuse to mix its rows in
-        if not finetune or global_rank() != 0:
+    if finished(cfg, layout, sweep):
+        if global_rank() != 0:
             return None
         print(f"[run] {cfg.name}: finished earlier ({table}), skipped", flush=True)
         return table
-    check_data(cfg)  # every data file the run reads: say what is wrong now, not after pre-training
-    if global_rank() == 0:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, layout.config)
-    pretrain(cfg, layout.root)
-    if not finetune or global_rank() != 0:
+    pretrain_in(cfg, layout)
+    if global_rank() != 0:
         return None
     leave_process_group()
     rows = finetune_checkpoints(cfg, layout, sweep)
     write_table([{c: r[c] for c in COLUMNS} for r in rows], table)
     return table
+
+
+def pretrain_run(cfg: Config, sweep: str) -> None:
+    """Pre-train one run and fine-tune nothing (a parallel sweep's pre-training phase), unless it finished earlier."""
+    layout = RunLayout.of(cfg, sweep)
+    if not finished(cfg, layout, sweep):
+        pretrain_in(cfg, layout)
+
+
+def finished(cfg: Config, layout: RunLayout, sweep: str) -> bool:
+    """Whether the run's results table exists (one copied in from another sweep is refused, not mixed in)."""
+    table = layout.table(cfg)
+    if table.exists():
+        read_table(table, sweep=sweep)
+        return True
+    return False
+
+
+def pretrain_in(cfg: Config, layout: RunLayout) -> None:
+    check_data(cfg)  # every data file the run reads: say what is wrong now, not after pre-training
+    if global_rank() == 0:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, layout.config)
+    pretrain(cfg, layout.root)
 
 
 def finetune_checkpoints(cfg: Config, layout: RunLayout, sweep: str) -> list[dict]:

@@ -38,7 +38,7 @@ from lightning_electra.results import COLUMNS, ResultsError, read_table, write_t
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
 from lightning_electra.runner.identity import RunLayout, config_hash
 from lightning_electra.runner.pretrain import budget
-from lightning_electra.runner.run import train_and_score
+from lightning_electra.runner.run import pretrain_run, train_and_score
 from lightning_electra.runner.trainer import check_hardware, world_size
 
 
@@ -174,7 +174,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
                       "enabled": global_rank() == 0 and not child}
             progress = Progress(f"[sweep] {name} pre-training", **report)
             for current in selected:
-                train_and_score(current, name, finetune=False)
+                pretrain_run(current, name)
                 if current.name not in earlier:
                     progress.update(progress.done + 1)
             leave_process_group()
