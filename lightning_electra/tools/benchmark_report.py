@@ -120,6 +120,15 @@ def bounds(frame: pd.DataFrame, device: str) -> list[str]:
             lines.append(f"* Host-bound rows (GPU busy under 80% of the step): {len(host)} of {len(profiled)}: " + (
                 ", ".join(f"{h.variant}/{h.implementation} batch {h.batch_size} {how(h)} ({busy_share(h):.0%})"
                           for h in host.itertuples()) or "none") + ".")
+    lines += step_ratio(frame)
+    if "cpu" in device:
+        lines += ["", f"On a CPU the row does {r.measured_flops_per_s / 1e9:.0f} GFLOP/s of matmul-type work as torch "
+                  "counts it. profiles.txt (with --profile) splits each row's step into operators by self time: "
+                  "the matmuls (mm, addmm, the attention kernels) are what the cores' vector units and oneDNN set "
+                  "the pace of; the rest is element-wise work over the activations, bound by memory traffic, and "
+                  "random draws. No kernel launches to hide: compilation gains only what fusing the element-wise "
+                  "chains saves (see its row and its warm-up)."]
+        return lines
     lines += ["", "At ELECTRA-Small's width (hidden 256, generator 64, K = 64 to 1024 in every matmul) a step is "
               "thousands of small kernels: the matmuls run far below the tensor cores' peak, and the element-wise "
               "work around them (LayerNorm, GELU, dropout, residual adds, the softmax over the vocabulary at the "
@@ -132,6 +141,20 @@ def bounds(frame: pd.DataFrame, device: str) -> list[str]:
     return lines
 
 
+def step_ratio(frame: pd.DataFrame) -> list[str]:
+    """ELECTRA's step against BERT's (eager suite rows at one batch), beside the ratio of their paper FLOPs: how far
+    each objective's step cost follows its arithmetic."""
+    eager = frame[(frame.implementation == SUITE) & ~frame.compiled.astype(bool)]
+    lines = []
+    for batch in sorted(set(eager.batch_size)):
+        rows = eager[eager.batch_size == batch].set_index("variant")
+        if {"electra", "bert"} <= set(rows.index):
+            e, b = rows.loc["electra"], rows.loc["bert"]
+            lines.append(f"* ELECTRA's step against BERT's at batch {batch}, eager: {e.step_ms / b.step_ms:.2f}x the "
+                         f"time for {e.paper_flops_per_step / b.paper_flops_per_step:.2f}x the paper FLOPs.")
+    return lines
+
+
 def render(out: Path) -> Path:
     """benchmark.md from benchmark.csv and provenance.json in `out` (no measuring)."""
     missing = [name for name in ("benchmark.csv", "provenance.json") if not (out / name).is_file()]
@@ -141,7 +164,7 @@ def render(out: Path) -> Path:
     frame = pd.read_csv(out / "benchmark.csv")
     info = json.loads((out / "provenance.json").read_text())
     md = ["# Pre-training throughput", "",
-          f"ELECTRA-Small shapes (scale `{info['scale']}`)" + (" shrunk to 2 x 64 (--small)" if info["small"] else "")
+          f"Scale `{info['scale']}`'s shapes" + (" shrunk to 2 x 64 (--small)" if info["small"] else "")
           + f", sequence length {info['seq_len']}, {info['precision']}, on {info['device']}. {info['steps']} timed "
           f"optimizer steps after {info['warmup']} warm-up steps (compilation inside the warm-up), the median of "
           f"{min(3, info['steps'])} "
