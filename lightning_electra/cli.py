@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import command_line
+from lightning_electra.provenance import command_line
 
 # Errors in what the user gave (config, data, files, a diverged run), whose messages say what to do: printed alone.
 INPUT_ERRORS = (SuiteError,)

@@ -1,4 +1,4 @@
-"""Files written whole, and where a result came from (commit, hardware).
+"""Files written whole and read back safely.
 
 Every file and directory the suite writes goes through `atomic`: it is written under a temporary name beside its
 final one and renamed into place, so a kill, a full disk or a read-only folder never leaves a half-written file that
@@ -13,12 +13,7 @@ import functools
 import hashlib
 import json
 import os
-import platform
-import shlex
 import shutil
-import subprocess
-import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -70,56 +65,6 @@ def atomic(path: Path | str, keep_existing: bool = False) -> Iterator[Path]:
         raise
 
 
-class LockedError(SuiteError, RuntimeError):
-    """Another live process holds the lock on what this one would write."""
-
-
-@contextlib.contextmanager
-def held_lock(path: Path | str, what: str) -> Iterator[None]:
-    """One process at a time for `what` (e.g. a sweep's results directory): a lock file naming its holder (process
-    id, host, command), taken atomically; the lock of a process that has died is taken over, with a note."""
-    path = Path(path)
-    holder = {"pid": os.getpid(), "host": platform.node(), "command": " ".join(sys.argv),
-              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            with open(path, "x") as f:  # O_EXCL: of two processes starting at once, one gets it
-                json.dump(holder, f)
-            break
-        except FileExistsError:
-            other = _read_holder(path)
-            if other.get("host") == holder["host"] and not _alive(other.get("pid")):
-                print(f"[lock] taking over {path}: its holder, process {other.get('pid')}, is gone", flush=True)
-                path.unlink(missing_ok=True)
-                continue
-            raise LockedError(f"{what} is in use by process {other.get('pid')} on {other.get('host')} since "
-                              f"{other.get('since')} ({other.get('command')}): two at once would train the same runs "
-                              f"twice. Wait for it to end, or stop it; if it is gone, delete {path}.") from None
-    try:
-        yield
-    finally:
-        if _read_holder(path).get("pid") == holder["pid"]:
-            path.unlink(missing_ok=True)
-
-
-def _read_holder(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # it exists, another user's
-        return True
-    return True
-
-
 class UnreadableFile(SuiteError, ValueError):
     """A file that cannot be read as what it should be (truncated, damaged, or another kind of file)."""
 
@@ -155,35 +100,3 @@ def file_digest(path: Path) -> str:
 @functools.lru_cache(maxsize=256)
 def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def command_line(argv: list[str]) -> str:
-    """`python -m lightning_electra ARGV` as a user would type it again, DATA_DIR included (for provenance)."""
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "lightning_electra", *argv])
-    return f"DATA_DIR={shlex.quote(os.environ['DATA_DIR'])} {command}" if os.environ.get("DATA_DIR") else command
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        # reports are outputs the suite itself rewrites: a changed report does not make the code dirty
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!analysis/reports"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GIT_COMMIT", "unknown")
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def hardware() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
-           f"{torch.get_num_threads()})"

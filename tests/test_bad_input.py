@@ -422,7 +422,7 @@ def test_two_sweeps_on_one_results_directory_cannot_both_run(tmp_path, data_dir)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     lock.write_text(json.dumps({"pid": gone.pid, "host": os.uname().nodename, "command": "a killed sweep"}))
-    from lightning_electra.io import held_lock
+    from lightning_electra.locks import held_lock
 
     with held_lock(lock, "the results"):
         assert json.loads(lock.read_text())["pid"] == os.getpid()  # taken over

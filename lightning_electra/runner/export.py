@@ -36,7 +36,8 @@ from lightning_electra.data.files import vocab_path
 from lightning_electra.data.glue_tasks import TASKS
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import UnreadableFile, atomic_write_text, git_commit, load_torch, write_json
+from lightning_electra.io import UnreadableFile, atomic_write_text, load_torch, write_json
+from lightning_electra.provenance import git_commit
 from lightning_electra.models import saveable
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.results import glue_scores, read_table

@@ -29,7 +29,8 @@ import torch
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.errors import SuiteError
-from lightning_electra.io import ROOT, usable_cores
+from lightning_electra.io import ROOT
+from lightning_electra.provenance import usable_cores
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.sweep import not_finished, sweep_guard, write_sweep_table
 from lightning_electra.runner.trainer import world_size

@@ -87,7 +87,7 @@ def contention(parallel: int) -> float:
     `parallel` runs share it as if each took the whole of it (a bound: MPS overlaps their kernels better)."""
     import torch
 
-    from lightning_electra.io import usable_cores
+    from lightning_electra.provenance import usable_cores
 
     if torch.cuda.is_available():
         return float(parallel)

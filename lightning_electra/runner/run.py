@@ -17,7 +17,8 @@ from lightning_electra.data.files import check_data, vocab_path
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.finetune import finetune_task_seeds, glue_tasks
-from lightning_electra.io import git_commit, write_json
+from lightning_electra.io import write_json
+from lightning_electra.provenance import git_commit
 from lightning_electra.progress import Progress
 from lightning_electra.results import COLUMNS, read_table, write_table
 from lightning_electra.runner.configs import save_config

@@ -31,7 +31,9 @@ import pandas as pd
 
 from lightning_electra.config import Config, ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
-from lightning_electra.io import git_commit, hardware, held_lock, write_json
+from lightning_electra.io import write_json
+from lightning_electra.locks import held_lock
+from lightning_electra.provenance import git_commit, hardware
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.progress import Progress
 from lightning_electra.results import COLUMNS, ResultsError, read_table, write_table

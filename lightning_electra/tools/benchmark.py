@@ -40,7 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import special_ids
-from lightning_electra.io import ROOT, atomic_write_text, command_line, git_commit
+from lightning_electra.io import ROOT, atomic_write_text
+from lightning_electra.provenance import command_line, git_commit
 from lightning_electra.timing import profile_summary, timed_fit
 from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import OBJECTIVES

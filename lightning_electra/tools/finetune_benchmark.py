@@ -29,7 +29,8 @@ import pandas as pd
 
 from lightning_electra.config import check
 from lightning_electra.data.files import vocab_path
-from lightning_electra.io import ROOT, atomic_write_text, command_line, git_commit, hardware
+from lightning_electra.io import ROOT, atomic_write_text
+from lightning_electra.provenance import command_line, git_commit, hardware
 from lightning_electra.results import task_seed_scores
 from lightning_electra.runner.configs import load_config
 
