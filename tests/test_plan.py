@@ -29,9 +29,11 @@ def planned(data_dir, tmp_path, capsys):
 
 def test_the_plan_times_are_the_measured_rates_times_the_work(planned, monkeypatch):
     plan, configs, rates = planned
-    for i, cfg in enumerate(configs):  # made-up rates, as if measured: the plan must use exactly these
+    step_s = {}  # made-up rates, as if measured, one per shape (a run's pre-training seeds share theirs)
+    for cfg in configs:
+        step_s[cfg.name] = step_s.get(cfg.name.split("-seed")[0], 0.01 * (len(step_s) + 1))
         for stage in (1, 2):
-            rates.entries[f"{rates.prefix}|{step_key(cfg, stage)}"] = {"step_s": 0.01 * (i + 1), "warmup_s": 5.0}
+            rates.entries[f"{rates.prefix}|{step_key(cfg, stage)}"] = {"step_s": step_s[cfg.name], "warmup_s": 5.0}
         rates.entries[f"{rates.prefix}|{finetune_key(cfg)}"] = {"per_example_s": 0.002, "overhead_s": 3.0}
     rates_module.write_json(rates.path, rates.entries)
 
@@ -40,9 +42,9 @@ def test_the_plan_times_are_the_measured_rates_times_the_work(planned, monkeypat
     monkeypatch.setattr(rates_module, "measure_steps", never)
     monkeypatch.setattr(rates_module, "measure_finetune", never)
     frame = plan().set_index("run")
-    for i, cfg in enumerate(configs):
+    for cfg in configs:  # the plan must use exactly these
         b, stages = budget(cfg), OBJECTIVES[cfg.variant].stages  # the control trains no stage
-        assert frame.loc[cfg.name, "pretrain_min"] == pytest.approx((b["steps"] * 0.01 * (i + 1) + 5 * stages) / 60)
+        assert frame.loc[cfg.name, "pretrain_min"] == pytest.approx((b["steps"] * step_s[cfg.name] + 5 * stages) / 60)
         rate = {"per_example_s": 0.002, "overhead_s": 3.0}
         glue = len(b["checkpoints"]) * sum(task_seconds(cfg, task, rate) for task in ("RTE", "MRPC"))
         assert frame.loc[cfg.name, "glue_min"] == pytest.approx(glue / 60)
