@@ -41,14 +41,14 @@ def test_sweep_writes_table_figure_summary_and_resumes(data_dir, tmp_path, capsy
     assert "GLUE-2" in summary and "electra > adversarial" in summary and "training-algorithms" in summary
 
     capsys.readouterr()
-    main(args)  # a re-run trains nothing and gives the same table
+    main([*args, *first_seeds])  # a re-run trains nothing and gives the same table
     out = capsys.readouterr().out
     assert out.count("finished earlier") == 5 and "[pretrain]" not in out and "[finetune]" not in out
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "results" / "training-algorithms" / "results.csv"))
 
     same_runs_in_another_sweep(args, tmp_path, capsys, table)
 
-    main([*args, *first_seeds, "finetune.seeds=3"])  # one more seed: only the missing fine-tunes run, nothing is re-trained
+    main([*args, *first_seeds, "finetune.seeds=3"])  # one more seed: only the missing fine-tunes run
     out = capsys.readouterr().out
     scored = re.findall(r"^\[finetune\] .* seed \d+: ", out, flags=re.M)  # not the progress lines
     assert "[pretrain]" not in out and len(scored) == (4 * 2 + 1) * 2  # (runs x checkpoints + the control's one) x tasks
