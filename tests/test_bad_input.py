@@ -74,6 +74,21 @@ def test_an_unknown_key_in_a_sweep_file_names_the_file():
     assert "'train.lrate'" in msg and "sweep x run y" in msg and "train.lr" in msg
 
 
+@pytest.mark.parametrize("text, message", [
+    ("claim: [a > b]\n", r"Unknown key 'claim' in .*own\.yaml\. Did you mean claims\? A sweep file holds runs, name"),
+    ("seeds: three\n", r"Bad value for 'seeds' in .*own\.yaml: Value 'three' of type 'str' could not be converted"),
+    ("budget: steps\n", r"budget must be one of flops, electra-steps; got steps"),
+    ("runs:\n  - {variant: bert}\n", r"every run needs a unique `name`"),
+])
+def test_a_sweep_files_own_keys_are_typed_and_checked(tmp_path, text, message):
+    from lightning_electra.runner.configs import load_sweep
+
+    path = tmp_path / "own.yaml"
+    path.write_text(text + ("runs:\n  - {name: electra, variant: electra}\n" if "runs:" not in text else ""))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(str(path))
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["model.generator_fraction=0"], r"generator_fraction .* \(0, 1\]"),
     (["data.max_seq_length=1024"], r"max_seq_length=1024 exceeds model\.max_position_embeddings=512: raise"),

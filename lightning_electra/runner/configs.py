@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -178,10 +178,27 @@ def validate(cfg: Config) -> None:
         generator_shape(cfg.model)  # refuses a G width its heads do not divide, now rather than when it is built
 
 
-SWEEP_KEYS = {"name", "paper_experiment", "claims", "figure", "budget", "seeds", "common", "runs"}
 # flops: each run derives its steps from train.flops_budget (BERT more than ELECTRA for the same compute);
 # electra-steps: every run trains the steps the scale's default ELECTRA gets from it (the paper's generator sizes)
 BUDGETS = ("flops", "electra-steps")
+
+
+@dataclass
+class SweepFile:
+    """A sweep file's schema (lightning_electra/configs/sweeps/*.yaml): a bad key or value in one is refused as a
+    config's is. A run's own keys are config keys, checked when the run's config is composed."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)  # each: a unique name, then config keys, seeds, at_scale
+    name: Optional[str] = None  # names the sweep's results (default: the file's name)
+    paper_experiment: Optional[str] = None  # rows of analysis/paper/paper_results.csv drawn beside ours
+    claims: list[str] = field(default_factory=list)  # "a > b": the paper's orderings, checked on our numbers
+    figure: Optional[str] = None  # a report's own figure (generator_width), beside GLUE against FLOPs
+    budget: str = "flops"  # one of BUDGETS
+    seeds: int = 1  # pre-training seeds of every run (a run may say its own)
+    common: dict[str, Any] = field(default_factory=dict)  # config keys every run shares
+
+
+SWEEP_KEYS = [f.name for f in fields(SweepFile)]
 
 
 def load_sweep(name: str) -> dict:
@@ -193,18 +210,25 @@ def load_sweep(name: str) -> dict:
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"No sweep '{name}' ({path} does not exist). Known sweeps: {', '.join(known)}; or give "
                           "the path of a sweep file.")
-    sweep = OmegaConf.to_container(OmegaConf.load(path))
-    if not isinstance(sweep, dict):
+    layer = OmegaConf.load(path)
+    if not isinstance(layer, DictConfig):
         raise ConfigError(f"{path} must hold a mapping with a `runs` list; see lightning_electra/configs/sweeps/.")
-    unknown = set(sweep) - SWEEP_KEYS
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in {path}; a sweep file holds {sorted(SWEEP_KEYS)}.")
-    names = [r.get("name") for r in sweep.get("runs", [])]
+    for key in layer:
+        if key not in SWEEP_KEYS:
+            close = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1, cutoff=0.5)
+            raise ConfigError(f"Unknown key '{key}' in {path}." + (f" Did you mean {close[0]}?" if close else "")
+                              + f" A sweep file holds {', '.join(SWEEP_KEYS)}.")
+    try:
+        sweep = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(SweepFile), layer))
+    except OmegaConfBaseException as err:
+        key, msg = getattr(err, "full_key", None) or "?", str(getattr(err, "msg", err)).splitlines()[0].rstrip(".")
+        raise ConfigError(f"Bad value for '{key}' in {path}: {msg}.") from None
+    names = [r.get("name") for r in sweep["runs"]]
     if not names or None in names or len(set(names)) != len(names):
         raise ConfigError(f"{path}: every run needs a unique `name`; got {names}.")
-    if sweep.get("budget", "flops") not in BUDGETS:
+    if sweep["budget"] not in BUDGETS:
         raise ConfigError(f"{path}: budget must be one of {', '.join(BUDGETS)}; got {sweep['budget']}.")
-    return {**sweep, "name": sweep.get("name") or path.stem, "runs": with_seeds(sweep, path)}
+    return {**sweep, "name": sweep["name"] or path.stem, "runs": with_seeds(sweep, path)}
 
 
 def with_seeds(sweep: dict, path: Path) -> list[dict]:
