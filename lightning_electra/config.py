@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -24,6 +25,16 @@ GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  #
 
 class ConfigError(SuiteError, ValueError):
     """A configuration the suite cannot run, with what is wrong and how to fix it."""
+
+
+def env_count(variable: str, key: str, default: int = 1) -> int:
+    """A count a launcher sets in the environment (NUM_NODES under SLURM), read when a config is made."""
+    raw = os.environ.get(variable, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{variable}='{raw}' in the environment sets '{key}', which takes a whole number (e.g. "
+                          f"{variable}=2); fix or unset {variable}.") from None
 
 
 @dataclass
@@ -107,7 +118,7 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "${oc.env:DEVICES,auto}"  # per node: a count, a list (0,1) or auto (every GPU; 1 on CPU)
-    num_nodes: int = "${oc.env:NUM_NODES,1}"  # type: ignore[assignment]  # machines (SLURM: --nodes)
+    num_nodes: int = field(default_factory=lambda: env_count("NUM_NODES", "train.num_nodes"))  # machines (--nodes)
     strategy: str = "auto"  # Lightning's: auto (ddp when more than one device), ddp, fsdp (GPU only), ...
     log_every_n_steps: int = 25
     # Where pre-training metrics go: csv (pretrain/logs/metrics.csv) is always written, whatever this says;
