@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
@@ -37,26 +37,40 @@ def env_count(variable: str, key: str, default: int = 1) -> int:
                           f"{variable}=2); fix or unset {variable}.") from None
 
 
+# A numeric key's valid range, beside its field (`ranged`): an interval (low, high, brackets); None: unbounded. A null
+# value of an Optional key is always allowed.
+COUNT, SHARE, POSITIVE, NON_NEGATIVE = (1, None, "[)"), (0, 1, "[)"), (0, None, "()"), (0, None, "[)")
+PROBABILITY, SEQUENCE, FRACTION = (0, 1, "[]"), (5, None, "[)"), (0, 1, "(]")  # SEQUENCE: [CLS] A [SEP] B [SEP]
+
+
+def ranged(default: Any, bounds: tuple[float | None, float | None, str], factory: bool = False) -> Any:
+    """A field whose values must lie in `bounds` (checked by `check`, listed in RANGES); `factory`: `default` is
+    called for the value when a config is made."""
+    if factory:
+        return field(default_factory=default, metadata={"range": bounds})
+    return field(default=default, metadata={"range": bounds})
+
+
 @dataclass
 class ModelConfig:
     """Discriminator shape (the generator's is derived from it) and how G and D share weights."""
 
-    hidden_size: int = 256
-    num_layers: int = 12
-    num_heads: int = 4
-    intermediate_size: int = 1024
-    embedding_size: int = 128
+    hidden_size: int = ranged(256, COUNT)
+    num_layers: int = ranged(12, COUNT)
+    num_heads: int = ranged(4, COUNT)
+    intermediate_size: int = ranged(1024, COUNT)
+    embedding_size: int = ranged(128, COUNT)
     # G has D's depth and this fraction of its width (hidden, FFN = 4 x hidden, heads = max(1, hidden / 64)).
-    generator_fraction: float = 0.25
+    generator_fraction: float = ranged(0.25, FRACTION)
     # learned: an MLM transformer; unigram: corpus token frequencies; uniform: the official code's uniform sampler.
     generator: str = "learned"
     # none | embeddings (token, position, type embeddings + their LayerNorm) | all (every encoder weight) |
     # gdes (beyond the paper, DeBERTa-v3's gradient-disentangled sharing: each of D's embedding weights is
     # stop_gradient(G's) + a zero-initialised residual that only D's loss trains; G's learn from the MLM loss alone)
     tie: str = "embeddings"
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    max_position_embeddings: int = 512
+    dropout: float = ranged(0.1, SHARE)
+    attention_dropout: float = ranged(0.1, SHARE)
+    max_position_embeddings: int = ranged(512, COUNT)
 
 
 @dataclass
@@ -68,20 +82,20 @@ class DataConfig:
     # or `hub:<dataset>[:<config>]` for a Hugging Face dataset with a `text` column (needs network).
     corpus: list[str] = field(default_factory=lambda: ["corpus/sample-20mb.txt.xz"])
     # Read at most this many bytes of raw text from the corpus (null: all of it). Small scales read a prefix.
-    max_corpus_bytes: Optional[int] = None
+    max_corpus_bytes: Optional[int] = ranged(None, COUNT)
     # bert-base-uncased: BERT's uncased WordPiece vocabulary (30,522 tokens), shipped with the package (Apache-2.0);
     # or a vocab.txt path, relative to data_dir or absolute. Its contents, not its path, are part of the run's hash.
     vocab: str = "bert-base-uncased"
-    max_seq_length: int = 128
-    single_segment_prob: float = 0.1  # official: 10% of examples keep every sentence in segment A
-    short_seq_prob: float = 0.05  # official: 5% of examples aim at a random shorter length
+    max_seq_length: int = ranged(128, SEQUENCE)
+    single_segment_prob: float = ranged(0.1, PROBABILITY)  # official: 10% of examples keep every sentence in segment A
+    short_seq_prob: float = ranged(0.05, PROBABILITY)  # official: 5% of examples aim at a random shorter length
     mask_prob: float = 0.15
     mask_token_prob: float = 0.85  # of the chosen positions, the share set to [MASK] (official code: 85%)
     # of the chosen positions, the share set to a random token (the rest stay unchanged). The official code has
     # none; BERT's own masking (80% [MASK], 10% random, 10% kept) is set in variants/bert.yaml, as the paper states
     random_token_prob: float = 0.0
     cache_dir: str = ".cache"  # packed corpora and tokenised GLUE splits, keyed by what they are made from
-    num_workers: int = 0
+    num_workers: int = ranged(0, NON_NEGATIVE)
     seed: int = 0  # packing randomness (sentence split points, short targets)
 
 
@@ -91,24 +105,26 @@ class TrainConfig:
 
     # Global: split over devices x nodes (each gets batch_size / (devices * num_nodes)), so a sweep means the same
     # on 1 or 8 GPUs. When that share exceeds max_device_batch, gradients accumulate over equal micro-batches.
-    batch_size: int = 128
-    max_device_batch: Optional[int] = None  # the most examples one device takes per forward (null: no limit)
+    batch_size: int = ranged(128, COUNT)
+    # the most examples one device takes per forward (null: no limit)
+    max_device_batch: Optional[int] = ranged(None, COUNT)
     # The budget: paper-convention FLOPs from which each variant derives its own steps (so BERT takes more steps than
     # ELECTRA for the same compute, as in the paper), or, when set, a fixed step count that overrides it (split
     # evenly over the stages of a multi-stage variant). Scales set a FLOPs budget; set train.steps to override it.
-    steps: Optional[int] = None
-    flops_budget: Optional[float] = None
-    lr: float = 5e-4
-    warmup_fraction: float = 0.01  # the paper's 10k of 1M steps, for scales shorter than the paper's
-    warmup_steps: Optional[int] = None  # a fixed warm-up instead of the fraction (official: 10,000; small, base)
+    steps: Optional[int] = ranged(None, COUNT)
+    flops_budget: Optional[float] = ranged(None, POSITIVE)
+    lr: float = ranged(5e-4, POSITIVE)
+    warmup_fraction: float = ranged(0.01, SHARE)  # the paper's 10k of 1M steps, for scales shorter than the paper's
+    # a fixed warm-up instead of the fraction (official: 10,000; small, base)
+    warmup_steps: Optional[int] = ranged(None, NON_NEGATIVE)
     # false: the official optimiser, Adam without bias correction (update = m / (sqrt(v) + eps)); true: torch's AdamW
     adam_bias_correction: bool = False
-    weight_decay: float = 0.01
-    adam_eps: float = 1e-6
+    weight_decay: float = ranged(0.01, NON_NEGATIVE)
+    adam_eps: float = ranged(1e-6, POSITIVE)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = 1.0
-    disc_weight: float = 50.0  # lambda in L_MLM + lambda * L_Disc
-    temperature: float = 1.0  # generator sampling temperature
+    grad_clip: float = ranged(1.0, NON_NEGATIVE)
+    disc_weight: float = ranged(50.0, NON_NEGATIVE)  # lambda in L_MLM + lambda * L_Disc
+    temperature: float = ranged(1.0, POSITIVE)  # generator sampling temperature
     checkpoint_fractions: list[float] = field(default_factory=lambda: [0.0625, 0.125, 0.25, 0.5, 1.0])
     precision: str = "32-true"
     compile: bool = False
@@ -118,9 +134,9 @@ class TrainConfig:
     seed: int = 0
     accelerator: str = "auto"
     devices: str = "${oc.env:DEVICES,auto}"  # per node: a count, a list (0,1) or auto (every GPU; 1 on CPU)
-    num_nodes: int = field(default_factory=lambda: env_count("NUM_NODES", "train.num_nodes"))  # machines (--nodes)
+    num_nodes: int = ranged(lambda: env_count("NUM_NODES", "train.num_nodes"), COUNT, factory=True)  # machines
     strategy: str = "auto"  # Lightning's: auto (ddp when more than one device), ddp, fsdp (GPU only), ...
-    log_every_n_steps: int = 25
+    log_every_n_steps: int = ranged(25, COUNT)
     # Where pre-training metrics go: csv (pretrain/logs/metrics.csv) is always written, whatever this says;
     # tensorboard (pretrain/tensorboard/); wandb (opt-in: needs `pip install wandb` and a login or WANDB_MODE=offline).
     loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
@@ -130,9 +146,11 @@ class TrainConfig:
 class AdversarialConfig:
     """Adversarial ELECTRA: G trained by REINFORCE to raise D's loss. The paper leaves these open (notes 3)."""
 
-    mlm_weight: float = 0.0  # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
-    mle_warmup_fraction: float = 0.0  # train G by MLM alone (no REINFORCE) for this fraction of the steps first
-    baseline_weight: float = 1.0  # weight of the baseline's loss
+    # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
+    mlm_weight: float = ranged(0.0, NON_NEGATIVE)
+    # train G by MLM alone (no REINFORCE) for this fraction of the steps first
+    mle_warmup_fraction: float = ranged(0.0, PROBABILITY)
+    baseline_weight: float = ranged(1.0, NON_NEGATIVE)  # weight of the baseline's loss
     # cross-entropy (paper appendix F): b = -log sigmoid(w . h_G), its probability trained by cross-entropy to match
     # exp(-reward), D's probability of being right; squared-error: b = w . h_G + c, trained by squared error
     baseline_loss: str = "cross-entropy"
@@ -151,7 +169,7 @@ class AmosConfig:
     # `single_exit`).
     mixture: str = "soft"
     single_exit: int = -1  # mixture=single: which of `exits` (an index; -1 the deepest)
-    temperature: float = 0.3  # of the hard Gumbel-softmax picking the exit and sampling the token
+    temperature: float = ranged(0.3, POSITIVE)  # of the hard Gumbel-softmax picking the exit and sampling the token
     stop_gradient: bool = True  # each block between exits learns only from its own exit (false: through all)
 
 
@@ -161,20 +179,21 @@ class FinetuneConfig:
 
     tasks: list[str] = field(default_factory=lambda: list(GLUE_TASKS))
     source: str = "files"  # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
-    seeds: int = 3  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
-    lr: float = 3e-4
-    layer_decay: float = 0.8  # layer k of L gets lr * decay^(L + 1 - k); embeddings lowest, head full lr
+    seeds: int = ranged(3, COUNT)  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
+    lr: float = ranged(3e-4, POSITIVE)
+    # layer k of L gets lr * decay^(L + 1 - k); embeddings lowest, head full lr
+    layer_decay: float = ranged(0.8, FRACTION)
     # true: the official code's off-by-one, which ran the paper (every layer one step lower: the top layer gets
     # lr * decay^2; google-research/electra issue 51); false: the intended decay (top layer lr * decay, embeddings
     # lr * decay^(L + 1))
     official_layer_decay: bool = True
-    warmup_fraction: float = 0.1
+    warmup_fraction: float = ranged(0.1, SHARE)
     # true: the official lr * min(1, step / warmup) * (1 - step / total), peaking at 0.9 x lr; false: the decay starts
     # after the warm-up
     warmup_overlaps_decay: bool = True
     # 0, as the paper's fine-tuning table gives it (the official configure_finetuning.py sets 0.01)
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-6
+    weight_decay: float = ranged(0.0, NON_NEGATIVE)
+    adam_eps: float = ranged(1e-6, POSITIVE)
     adam_bias_correction: bool = False  # false: the official optimiser (no bias correction); true: torch's AdamW
     # MRPC and STS-B train on both sentence orders (official double_unordered: the train split doubled, swapped)
     double_unordered: bool = True
@@ -184,20 +203,20 @@ class FinetuneConfig:
     # the classifier's initialisation: glorot (tf.layers.dense's default, which the official head uses) | normal
     # (transformers' initializer_range, 0.02)
     head_init: str = "glorot"
-    batch_size: int = 32
+    batch_size: int = ranged(32, COUNT)
     # dev sets in batches of this many (null: finetune.batch_size); a GPU evaluates far more at once
-    eval_batch_size: Optional[int] = None
-    max_seq_length: int = 128
+    eval_batch_size: Optional[int] = ranged(None, COUNT)
+    max_seq_length: int = ranged(128, SEQUENCE)
     # [] : batches drawn at random and padded to their longest. Widths (e.g. [16, 32, 64]): each example goes to the
     # smallest that holds it (finetune.max_seq_length always last), each training batch is drawn from one such
     # bucket and padded to its width: a few static shapes and little padding (SST-2's sentences are ~13 tokens);
     # dev sets in length order. Other batches than the official random ones (lightning_electra/finetune/data.py)
     length_buckets: list[int] = field(default_factory=list)
-    epochs: int = 3
+    epochs: int = ranged(3, COUNT)
     task_epochs: dict[str, int] = field(default_factory=lambda: {"RTE": 10, "STS-B": 10})
-    dropout: float = 0.1
-    max_train_examples: Optional[int] = None  # cap per task (small scales)
-    max_eval_examples: Optional[int] = None
+    dropout: float = ranged(0.1, SHARE)
+    max_train_examples: Optional[int] = ranged(None, COUNT)  # cap per task (small scales)
+    max_eval_examples: Optional[int] = ranged(None, COUNT)
     precision: str = "32-true"
     # Train the seeds of a task together as one batched ensemble (torch.func.vmap over stacked weights): the same
     # protocol, S times larger matmuls; other random draws than one-by-one fine-tunes (see lightning_electra/finetune/ensemble.py)
@@ -221,27 +240,13 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
-# The valid range of every numeric key, as an interval: (low, high, brackets); None: unbounded. A null value of an
-# Optional key is always allowed.
-COUNT, SHARE, POSITIVE, NON_NEGATIVE = (1, None, "[)"), (0, 1, "[)"), (0, None, "()"), (0, None, "[)")
-RANGES: dict[str, tuple[float | None, float | None, str]] = {
-    **dict.fromkeys(["model.hidden_size", "model.num_layers", "model.num_heads", "model.intermediate_size",
-                     "model.embedding_size", "model.max_position_embeddings", "data.max_corpus_bytes",
-                     "train.batch_size", "train.steps", "train.num_nodes", "train.max_device_batch",
-                     "train.log_every_n_steps", "finetune.seeds", "finetune.batch_size", "finetune.epochs",
-                     "finetune.max_train_examples", "finetune.max_eval_examples", "finetune.eval_batch_size"], COUNT),
-    **dict.fromkeys(["data.max_seq_length", "finetune.max_seq_length"], (5, None, "[)")),  # [CLS] A [SEP] B [SEP]
-    **dict.fromkeys(["model.dropout", "model.attention_dropout", "finetune.dropout", "train.warmup_fraction",
-                     "finetune.warmup_fraction"], SHARE),
-    **dict.fromkeys(["data.single_segment_prob", "data.short_seq_prob", "adversarial.mle_warmup_fraction"],
-                    (0, 1, "[]")),
-    **dict.fromkeys(["train.flops_budget", "train.lr", "train.adam_eps", "train.temperature", "finetune.lr",
-                     "finetune.adam_eps", "amos.temperature"], POSITIVE),
-    **dict.fromkeys(["train.warmup_steps", "train.weight_decay", "train.grad_clip", "train.disc_weight",
-                     "finetune.weight_decay", "adversarial.mlm_weight", "adversarial.baseline_weight",
-                     "data.num_workers"], NON_NEGATIVE),
-    "model.generator_fraction": (0, 1, "(]"), "finetune.layer_decay": (0, 1, "(]"),
-}
+def _ranges() -> dict[str, tuple[float | None, float | None, str]]:
+    sections = {f.name: f.default_factory for f in fields(Config) if is_dataclass(f.default_factory)}
+    return {f"{name}.{f.name}": f.metadata["range"] for name, cls in sections.items() for f in fields(cls)
+            if "range" in f.metadata}
+
+
+RANGES = _ranges()  # every ranged key of the schema, e.g. "train.lr": POSITIVE
 
 
 def out_of_range(key: str, value: Any) -> str | None:
