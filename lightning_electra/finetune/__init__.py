@@ -22,7 +22,7 @@ from lightning_electra.optim import warmup_linear_decay
 
 
 def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
-                  cfg: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
+                  ft: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
                   devices: Union[int, str] = 1, source: str = "files",
                   progress_bar: bool = False) -> dict[str, float]:
     """Fine-tune one task from one backbone with one seed; dev metrics (0-100), the main one also under "score".
@@ -31,12 +31,12 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
     mismatched accuracy as "accuracy_mm". No progress bar by default: a sweep runs hundreds of short fine-tunes
     and reports each in one line; a single fine-tune from the command line asks for one.
     """
-    return finetune_task_seeds(backbone_dir, task, data_dir, cfg, tokenizer, [seed], accelerator, source, devices,
+    return finetune_task_seeds(backbone_dir, task, data_dir, ft, tokenizer, [seed], accelerator, source, devices,
                                progress_bar)[0]
 
 
 def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
-                        cfg: FinetuneConfig, tokenizer: Any, seeds: Sequence[int], accelerator: str = "auto",
+                        ft: FinetuneConfig, tokenizer: Any, seeds: Sequence[int], accelerator: str = "auto",
                         source: str = "files", devices: Union[int, str] = 1, progress_bar: bool = False,
                         cache_dir: Optional[Union[str, Path]] = None) -> list[dict[str, float]]:
     """A task's fine-tunes for several seeds: one after another, or together as one batched ensemble when
@@ -46,25 +46,25 @@ def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTas
     if isinstance(tokenizer, (str, Path)):
         tokenizer = build_tokenizer(tokenizer)
     check_vocab(backbone_dir, tokenizer)  # before tokenising: a full task takes a while
-    data = task_splits(data_dir, spec, cfg, tokenizer, source, cache_dir)
+    data = task_splits(data_dir, spec, ft, tokenizer, source, cache_dir)
     train, *splits = data
     with quiet():
-        if cfg.batched_seeds and len(seeds) > 1:
-            return finetune_seeds(backbone_dir, spec, cfg, list(seeds), data[train], [data[s] for s in splits],
+        if ft.batched_seeds and len(seeds) > 1:
+            return finetune_seeds(backbone_dir, spec, ft, list(seeds), data[train], [data[s] for s in splits],
                                   splits, tokenizer.pad_token_id, accelerator, devices, progress_bar)
-        return [train_one(backbone_dir, spec, cfg, seed, data, tokenizer.pad_token_id, accelerator, devices,
+        return [train_one(backbone_dir, spec, ft, seed, data, tokenizer.pad_token_id, accelerator, devices,
                           progress_bar) for seed in seeds]
 
 
-def train_one(backbone_dir, spec: GlueTask, cfg: FinetuneConfig, seed: int, data: dict, pad_id: int,
+def train_one(backbone_dir, spec: GlueTask, ft: FinetuneConfig, seed: int, data: dict, pad_id: int,
               accelerator: str, devices: Union[int, str], progress_bar: bool) -> dict[str, float]:
     """One seed's fine-tune on the task's splits (`data`: train first, then the dev splits)."""
     L.seed_everything(seed, workers=True, verbose=False)
     train, *splits = data
-    model = GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits)
-    trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar)
-    trainer.fit(model, train_dataloaders=train_loader(data[train], cfg, pad_id))
-    trainer.validate(model, dataloaders=[eval_loader(data[s], cfg, pad_id) for s in splits], verbose=False)
+    model = GlueClassifier(backbone_dir, spec, ft, dev_splits=splits)
+    trainer = glue_trainer(ft, spec, accelerator, devices, progress_bar)
+    trainer.fit(model, train_dataloaders=train_loader(data[train], ft, pad_id))
+    trainer.validate(model, dataloaders=[eval_loader(data[s], ft, pad_id) for s in splits], verbose=False)
     return with_score(model.dev_results, spec)
 
 

@@ -164,18 +164,18 @@ def check_vocab(backbone_dir: Union[str, Path], tokenizer: Any) -> None:
 class GlueClassifier(L.LightningModule):
     """ElectraModel + dropout + Linear on the [CLS] state; cross-entropy, or MSE for STS-B (one output)."""
 
-    def __init__(self, backbone_dir: Union[str, Path], task: Union[str, GlueTask], cfg: FinetuneConfig,
+    def __init__(self, backbone_dir: Union[str, Path], task: Union[str, GlueTask], ft: FinetuneConfig,
                  dev_splits: Optional[Sequence[str]] = None):
         super().__init__()
         self.task = get_task(task)
         self.dev_splits = list(dev_splits or self.task.dev_splits)
-        self.cfg = cfg
+        self.ft = ft
         self.backbone = load_backbone(backbone_dir)
         self.backbone.train()  # from_pretrained returns eval mode, and Lightning keeps it: no dropout in training
         conf = self.backbone.config
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = nn.Dropout(ft.dropout)
         self.head = nn.Linear(conf.hidden_size, self.task.num_labels)
-        if cfg.head_init == "glorot":  # tf.layers.dense's default, which the official classifier uses
+        if ft.head_init == "glorot":  # tf.layers.dense's default, which the official classifier uses
             nn.init.xavier_uniform_(self.head.weight)
         else:
             nn.init.normal_(self.head.weight, std=conf.initializer_range)
@@ -210,7 +210,7 @@ class GlueClassifier(L.LightningModule):
             self.dev_results.update(dev_scores(split, metrics))
 
     def configure_optimizers(self) -> Any:
-        c = self.cfg
+        c = self.ft
         groups = layerwise_param_groups(self, c.lr, c.layer_decay, self.backbone.config.num_hidden_layers,
                                         c.weight_decay, official=c.official_layer_decay)
         return glue_optimizer(groups, c, self.trainer)
@@ -227,28 +227,28 @@ def dev_scores(split: str, metrics: torchmetrics.MetricCollection) -> dict[str, 
     return scores
 
 
-def glue_optimizer(groups: list[dict[str, Any]], cfg: FinetuneConfig, trainer: L.Trainer,
+def glue_optimizer(groups: list[dict[str, Any]], ft: FinetuneConfig, trainer: L.Trainer,
                    step_graph: bool = False) -> dict[str, Any]:
     """The fine-tuning optimiser over the layer-wise groups (lightning_electra/optim.py: the official one unless
     finetune.adam_bias_correction), warm-up and linear decay over the fit's optimizer steps. `step_graph`: for a
     module whose step graph runs the update."""
-    optimizer = build_optimizer(groups, cfg.lr, cfg.adam_eps, bias_correction=cfg.adam_bias_correction,
+    optimizer = build_optimizer(groups, ft.lr, ft.adam_eps, bias_correction=ft.adam_bias_correction,
                                 step_graph=step_graph)
     total = max(1, int(trainer.estimated_stepping_batches))
-    schedule = warmup_linear_decay(total, cfg.warmup_fraction, overlap=cfg.warmup_overlaps_decay)
+    schedule = warmup_linear_decay(total, ft.warmup_fraction, overlap=ft.warmup_overlaps_decay)
     return {"optimizer": optimizer, "lr_scheduler": lr_schedule(optimizer, schedule)}
 
 
 GRADIENT_CLIP = 1.0  # the global norm GLUE fine-tunes clip to (official: clip_by_global_norm(1.0))
 
 
-def glue_trainer(cfg: FinetuneConfig, task: GlueTask, accelerator: str = "auto", devices: Union[int, str] = 1,
+def glue_trainer(ft: FinetuneConfig, task: GlueTask, accelerator: str = "auto", devices: Union[int, str] = 1,
                  progress_bar: bool = False, graphed: bool = False) -> L.Trainer:
     """The protocol's Trainer: the task's epochs, clipping at 1.0, no logger or checkpoints (a fine-tune reports its
     dev metrics, nothing else). `graphed`: the module clips inside its step graph (manual optimisation, where
     Lightning refuses a clip value)."""
-    return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=cfg.task_epochs.get(task.name, cfg.epochs),
-                     precision=cfg.precision, gradient_clip_val=lightning_clip(GRADIENT_CLIP, graphed), logger=False,
+    return L.Trainer(accelerator=accelerator, devices=devices, max_epochs=ft.task_epochs.get(task.name, ft.epochs),
+                     precision=ft.precision, gradient_clip_val=lightning_clip(GRADIENT_CLIP, graphed), logger=False,
                      enable_checkpointing=False, enable_progress_bar=progress_bar, enable_model_summary=False,
                      num_sanity_val_steps=0)
 

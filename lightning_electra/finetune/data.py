@@ -89,25 +89,25 @@ def read_encoded(path: Path) -> Optional[GlueDataset]:
         return None
 
 
-def task_splits(data_dir, spec: GlueTask, cfg: FinetuneConfig, tokenizer: Any, source: str,
+def task_splits(data_dir, spec: GlueTask, ft: FinetuneConfig, tokenizer: Any, source: str,
                 cache_dir: Optional[Union[str, Path]] = None) -> dict[str, GlueDataset]:
     """A task's tokenised train split and the dev splits it reports on, by name (train first), cached on disk under
     `cache_dir` when given. Extra dev splits (MNLI mismatched) are reported when their file is there; "dev" itself is
     required."""
     splits = reported_dev_splits(data_dir, spec, source)
-    return {split: encoded(data_dir, spec, split, cfg.max_train_examples if split == "train" else cfg.max_eval_examples,
-                           source, tokenizer, cfg.max_seq_length,
-                           both_orders_=split == "train" and cfg.double_unordered and spec.unordered,
-                           unit_targets_=cfg.scale_regression_targets and spec.target_range is not None,
+    return {split: encoded(data_dir, spec, split, ft.max_train_examples if split == "train" else ft.max_eval_examples,
+                           source, tokenizer, ft.max_seq_length,
+                           both_orders_=split == "train" and ft.double_unordered and spec.unordered,
+                           unit_targets_=ft.scale_regression_targets and spec.target_range is not None,
                            cache_dir=cache_dir)
             for split in ["train", *splits]}
 
 
-def bucket_widths(cfg: FinetuneConfig) -> tuple[int, ...]:
+def bucket_widths(ft: FinetuneConfig) -> tuple[int, ...]:
     """The padded widths a fine-tune's batches take (none: each batch its longest); max_seq_length always last."""
-    if not cfg.length_buckets:
+    if not ft.length_buckets:
         return ()
-    return (*(w for w in cfg.length_buckets if w < cfg.max_seq_length), cfg.max_seq_length)
+    return (*(w for w in ft.length_buckets if w < ft.max_seq_length), ft.max_seq_length)
 
 
 class LengthBuckets(Sampler[list[int]]):
@@ -142,26 +142,26 @@ def generator_from(seed: Optional[int]) -> torch.Generator:
     return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())) if seed is None else seed)
 
 
-def train_loader(data: GlueDataset, cfg: FinetuneConfig, pad_id: int, seed: Optional[int] = None,
+def train_loader(data: GlueDataset, ft: FinetuneConfig, pad_id: int, seed: Optional[int] = None,
                  schedule_seed: Optional[int] = None) -> DataLoader:
     """A fine-tune's training batches. `seed` seeds its data order (None: torch's global stream, as a one-by-one
     fine-tune draws it); `schedule_seed`, with length buckets, the order of the buckets (None: from `seed`)."""
-    collate = GlueCollator(pad_id, bucket_widths(cfg))
-    if not cfg.length_buckets:
-        return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+    collate = GlueCollator(pad_id, bucket_widths(ft))
+    if not ft.length_buckets:
+        return DataLoader(data, batch_size=ft.batch_size, shuffle=True, collate_fn=collate,
                           generator=None if seed is None else torch.Generator().manual_seed(seed))
     generator = generator_from(seed)
     schedule = generator_from(schedule_seed + SCHEDULE_SALT) if schedule_seed is not None else generator_from(
         int(torch.randint(0, 2**62, (), generator=generator)))
-    return DataLoader(data, batch_sampler=LengthBuckets(data.lengths, cfg.batch_size, collate.widths, generator,
+    return DataLoader(data, batch_sampler=LengthBuckets(data.lengths, ft.batch_size, collate.widths, generator,
                                                          schedule), collate_fn=collate)
 
 
-def eval_loader(data: GlueDataset, cfg: FinetuneConfig, pad_id: int) -> DataLoader:
+def eval_loader(data: GlueDataset, ft: FinetuneConfig, pad_id: int) -> DataLoader:
     """A dev split in batches of finetune.eval_batch_size; with length buckets, in length order (dev metrics do not
     depend on the order), so that a batch is padded to little more than its own sentences."""
-    size, collate = cfg.eval_batch_size or cfg.batch_size, GlueCollator(pad_id, bucket_widths(cfg))
-    if not cfg.length_buckets:
+    size, collate = ft.eval_batch_size or ft.batch_size, GlueCollator(pad_id, bucket_widths(ft))
+    if not ft.length_buckets:
         return DataLoader(data, batch_size=size, shuffle=False, collate_fn=collate)
     lengths = data.lengths
     order = sorted(range(len(data)), key=lengths.__getitem__)

@@ -42,8 +42,8 @@ class SeedBatches:
     to one width and stacked to (S, B, L). With length buckets the seeds share the buckets' order (the first seed's),
     so their batches at a step come from one bucket: one width, no padding between them."""
 
-    def __init__(self, data, seeds: Sequence[int], cfg: FinetuneConfig, pad_id: int):
-        self.loaders = [train_loader(data, cfg, pad_id, seed, schedule_seed=seeds[0]) for seed in seeds]
+    def __init__(self, data, seeds: Sequence[int], ft: FinetuneConfig, pad_id: int):
+        self.loaders = [train_loader(data, ft, pad_id, seed, schedule_seed=seeds[0]) for seed in seeds]
         self.pad_id = pad_id
 
     def __len__(self) -> int:
@@ -64,7 +64,7 @@ class SeedEnsemble(GraphedSteps, L.LightningModule):
     def __init__(self, members: list[GlueClassifier]):
         super().__init__()
         first = members[0]
-        self.task, self.cfg, self.dev_splits, self.seeds = first.task, first.cfg, first.dev_splits, len(members)
+        self.task, self.ft, self.dev_splits, self.seeds = first.task, first.ft, first.dev_splits, len(members)
         for m in members:
             if hasattr(m.backbone, "set_attn_implementation"):
                 m.backbone.set_attn_implementation("eager")
@@ -78,13 +78,13 @@ class SeedEnsemble(GraphedSteps, L.LightningModule):
             self.register_buffer(f"buffer{i}", buffers[n], persistent=False)
         # the member's structure without weights: functional_call supplies each seed's slice
         self._template = [copy.deepcopy(first).to("meta")]
-        self._groups = layerwise_param_groups(first, first.cfg.lr, first.cfg.layer_decay,
-                                              first.backbone.config.num_hidden_layers, first.cfg.weight_decay,
-                                              official=first.cfg.official_layer_decay)
+        self._groups = layerwise_param_groups(first, first.ft.lr, first.ft.layer_decay,
+                                              first.backbone.config.num_hidden_layers, first.ft.weight_decay,
+                                              official=first.ft.official_layer_decay)
         self.dev_metrics = nn.ModuleList(nn.ModuleList(build_metrics(self.task, constant=True) for _ in members)
                                          for _ in self.dev_splits)
         self.dev_results: list[dict[str, float]] = [{} for _ in members]
-        self.automatic_optimization = not self.cfg.step_graph  # the graph's backward, clipping and update
+        self.automatic_optimization = not self.ft.step_graph  # the graph's backward, clipping and update
 
     def logits(self, batch: dict[str, torch.Tensor], shared_inputs: bool = False) -> torch.Tensor:
         """(S, B, labels): each seed's logits on its own batch (S, B, L), or on one batch (B, L) for all."""
@@ -110,7 +110,7 @@ class SeedEnsemble(GraphedSteps, L.LightningModule):
         return {"loss": losses.sum()}  # members are independent: each one's gradient is that of its own loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.cfg.step_graph:
+        if self.ft.step_graph:
             return self.graphed_step(batch, self.loss, partial(self.clip_per_seed, GRADIENT_CLIP))["loss"]
         return self.loss(batch)["loss"]
 
@@ -129,7 +129,7 @@ class SeedEnsemble(GraphedSteps, L.LightningModule):
         index = {n: i for i, n in enumerate(self.names)}
         groups = [{"params": [self.stacked[index[n]] for n in g["names"]], "lr": g["lr"],
                    "weight_decay": g["weight_decay"]} for g in self._groups]
-        return glue_optimizer(groups, self.cfg, self.trainer, step_graph=not self.automatic_optimization)
+        return glue_optimizer(groups, self.ft, self.trainer, step_graph=not self.automatic_optimization)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if gradient_clip_val:
@@ -144,18 +144,18 @@ class SeedEnsemble(GraphedSteps, L.LightningModule):
             g.mul_(scale.view(-1, *[1] * (g.ndim - 1)).to(g.dtype))
 
 
-def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, cfg: FinetuneConfig, seeds: Sequence[int],
+def finetune_seeds(backbone_dir: Union[str, Path], spec: GlueTask, ft: FinetuneConfig, seeds: Sequence[int],
                    train_data, dev_data: list, splits: list[str], pad_id: int, accelerator: str = "auto",
                    devices: Union[int, str] = 1, progress_bar: bool = False) -> list[dict[str, float]]:
     """Fine-tune `seeds` together on one task (see the module docstring); one result dict per seed, in order."""
     members = []
     for seed in seeds:
         torch.manual_seed(seed)  # each seed's classifier initialisation
-        members.append(GlueClassifier(backbone_dir, spec, cfg, dev_splits=splits))
+        members.append(GlueClassifier(backbone_dir, spec, ft, dev_splits=splits))
     model = SeedEnsemble(members)
     del members
     L.seed_everything(seeds[0], workers=True, verbose=False)  # dropout: one stream, different per member (vmap)
-    trainer = glue_trainer(cfg, spec, accelerator, devices, progress_bar, graphed=cfg.step_graph)
-    trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, cfg, pad_id))
-    trainer.validate(model, dataloaders=[eval_loader(d, cfg, pad_id) for d in dev_data], verbose=False)
+    trainer = glue_trainer(ft, spec, accelerator, devices, progress_bar, graphed=ft.step_graph)
+    trainer.fit(model, train_dataloaders=SeedBatches(train_data, seeds, ft, pad_id))
+    trainer.validate(model, dataloaders=[eval_loader(d, ft, pad_id) for d in dev_data], verbose=False)
     return [with_score(r, spec) for r in model.dev_results]
