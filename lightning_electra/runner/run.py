@@ -54,7 +54,8 @@ def train_and_score(cfg: Config, sweep: str) -> Path | None:
 
 
 def pretrain_run(cfg: Config, sweep: str) -> None:
-    """Pre-train one run and fine-tune nothing (a parallel sweep's pre-training phase), unless it finished earlier."""
+    """Pre-train one run and fine-tune nothing, unless it finished earlier: the `pretrain` command, and a sweep's first
+    phase (every run pre-trained before any is fine-tuned)."""
     layout = RunLayout.of(cfg, sweep)
     if not finished(cfg, layout, sweep):
         pretrain_in(cfg, layout)
