@@ -283,6 +283,9 @@ def write_index(reports: Path = REPORTS) -> Path:
          "(`make benchmark`)."),
         ("finetune.md", "fine-tuning", "GLUE fine-tuning time, a task's seeds one by one against one batched "
          "ensemble (`make benchmark-finetune`).")] if (reports / "benchmark" / file).exists()]
+    if (reports / "benchmark" / "cpu" / "README.md").exists():
+        benchmarks.append("- [two CPU cores](benchmark/cpu/README.md): pre-training and GLUE against issue 32's targets, "
+                          "with the code before beside them.")
     for window in sorted((reports / "benchmark" / "windows").glob("*/")):  # experiments/land_window.sh
         made = json.loads(p.read_text()) if (p := window / "provenance.json").exists() else {}
         on = f" on {made['device']}, commit {made.get('commit')}" if "device" in made else ""
