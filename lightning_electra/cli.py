@@ -60,7 +60,8 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
         except ConfigError as missing:
             print(f"[plan] the sweep would stop before its first run here: {missing}", flush=True)
     from lightning_electra.runner.plan import print_plan
-    from lightning_electra.runner.sweep import not_finished, run_sweep, select, sweep_configs
+    from lightning_electra.runner.store import not_finished
+    from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
 
     sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=not args.csv and not args.child)
     name = sweep["name"]

@@ -32,7 +32,8 @@ from lightning_electra.errors import SuiteError
 from lightning_electra.io import ROOT
 from lightning_electra.provenance import usable_cores
 from lightning_electra.runner.identity import RunLayout
-from lightning_electra.runner.sweep import not_finished, sweep_guard, write_sweep_table
+from lightning_electra.runner.store import not_finished, write_sweep_table
+from lightning_electra.runner.sweep import sweep_guard
 from lightning_electra.runner.trainer import world_size
 
 
