@@ -14,7 +14,7 @@ import torch
 from lightning_electra.config import ConfigError
 from lightning_electra.data.corpus import CorpusError
 from lightning_electra.data.datamodule import PretrainDataModule, build_packed_corpus
-from lightning_electra.data.glue import GlueDataError, load_examples
+from lightning_electra.data.glue_tasks import GlueDataError, load_examples
 from lightning_electra.data.tokenizer import VocabError
 from lightning_electra.results import COLUMNS, ResultsError
 from lightning_electra.runner.configs import load_config

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import build_tokenizer, get_task
+from lightning_electra.data.glue_tasks import get_task
+from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import GlueClassifier, encoded
 from lightning_electra.finetune.ensemble import SeedBatches, SeedEnsemble, finetune_seeds
 

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, Elect
 
 from lightning_electra.__main__ import main
 from lightning_electra.config import ConfigError
-from lightning_electra.data.glue import build_tokenizer
+from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import finetune_task
 from lightning_electra.runner.configs import load_config, load_run_config, save_config
 from lightning_electra.runner.export import ExportError, export, load_module

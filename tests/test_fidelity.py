@@ -144,7 +144,8 @@ def test_the_classifier_starts_from_glorot_as_the_official_dense_layer(tiny_back
 
 # --- 3, 4. GLUE pairs in both orders, STS-B on [0, 1] ---------------------------------------------------------------
 def test_mrpc_and_stsb_train_on_both_orders_and_stsb_on_unit_targets(data_dir):
-    from lightning_electra.data.glue import build_tokenizer, get_task
+    from lightning_electra.data.glue_tasks import get_task
+    from lightning_electra.data.tokenizer import build_tokenizer
     from lightning_electra.finetune import task_splits
 
     tokenizer = build_tokenizer(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
@@ -174,7 +175,7 @@ def test_mrpc_and_stsb_train_on_both_orders_and_stsb_on_unit_targets(data_dir):
 
 
 def test_swapped_pairs_hold_the_same_sentences_the_other_way_round():
-    from lightning_electra.data.glue import both_orders, get_task, unit_targets
+    from lightning_electra.data.glue_tasks import both_orders, get_task, unit_targets
 
     pairs = [("the first one", "a second", 1), ("x", "y", 0)]
     assert both_orders(pairs) == pairs + [("a second", "the first one", 1), ("y", "x", 0)]

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from lightning_electra.config import ConfigError, FinetuneConfig
-from lightning_electra.data.glue import GlueCollator, build_tokenizer, get_task
+from lightning_electra.data.glue import GlueCollator
+from lightning_electra.data.glue_tasks import get_task
+from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import encoded, finetune_task
 from lightning_electra.finetune.data import LengthBuckets, bucket_widths, eval_loader, train_loader
 from lightning_electra.finetune.ensemble import SeedBatches
@@ -154,7 +156,7 @@ def test_tokenised_splits_are_kept_on_disk_keyed_by_the_file_s_contents(tokenize
 
 def test_a_split_that_fails_to_load_fails_again_and_a_cache_that_cannot_be_written_is_only_a_warning(tokenizer,
                                                                                                      tmp_path):
-    from lightning_electra.data.glue import GlueDataError
+    from lightning_electra.data.glue_tasks import GlueDataError
 
     spec = get_task("RTE")
     for _ in range(2):  # nothing half-made is kept for the next call

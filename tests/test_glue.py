@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import (TASKS, GlueCollator, GlueDataError, GlueDataset, available_tasks,
-                                         build_tokenizer, load_examples)
+from lightning_electra.data.glue import GlueCollator, GlueDataset
+from lightning_electra.data.glue_tasks import TASKS, GlueDataError, available_tasks, load_examples
+from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
                                         load_backbone, warmup_linear_decay)
 from tests.conftest import FIXTURES, shared_data

@@ -1,5 +1,5 @@
-"""GLUE examples tokenised and padded into batches. The tasks and their files are lightning_electra/data/glue_tasks.py's
-(re-exported here); scores are on a 0-100 scale throughout."""
+"""GLUE examples tokenised and padded into batches. The tasks and their files are
+lightning_electra/data/glue_tasks.py's; scores are on a 0-100 scale throughout."""
 
 from __future__ import annotations
 
@@ -9,20 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from lightning_electra.data.glue_tasks import (  # noqa: F401 (re-exported)
-    TASKS,
-    Example,
-    GlueDataError,
-    GlueTask,
-    available_tasks,
-    both_orders,
-    get_task,
-    glue_root,
-    load_examples,
-    task_file,
-    unit_targets,
-)
-from lightning_electra.data.tokenizer import build_tokenizer
+from lightning_electra.data.glue_tasks import Example
 
 # ----------------------------------------------------------------------------------------------- tokenisation
 
@@ -88,7 +75,3 @@ class GlueCollator:
             mask[row, : len(i)] = 1
         labels = torch.stack([lab for _, _, lab in batch])
         return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
-
-
-__all__ = ["GlueTask", "TASKS", "GlueDataError", "Example", "get_task", "glue_root", "task_file", "available_tasks",
-           "load_examples", "both_orders", "unit_targets", "build_tokenizer", "GlueDataset", "GlueCollator", "padded_width"]

@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue import (GlueCollator, GlueDataset, both_orders, load_examples, padded_width,
-                                         unit_targets)
+from lightning_electra.data.glue import GlueCollator, GlueDataset, padded_width
+from lightning_electra.data.glue_tasks import both_orders, load_examples, unit_targets
 from lightning_electra.data.glue_tasks import GlueTask, reported_dev_splits, task_file
 from lightning_electra.io import UnreadableFile, WriteError, atomic, file_digest, load_torch
 
