@@ -15,11 +15,9 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from lightning_electra.errors import SuiteError
+from lightning_electra.objectives import OBJECTIVES
 
 TIE_MODES = ("none", "embeddings", "all", "gdes")
-# the pre-training objectives (lightning_electra/objectives/ registers a class under each; a test holds them equal)
-VARIANT_NAMES = ("bert", "electra", "two-stage", "adversarial", "electra-15", "replace-mlm", "all-tokens-mlm", "amos",
-                 "no-pretraining")
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
 
 
@@ -143,37 +141,6 @@ class TrainConfig:
 
 
 @dataclass
-class AdversarialConfig:
-    """Adversarial ELECTRA: G trained by REINFORCE to raise D's loss. The paper leaves these open (notes 3)."""
-
-    # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
-    mlm_weight: float = ranged(0.0, NON_NEGATIVE)
-    # train G by MLM alone (no REINFORCE) for this fraction of the steps first
-    mle_warmup_fraction: float = ranged(0.0, PROBABILITY)
-    baseline_weight: float = ranged(1.0, NON_NEGATIVE)  # weight of the baseline's loss
-    # cross-entropy (paper appendix F): b = -log sigmoid(w . h_G), its probability trained by cross-entropy to match
-    # exp(-reward), D's probability of being right; squared-error: b = w . h_G + c, trained by squared error
-    baseline_loss: str = "cross-entropy"
-
-
-@dataclass
-class AmosConfig:
-    """AMOS (Meng et al., 2022; notes section 4): one generator with MLM exits at several depths, mixed adversarially."""
-
-    # G layers after which an MLM exit reads (1-based). null: 4, 6 and 8 of a 12-layer G, scaled to D's depth.
-    exits: Optional[list[int]] = None
-    # Two learned mixtures, each with its control: soft (the official code's, which made the paper's numbers: the
-    # exits' logits mixed by softmax weights, then one token sampled; control: equal, the same mix with equal weights)
-    # and hard (the notes' description: a hard Gumbel-softmax picks one exit per position; control: random, an exit
-    # drawn uniformly). Also switch (exits in turn, shallow to deep, over training) and single (one exit only:
-    # `single_exit`).
-    mixture: str = "soft"
-    single_exit: int = -1  # mixture=single: which of `exits` (an index; -1 the deepest)
-    temperature: float = ranged(0.3, POSITIVE)  # of the hard Gumbel-softmax picking the exit and sampling the token
-    stop_gradient: bool = True  # each block between exits learns only from its own exit (false: through all)
-
-
-@dataclass
 class FinetuneConfig:
     """GLUE fine-tuning under the paper's protocol (notes section 5; Small defaults)."""
 
@@ -229,31 +196,33 @@ class FinetuneConfig:
 @dataclass
 class Config:
     name: str = "run"  # the run's name inside its sweep
-    variant: str = "electra"  # the pre-training objective: see lightning_electra.objectives.OBJECTIVES
+    # the pre-training objective (lightning_electra/objectives/); its own options are the section named after it, which
+    # the runner's schema adds (lightning_electra/runner/configs.py: `schema`)
+    variant: str = "electra"
     scale: str = "auto"  # smoke | tiny | small | base; auto: smoke without a GPU, tiny with one
     results_dir: str = "results"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
-    amos: AmosConfig = field(default_factory=AmosConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
-def _ranges() -> dict[str, tuple[float | None, float | None, str]]:
-    sections = {f.name: f.default_factory for f in fields(Config) if is_dataclass(f.default_factory)}
+def ranges(schema: type = Config) -> dict[str, tuple[float | None, float | None, str]]:
+    """Every ranged key of a schema (its sections' `ranged` fields), e.g. "train.lr": POSITIVE."""
+    sections = {f.name: f.default_factory for f in fields(schema) if is_dataclass(f.default_factory)}
     return {f"{name}.{f.name}": f.metadata["range"] for name, cls in sections.items() for f in fields(cls)
             if "range" in f.metadata}
 
 
-RANGES = _ranges()  # every ranged key of the schema, e.g. "train.lr": POSITIVE
+RANGES = ranges()  # the core schema's; an objective's options add their own (`ranges` of the runner's schema)
 
 
-def out_of_range(key: str, value: Any) -> str | None:
-    """What is wrong with `value` for `key` (None: nothing), naming the valid range."""
-    if key not in RANGES or value is None or isinstance(value, bool):
+def out_of_range(key: str, value: Any, bounds: dict | None = None) -> str | None:
+    """What is wrong with `value` for `key` (None: nothing), naming the valid range (`bounds`: RANGES)."""
+    bounds = RANGES if bounds is None else bounds
+    if key not in bounds or value is None or isinstance(value, bool):
         return None
-    low, high, (left, right) = RANGES[key]
+    low, high, (left, right) = bounds[key]
     inside = ((low is None or value > low or (value == low and left == "["))
               and (high is None or value < high or (value == high and right == "]")))
     if inside:
@@ -266,12 +235,12 @@ def out_of_range(key: str, value: Any) -> str | None:
 def check(cfg: Config) -> None:
     """Checks across the schema's keys that types alone cannot express (a variant's own are its `check_config`):
     every value in its range, names among the known ones, sizes that fit together."""
-    if cfg.variant not in VARIANT_NAMES:
-        close = difflib.get_close_matches(cfg.variant, VARIANT_NAMES, n=3)
-        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(VARIANT_NAMES)}."
+    if cfg.variant not in OBJECTIVES:
+        close = difflib.get_close_matches(cfg.variant, OBJECTIVES, n=3)
+        raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(OBJECTIVES)}."
                           + (f" Did you mean {close[0]}?" if close else ""))
-    flat = flatten(to_dict(cfg))
-    wrong = [problem for key, value in flat.items() if (problem := out_of_range(key, value))]
+    flat, bounds = flatten(to_dict(cfg)), ranges(type(cfg))
+    wrong = [problem for key, value in flat.items() if (problem := out_of_range(key, value, bounds))]
     betas = cfg.train.adam_betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         wrong.append(f"train.adam_betas must be two values in [0, 1); got {betas}")
@@ -307,9 +276,6 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and data.random_token_prob "
                           f"shares of the chosen positions in [0, 1] with a sum of at most 1; got {d.mask_prob}, "
                           f"{d.mask_token_prob} and {d.random_token_prob}.")
-    if cfg.adversarial.baseline_loss not in ("cross-entropy", "squared-error"):
-        raise ConfigError(f"adversarial.baseline_loss must be cross-entropy or squared-error; got "
-                          f"'{cfg.adversarial.baseline_loss}'.")
     buckets = cfg.finetune.length_buckets
     if any(w < 1 for w in buckets) or buckets != sorted(set(buckets)):
         raise ConfigError(f"finetune.length_buckets must be increasing positive widths, e.g. [16, 32, 64]; got "

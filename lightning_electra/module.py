@@ -30,6 +30,7 @@ from lightning_electra.step_graph import GraphedSteps, lightning_clip
 
 class PretrainModule(GraphedSteps, L.LightningModule):
     stages = 1  # fits in sequence (two-stage training has 2); each stage is a fresh module
+    Options: type | None = None  # the objective's own options: a dataclass, the config section named after it
     compile_mode: str | None = None  # torch.compile mode when train.compile; None: "reduce-overhead" on CUDA
 
     def __init__(self, cfg: Config, special: SpecialIds, stage: int = 1, token_counts: np.ndarray | None = None,

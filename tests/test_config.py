@@ -1,3 +1,5 @@
+from dataclasses import fields
+
 import pytest
 
 from lightning_electra.config import ConfigError
@@ -81,6 +83,31 @@ def test_variant_constraints_fail_when_the_config_loads():
         load_config("smoke", variant="two-stage", overrides=["model.generator_fraction=0.5"])
     with pytest.raises(ConfigError, match="generator=learned"):
         load_config("smoke", variant="adversarial", overrides=["model.generator=unigram"])
+
+
+def test_an_objectives_options_are_its_own_section_checked_as_any_key():
+    from lightning_electra.config import Config
+    from lightning_electra.objectives import OBJECTIVES, objective, section
+    from lightning_electra.runner.configs import compose, parse_overrides
+
+    with pytest.raises(ConfigError, match=r"Unknown config key 'adversarial\.mlm_wieght'.*adversarial\.mlm_weight"):
+        load_config("smoke", variant="adversarial", overrides=["adversarial.mlm_wieght=1"])
+    with pytest.raises(ConfigError, match=r"amos\.temperature must be above 0"):
+        load_config("smoke", variant="amos", overrides=["amos.temperature=0"])
+    with pytest.raises(ConfigError, match="adversarial.baseline_loss must be cross-entropy or squared-error"):
+        load_config("smoke", variant="adversarial", overrides=["adversarial.baseline_loss=l1"])
+    with pytest.raises(ConfigError, match="Unknown config key 'bert'"):  # bert has no options
+        load_config("smoke", variant="bert", overrides=["bert.foo=1"])
+    # the core schema, without torch, leaves an objective's section to the full check
+    core = compose([(parse_overrides(["adversarial.mlm_wieght=1", "train.lr=1e-3", "train.steps=1"]), "test")], checked="fields")
+    assert type(core) is Config and core.train.lr == 1e-3
+    owners = {section(v) for v in OBJECTIVES if objective(v).Options is not None}
+    assert owners == {"adversarial", "amos"} and not owners & {f.name for f in fields(Config)}
+    # an objective's options enter its own hash only
+    electra, adversarial = (load_config("smoke", variant=v) for v in ("electra", "adversarial"))
+    assert config_hash(electra) == config_hash(load_config("smoke", overrides=["adversarial.mlm_weight=1"]))
+    assert config_hash(adversarial) != config_hash(load_config("smoke", variant="adversarial",
+                                                               overrides=["adversarial.mlm_weight=1"]))
 
 
 def test_fine_tuning_settings_never_move_the_pretraining_directory():

@@ -17,7 +17,7 @@ import torch
 
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import SpecialIds
-from lightning_electra.objectives import OBJECTIVES as VARIANTS
+from lightning_electra.objectives import objective
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, plain_electra_objective, plain_mlm_objective
 from lightning_electra.tools.benchmark_report import COLUMNS, STEP, STEP_BEFORE_LIGHTNING_FIT, render
@@ -59,7 +59,7 @@ def assert_same_grads(a: dict, b: dict) -> None:
 def test_electra_losses_match_the_plain_transformers_path():
     cfg = small("electra")
     torch.manual_seed(0)
-    module = VARIANTS["electra"](cfg, SPECIAL).train()
+    module = objective("electra")(cfg, SPECIAL).train()
     batch = batch_with_filler_slots()
     masked = module.mask(batch)
     assert (masked.weights == 0).any() and (masked.weights == 1).any()
@@ -85,7 +85,7 @@ def test_electra_losses_match_the_plain_transformers_path():
 
 def test_bert_loss_matches_the_plain_transformers_path():
     torch.manual_seed(0)
-    module = VARIANTS["bert"](small("bert"), SPECIAL).train()
+    module = objective("bert")(small("bert"), SPECIAL).train()
     batch = batch_with_filler_slots()
     masked = module.mask(batch)
     suite = module.objective(batch, masked)
@@ -127,7 +127,7 @@ def test_compiled_step_gives_the_eager_losses():
     import torch._inductor.config as inductor
 
     torch.manual_seed(0)
-    module = VARIANTS["electra"](small("electra", "train.compile=true"), SPECIAL).train()
+    module = objective("electra")(small("electra", "train.compile=true"), SPECIAL).train()
     batch = batch_with_filler_slots()
     with inductor.patch(fallback_random=True):
         torch.manual_seed(2)
@@ -150,7 +150,7 @@ def test_lightning_clips_gradients_with_a_fused_adamw_under_bf16(monkeypatch):
 
     cfg = small("electra", "train.flops_budget=null", "train.steps=2", "train.precision=bf16-mixed")
     torch.manual_seed(0)
-    module = VARIANTS["electra"](cfg, SPECIAL)
+    module = objective("electra")(cfg, SPECIAL)
     configure = module.configure_optimizers
 
     def fused_on_cpu():  # what configure_optimizers builds on CUDA, on the CPU (fused AdamW runs there too)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lightning_electra.cli import main
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import objective
 from lightning_electra.runner import rates as rates_module
 from lightning_electra.runner.plan import makespan, pieces
 from lightning_electra.runner.pretrain import budget
@@ -43,7 +43,7 @@ def test_the_plan_times_are_the_measured_rates_times_the_work(planned, monkeypat
     monkeypatch.setattr(rates_module, "measure_finetune", never)
     frame = plan().set_index("run")
     for cfg in configs:  # the plan must use exactly these
-        b, stages = budget(cfg), OBJECTIVES[cfg.variant].stages  # the control trains no stage
+        b, stages = budget(cfg), objective(cfg.variant).stages  # the control trains no stage
         assert frame.loc[cfg.name, "pretrain_min"] == pytest.approx((b["steps"] * step_s[cfg.name] + 5 * stages) / 60)
         rate = {"per_example_s": 0.002, "overhead_s": 3.0}
         glue = len(b["checkpoints"]) * sum(task_seconds(cfg, task, rate) for task in ("RTE", "MRPC"))

@@ -9,7 +9,7 @@ import torch
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.module import lightning_gradient_clip
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import objective
 from lightning_electra.optim import AdamWeightDecay
 from lightning_electra.runner.configs import load_config
 from lightning_electra.timing import timed_fit
@@ -28,7 +28,7 @@ def build(variant: str, step_graph: bool, *overrides: str, steps: int = 6, stage
         "train.flops_budget=null", f"train.steps={steps}", "train.grad_clip=0.1", "train.warmup_fraction=0.5",
         "train.batch_size=4", "train.log_every_n_steps=2", f"train.step_graph={step_graph}", *overrides])
     torch.manual_seed(0)
-    return OBJECTIVES[variant](cfg, SPECIAL, stage=stage)
+    return objective(variant)(cfg, SPECIAL, stage=stage)
 
 
 def fit(variant: str, step_graph: bool, *overrides: str, device: str = "cpu", steps: int = 6, stage: int = 1):

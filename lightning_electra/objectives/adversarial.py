@@ -10,21 +10,45 @@ D trains as in ELECTRA. How much MLM loss G keeps and an MLE warm-up are flags (
 default as the paper describes none.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from lightning_electra.config import ConfigError
+from lightning_electra.config import NON_NEGATIVE, PROBABILITY, ConfigError, ranged
 from lightning_electra.corruption import replace_at, sample_tokens
 from lightning_electra.objectives.electra import Electra
 from lightning_electra.objectives.losses import (discriminator_metrics, hidden_at, mlm_metrics, sampled_accuracy,
                                                  vocab_logits)
 
 
+BASELINE_LOSSES = ("cross-entropy", "squared-error")
+
+
+@dataclass
+class Options:
+    """The paper leaves these open (notes section 3)."""
+
+    # how much MLM loss G keeps beside the REINFORCE loss (the paper describes none)
+    mlm_weight: float = ranged(0.0, NON_NEGATIVE)
+    # train G by MLM alone (no REINFORCE) for this fraction of the steps first
+    mle_warmup_fraction: float = ranged(0.0, PROBABILITY)
+    baseline_weight: float = ranged(1.0, NON_NEGATIVE)  # weight of the baseline's loss
+    # cross-entropy (paper appendix F): b = -log sigmoid(w . h_G), its probability trained by cross-entropy to match
+    # exp(-reward), D's probability of being right; squared-error: b = w . h_G + c, trained by squared error
+    baseline_loss: str = "cross-entropy"
+
+
 class Adversarial(Electra):
+    Options = Options
+
     @classmethod
     def check_config(cls, cfg) -> None:
         if cfg.model.generator != "learned":
             raise ConfigError("The adversarial variant trains a network generator: set model.generator=learned.")
+        if cfg.adversarial.baseline_loss not in BASELINE_LOSSES:
+            raise ConfigError(f"adversarial.baseline_loss must be {' or '.join(BASELINE_LOSSES)}; got "
+                              f"'{cfg.adversarial.baseline_loss}'.")
 
     def build(self) -> None:
         super().build()

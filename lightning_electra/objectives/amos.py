@@ -37,12 +37,13 @@ Where we differ from the official code besides (docs/protocol.md lists them):
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from lightning_electra.config import ConfigError
+from lightning_electra.config import POSITIVE, ConfigError, ranged
 from lightning_electra.corruption import gumbel_noise, replace_at, sample_tokens
 from lightning_electra.flops import mlm_train_flops
 from lightning_electra.models import build_discriminator, build_mlm, generator_shape, share_weights
@@ -52,6 +53,21 @@ from lightning_electra.objectives.losses import discriminator_metrics, mlm_metri
 MIXTURES = ("hard", "soft", "random", "equal", "switch", "single")
 LEARNED = ("hard", "soft")  # the mixtures with weights to learn (their controls: random and equal)
 PAPER_EXITS, PAPER_DEPTH = (4, 6, 8), 12
+
+
+@dataclass
+class Options:
+    # G layers after which an MLM exit reads (1-based). null: 4, 6 and 8 of a 12-layer G, scaled to D's depth.
+    exits: Optional[list[int]] = None
+    # Two learned mixtures, each with its control: soft (the official code's, which made the paper's numbers: the
+    # exits' logits mixed by softmax weights, then one token sampled; control: equal, the same mix with equal weights)
+    # and hard (the notes' description: a hard Gumbel-softmax picks one exit per position; control: random, an exit
+    # drawn uniformly). Also switch (exits in turn, shallow to deep, over training) and single (one exit only:
+    # `single_exit`).
+    mixture: str = "soft"
+    single_exit: int = -1  # mixture=single: which of `exits` (an index; -1 the deepest)
+    temperature: float = ranged(0.3, POSITIVE)  # of the hard Gumbel-softmax picking the exit and sampling the token
+    stop_gradient: bool = True  # each block between exits learns only from its own exit (false: through all)
 
 
 def amos_exits(cfg) -> list[int]:
@@ -116,6 +132,8 @@ def one_hot_choice(index: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class Amos(Electra):
+    Options = Options
+
     @classmethod
     def check_config(cls, cfg) -> None:
         if cfg.amos.mixture not in MIXTURES:
@@ -129,8 +147,6 @@ class Amos(Electra):
         if cfg.train.temperature != 1.0:
             raise ConfigError("AMOS samples at the exits' own temperature (amos.temperature shapes only the "
                               f"straight-through gradient); train.temperature={cfg.train.temperature} would be ignored.")
-        if not cfg.amos.temperature > 0:
-            raise ConfigError(f"amos.temperature must be positive; got {cfg.amos.temperature}.")
         amos_exits(cfg)
 
     def build(self) -> None:

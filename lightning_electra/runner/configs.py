@@ -9,8 +9,9 @@ library's).
 from __future__ import annotations
 
 import difflib
+import functools
 import os
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,35 +21,45 @@ from omegaconf.errors import OmegaConfBaseException
 from lightning_electra.config import Config, ConfigError, check
 from lightning_electra.data.files import check_data
 from lightning_electra.io import atomic_write_text
+from lightning_electra.objectives import OBJECTIVES, objective, option_sections, section
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"  # lightning_electra/configs/, shipped as package data
 
 
-def _schema_keys(schema: Any, prefix: str = "") -> dict[str, Any]:
+@functools.cache
+def schema() -> type[Config]:
+    """The whole schema: `Config` with each objective's options (its `Options`) as the section named after it. It
+    loads the objectives, so torch; the core keys alone are checked without (`compose(checked="fields")`)."""
+    return make_dataclass("Config", [(name, options, field(default_factory=options))
+                                     for name, options in option_sections().items()], bases=(Config,))
+
+
+@functools.cache
+def schema_keys(cls: Any, prefix: str = "") -> dict[str, Any]:
     """Every dotted key of a dataclass schema, mapped to its field type."""
     keys = {}
-    for f in fields(schema):
+    for f in fields(cls):
         default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
         keys[prefix + f.name] = f.type
         if is_dataclass(default):
-            keys.update(_schema_keys(default, prefix + f.name + "."))
+            keys.update(schema_keys(type(default), prefix + f.name + "."))
     return keys
 
 
-SCHEMA_KEYS = _schema_keys(Config)
+OBJECTIVE_SECTIONS = {section(variant) for variant in OBJECTIVES}  # where objectives' options go (the names known)
 
 
-def _check_keys(layer: DictConfig, source: str, prefix: str = "") -> None:
+def _check_keys(layer: DictConfig, source: str, keys: dict[str, Any], prefix: str = "") -> None:
     for key, value in layer.items_ex(resolve=False):
         dotted = prefix + str(key)
         if dotted.startswith("finetune.task_epochs."):
             continue  # a free-form mapping task -> epochs
-        if dotted not in SCHEMA_KEYS:
-            close = difflib.get_close_matches(dotted, SCHEMA_KEYS, n=3, cutoff=0.5)
-            hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(SCHEMA_KEYS))}."
+        if dotted not in keys:
+            close = difflib.get_close_matches(dotted, keys, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(keys))}."
             raise ConfigError(f"Unknown config key '{dotted}' in {source}.{hint}")
         if isinstance(value, DictConfig) and dotted != "finetune.task_epochs":
-            _check_keys(value, source, dotted + ".")
+            _check_keys(value, source, keys, dotted + ".")
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -61,14 +72,14 @@ def _read_yaml(path: Path) -> DictConfig:
     return layer
 
 
-def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
-    _check_keys(layer, source)
+def _merge(base: DictConfig, layer: DictConfig, source: str, keys: dict[str, Any]) -> DictConfig:
+    _check_keys(layer, source, keys)
     try:
         return OmegaConf.merge(base, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0].rstrip(".")  # the rest: OmegaConf internals
-        expected = f" Expected {SCHEMA_KEYS[key]} (see lightning_electra/config.py)." if key in SCHEMA_KEYS else ""
+        expected = f" Expected {keys[key]} (see lightning_electra/config.py)." if key in keys else ""
         raise ConfigError(f"Bad value for '{key}' in {source}: {msg}.{expected}") from None
 
 
@@ -149,10 +160,15 @@ def load_run_config(path: Path | None, overrides: list[str] | None = None) -> Co
 
 def compose(layers: list[tuple[DictConfig, str]], checked: str | None = "all") -> Config:
     """The schema with each (layer, where it came from) merged in turn, resolved, and validated: `checked`="all",
-    "fields" (the schema's rules only) or None."""
-    cfg: DictConfig = OmegaConf.structured(Config)
+    "fields" (the core schema's rules only, no torch: the objectives' sections are left to the full check) or None."""
+    core = checked == "fields"
+    cls = Config if core else schema()
+    keys = schema_keys(cls)
+    cfg: DictConfig = OmegaConf.structured(cls)
     for layer, source in layers:
-        cfg = _merge(cfg, layer, source)
+        if core:
+            layer = OmegaConf.masked_copy(layer, [k for k in layer if k not in OBJECTIVE_SECTIONS])
+        cfg = _merge(cfg, layer, source, keys)
     try:
         resolved = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
@@ -171,9 +187,8 @@ def validate(cfg: Config) -> None:
     """The schema's own checks, then the objective's (a variant refuses what it cannot run) and the shapes'."""
     check(cfg)
     from lightning_electra.models import generator_shape  # torch: after the checks that need none
-    from lightning_electra.objectives import OBJECTIVES
 
-    OBJECTIVES[cfg.variant].check_config(cfg)
+    objective(cfg.variant).check_config(cfg)
     if cfg.model.generator == "learned":
         generator_shape(cfg.model)  # refuses a G width its heads do not divide, now rather than when it is built
 

@@ -39,7 +39,7 @@ from lightning_electra.errors import SuiteError
 from lightning_electra.io import UnreadableFile, atomic_write_text, load_torch, write_json
 from lightning_electra.provenance import git_commit
 from lightning_electra.models import saveable
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import OBJECTIVES, objective
 from lightning_electra.results import glue_scores, read_table
 from lightning_electra.runner.configs import load_run_config
 from lightning_electra.runner.identity import RunLayout, pretrain_hash
@@ -84,7 +84,8 @@ def variants_fitting(cfg: Config, state: dict[str, torch.Tensor]) -> list[str]:
 
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     fits = []
-    for name, cls in OBJECTIVES.items():
+    for name in OBJECTIVES:
+        cls = objective(name)
         for stage in range(1, cls.stages + 1):
             try:
                 module = build_module(replace(cfg, variant=name), stage=stage, device="meta")

@@ -24,6 +24,7 @@ from lightning_electra.config import Config, ConfigError, flatten, to_dict
 from lightning_electra.data.files import corpus_sources, data_file, vocab_path
 from lightning_electra.data.glue_tasks import TASKS, task_file
 from lightning_electra.io import file_digest
+from lightning_electra.objectives import OBJECTIVES, section
 
 # Keys that change where or how fast a run goes, not what it computes: left out of the config hash.
 RUNTIME_KEYS = {"results_dir", "data.data_dir", "data.cache_dir", "data.num_workers", "train.accelerator",
@@ -38,8 +39,6 @@ SELECTION_KEYS = {"finetune.seeds", "finetune.tasks"}
 def _hash(flat: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
-# Sections only one variant reads: out of every other variant's hashes, so changing one never moves other runs.
-VARIANT_SECTIONS = {"amos.": "amos", "adversarial.": "adversarial"}
 # Switches added after results existed: out of the hashes while they keep this value (the behaviour before they
 # existed), so adding one never moves existing runs. Emptied when the paper-fidelity protocol moved every hash.
 LATER_SWITCHES: dict[str, Any] = {"finetune.length_buckets": []}
@@ -57,9 +56,10 @@ def protocol_fixes(cfg: Config) -> dict[str, str]:
 
 
 def _results_keys(cfg: Config) -> dict[str, Any]:
+    # an objective's options are out of every other objective's hashes, so changing one never moves other runs
+    others = {section(variant) for variant in OBJECTIVES} - {section(cfg.variant)}
     keys = {k: v for k, v in flatten(to_dict(cfg)).items() if k not in RUNTIME_KEYS
-            and all(not k.startswith(section) or cfg.variant == variant for section, variant in VARIANT_SECTIONS.items())
-            and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
+            and k.split(".")[0] not in others and not (k in LATER_SWITCHES and v == LATER_SWITCHES[k])}
     keys.update(protocol_fixes(cfg))
     # what the vocabulary and the corpus hold, not where they lie; a file not there is named instead (a run refuses
     # it before any work)

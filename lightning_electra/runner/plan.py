@@ -13,7 +13,7 @@ from lightning_electra.data.corpus import text_bytes
 from lightning_electra.data.datamodule import cache_key
 from lightning_electra.data.files import corpus_files, corpus_sources, vocab_path
 from lightning_electra.data.glue_tasks import available_tasks, glue_root
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import objective
 from lightning_electra.runner.pretrain import budget
 
 PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "passes", "checkpoints",
@@ -52,7 +52,7 @@ def plan_rows(configs: list[Config], budgets: list[dict]) -> list[dict]:
     for cfg, b in zip(configs, budgets):
         files = cfg.finetune.source == "files" and glue_root(cfg.data.data_dir).is_dir()
         tasks = available_tasks(cfg.data.data_dir, cfg.finetune.tasks)[0] if files else list(cfg.finetune.tasks)
-        width = OBJECTIVES[cfg.variant].generator_width(cfg)
+        width = objective(cfg.variant).generator_width(cfg)
         passes, exact = corpus_passes(cfg, b["steps"])
         rows.append({"run": cfg.name, "variant": cfg.variant,
                      "generator": "-" if width is None else cfg.model.generator if width == 0 else width,

@@ -23,7 +23,7 @@ from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.distributed import global_rank
 from lightning_electra.io import UnreadableFile, atomic, load_torch, write_json
 from lightning_electra.module import lightning_gradient_clip
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import objective
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.loggers import make_loggers
 from lightning_electra.runner.trainer import AtomicCheckpointIO, check_hardware, make_trainer
@@ -47,7 +47,7 @@ def build_module(cfg: Config, stage: int = 1, data: PretrainDataModule | None = 
     else:
         special, counts = special_ids(vocab_path(cfg.data)), None
     with torch.device(device or "cpu"):
-        return OBJECTIVES[cfg.variant](cfg, special, stage=stage, token_counts=counts, previous=previous)
+        return objective(cfg.variant)(cfg, special, stage=stage, token_counts=counts, previous=previous)
 
 
 def checkpoint_steps(fractions: list[float], steps: int) -> list[int]:
@@ -76,7 +76,7 @@ def pretrain(cfg: Config, out: Path) -> dict:
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside bf16 autocast
     data = PretrainDataModule(cfg)
-    start, previous, done, stages = time.time(), None, None, OBJECTIVES[cfg.variant].stages
+    start, previous, done, stages = time.time(), None, None, objective(cfg.variant).stages
     if stages == 0:  # the control: the encoder as initialised, its one checkpoint at step 0
         L.seed_everything(stage_seed(cfg.train.seed, 1), workers=True, verbose=False)
         module = build_module(cfg)
@@ -91,7 +91,7 @@ def pretrain(cfg: Config, out: Path) -> dict:
         previous, done = fit_stage(cfg, module, data, stage_dir, layout.checkpoints, saves, offset=done,
                                    label=layout.fit_label(stage_dir))
     summary = {**done, "seconds": round(time.time() - start, 1), "checkpoints": saves,
-               "generator_hidden": OBJECTIVES[cfg.variant].generator_width(cfg), **module.summary()}
+               "generator_hidden": objective(cfg.variant).generator_width(cfg), **module.summary()}
     if global_rank() == 0:
         write_json(layout.summary, summary)
     return summary

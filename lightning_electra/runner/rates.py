@@ -32,7 +32,7 @@ from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.io import ROOT, write_json
 from lightning_electra.models import save_random_encoder
 from lightning_electra.module import lightning_gradient_clip
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import objective, section
 from lightning_electra.runner.pretrain import build_module
 from lightning_electra.timing import timed_fit
 
@@ -75,7 +75,8 @@ def step_key(cfg: Config, stage: int) -> str:
     m, d, t = cfg.model, cfg.data, cfg.train
     shape = (cfg.variant, stage, m.hidden_size, m.num_layers, m.num_heads, m.intermediate_size, m.embedding_size,
              m.generator_fraction, m.generator, m.tie, d.max_seq_length, d.mask_prob, d.vocab, t.batch_size,
-             t.max_device_batch, t.precision, t.compile, t.step_graph, repr(cfg.amos) if cfg.variant == "amos" else "")
+             t.max_device_batch, t.precision, t.compile, t.step_graph,
+             repr(getattr(cfg, section(cfg.variant), "")))  # the objective's own options
     return "step|" + "|".join(map(str, shape))
 
 
@@ -144,7 +145,7 @@ def estimate(cfg: Config, budget: dict, rates: Rates) -> dict:
     """A run's estimated pre-training and GLUE seconds, from its budget (runner.pretrain.budget) and measured rates."""
     cuda = torch.cuda.is_available()
     warmup, steps = (3, 10) if cuda else (2, 6)
-    stages = OBJECTIVES[cfg.variant].stages
+    stages = objective(cfg.variant).stages
     pretrain = 0.0
     for stage in range(1, stages + 1):
         r = rates.get(step_key(cfg, stage), lambda: measure_steps(cfg, stage, warmup, steps))

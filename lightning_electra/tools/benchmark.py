@@ -44,7 +44,7 @@ from lightning_electra.io import ROOT, atomic_write_text
 from lightning_electra.provenance import command_line, git_commit
 from lightning_electra.timing import profile_summary, timed_fit
 from lightning_electra.module import lightning_gradient_clip
-from lightning_electra.objectives import OBJECTIVES
+from lightning_electra.objectives import OBJECTIVES, objective
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
 from lightning_electra.tools.benchmark_report import (COLUMNS, PLAIN_IMPLEMENTATION, STEP, SUITE, device_peaks,
@@ -92,7 +92,7 @@ def measure_row(name: str, cfg, special, device: torch.device, precision: str, t
         torch._dynamo.reset()  # each row compiles afresh: no cache limits, no dynamic-shape recompiles
         counters.clear()
         torch.manual_seed(cfg.train.seed)
-        cls = PlainElectra if name == PLAIN else OBJECTIVES[name]
+        cls = PlainElectra if name == PLAIN else objective(name)
         module = cls(cfg, special, token_counts=token_counts)
         module.compile_mode = mode if cfg.train.compile else None
         module.to(device).train()
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     steps = args.steps or (30 if cuda else 2)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     profile = 3 if (cuda if args.profile is None else args.profile) else 0
-    trained = [name for name, cls in OBJECTIVES.items() if cls.stages]  # the control trains nothing to time
+    trained = [name for name in OBJECTIVES if objective(name).stages]  # the control trains nothing to time
     names = [v.strip() for v in args.variants.split(",")] if args.variants else [*trained, PLAIN]
     unknown = [v for v in names if v not in trained and v != PLAIN]
     if unknown:
