@@ -121,7 +121,7 @@ def disentangle(d_embeddings: nn.Module, g_embeddings: nn.Module) -> None:
 
 def effective_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A module's state dict with each disentangled weight of `discriminator.` as transformers stores a weight: G's
-    (same name under `generator.`) plus the residual, under the weight's own name. Unchanged without `gdes`."""
+    (same name under `generator.mlm.`) plus the residual, under the weight's own name. Unchanged without `gdes`."""
     out = {}
     for key, value in state.items():
         if ".parametrizations." not in key:
@@ -129,7 +129,7 @@ def effective_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         elif key.endswith(".original"):
             owner, _, rest = key.partition(".parametrizations.")
             name = f"{owner}.{rest.removesuffix('.original')}"
-            out[name] = state["generator." + name.removeprefix("discriminator.")] + value
+            out[name] = state["generator.mlm." + name.removeprefix("discriminator.")] + value
     return out
 
 

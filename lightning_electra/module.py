@@ -52,6 +52,11 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         """Refuse configs this objective cannot run, when the config is loaded (before any work in a sweep)."""
 
     @classmethod
+    def for_stage(cls, stage: int) -> type[PretrainModule]:
+        """The objective that trains stage `stage` (a multi-stage objective has one per stage)."""
+        return cls
+
+    @classmethod
     def generator_width(cls, cfg: Config) -> int | None:
         """G's hidden size for reports (0: a unigram or uniform sampler; None: no generator)."""
         return None

@@ -102,7 +102,7 @@ def test_exit_states_match_the_transformers_forward(smoke_cfg, variant_setup):
                                     variant="amos"))
     masked = module.mask(batch)
     (state,) = module.exit_states(masked.input_ids, batch, masked.positions)
-    hidden = module.generator.electra(input_ids=masked.input_ids, attention_mask=batch["attention_mask"],
+    hidden = module.generator.mlm.electra(input_ids=masked.input_ids, attention_mask=batch["attention_mask"],
                                       token_type_ids=batch["token_type_ids"]).last_hidden_state
     torch.testing.assert_close(state, hidden.gather(1, masked.positions[..., None].expand(-1, -1, hidden.shape[-1])))
 

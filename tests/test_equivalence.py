@@ -69,9 +69,9 @@ def test_electra_losses_match_the_plain_transformers_path():
     suite["loss"].backward()
     suite_grads = grads(module)
     torch.manual_seed(1)
-    _, suite_corrupted = module.corrupt(batch, masked)
+    _, suite_corrupted = module.generator.corrupt(batch, masked)
     torch.manual_seed(1)
-    plain = plain_electra_objective(module.generator, module.discriminator, batch, masked,
+    plain = plain_electra_objective(module.generator.mlm, module.discriminator, batch, masked,
                                     cfg.train.temperature, cfg.train.disc_weight)
     plain["loss"].backward()
     plain_grads = grads(module)

@@ -248,7 +248,7 @@ def test_the_reference_run_is_the_official_soft_mixture_and_each_ablation_is_com
 # --- 7. the adversarial baseline and temperature -------------------------------------------------------------------
 def test_the_adversarial_baseline_is_fit_by_cross_entropy_to_the_reward(smoke_cfg, variant_setup):
     module, _ = variant_setup(smoke_cfg(variant="adversarial"))
-    hidden = torch.randn(2, 3, module.generator.config.hidden_size)
+    hidden = torch.randn(2, 3, module.generator.mlm.config.hidden_size)
     reward, w = torch.rand(2, 3) * 3, torch.ones(2, 3)
     baseline, loss = module.baseline_and_loss(hidden, reward, w)
     score = module.baseline(hidden).squeeze(-1)
@@ -346,7 +346,7 @@ def test_gdes_checkpoints_and_exports_hold_ds_own_embeddings(smoke_cfg, variant_
         module.discriminator.electra.embeddings.word_embeddings.parametrizations.weight.original.fill_(0.5)
     state = effective_state(module.state_dict())
     key = "discriminator.electra.embeddings.word_embeddings.weight"
-    torch.testing.assert_close(state[key], module.generator.electra.embeddings.word_embeddings.weight + 0.5)
+    torch.testing.assert_close(state[key], module.generator.mlm.electra.embeddings.word_embeddings.weight + 0.5)
     assert not any("parametrizations" in k for k in state)
     saveable(module.discriminator).electra.save_pretrained(tmp_path)
     loaded = ElectraModel.from_pretrained(tmp_path)

@@ -70,10 +70,10 @@ def test_schedule_is_the_official_warmup_times_linear_decay(smoke_cfg):
 def test_a_sample_equal_to_the_original_counts_as_original(smoke_cfg):
     module, batch = module_and_batch(smoke_cfg())
     masked = module.mask(batch)
-    module.generate = lambda b, m: ({}, m.labels)  # a generator that always samples the original token
+    module.generator.sample = lambda b, m: ({}, m.labels)  # a generator that always samples the original token
     metrics = module.objective(batch, masked)
     assert metrics["replaced_fraction"] == 0 and metrics["sampled_accuracy"] == 1
-    module.generate = lambda b, m: ({}, torch.full_like(m.labels, 1999))  # never the original ("1999")
+    module.generator.sample = lambda b, m: ({}, torch.full_like(m.labels, 1999))  # never the original ("1999")
     metrics = module.objective(batch, masked)
     real = masked.weights.bool() & (masked.labels != 1999)
     assert metrics["replaced_fraction"] * batch["attention_mask"].sum() == real.sum()

@@ -28,7 +28,7 @@ def build(variant: str, step_graph: bool, *overrides: str, steps: int = 6, stage
         "train.flops_budget=null", f"train.steps={steps}", "train.grad_clip=0.1", "train.warmup_fraction=0.5",
         "train.batch_size=4", "train.log_every_n_steps=2", f"train.step_graph={step_graph}", *overrides])
     torch.manual_seed(0)
-    return objective(variant)(cfg, SPECIAL, stage=stage)
+    return objective(variant).for_stage(stage)(cfg, SPECIAL, stage=stage)
 
 
 def fit(variant: str, step_graph: bool, *overrides: str, device: str = "cpu", steps: int = 6, stage: int = 1):

@@ -120,8 +120,8 @@ def test_adversarial_logs_accuracy_and_entropy(smoke_cfg, variant_setup):
 
 def test_unigram_generator_samples_follow_corpus_frequencies(smoke_cfg, variant_setup):
     module, batch = variant_setup(smoke_cfg("model.generator=unigram"))
-    assert module.generator is None and module.generator_flops_per_step() == 0
-    probs = module.sampling_probs
+    assert module.generator.mlm is None and module.generator_flops_per_step() == 0
+    probs = module.generator.sampling_probs
     s = module.special
     assert probs[[s.pad, s.cls, s.sep, s.mask]].sum() == 0 and torch.isclose(probs.sum(), torch.tensor(1.0))
     counts = torch.bincount(torch.multinomial(probs, 200_000, replacement=True), minlength=len(probs)).float()
@@ -133,7 +133,8 @@ def test_unigram_generator_samples_follow_corpus_frequencies(smoke_cfg, variant_
 
 def test_uniform_generator_spreads_over_the_vocabulary(smoke_cfg, variant_setup):
     module, _ = variant_setup(smoke_cfg("model.generator=uniform"))
-    nonzero = module.sampling_probs[module.sampling_probs > 0]
+    probs = module.generator.sampling_probs
+    nonzero = probs[probs > 0]
     assert len(nonzero) == module.special.vocab_size - 4 and torch.allclose(nonzero, nonzero[0])
 
 
@@ -143,12 +144,12 @@ def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg, variant_set
     cfg = smoke_cfg(variant="two-stage")
     dm = PretrainDataModule(cfg)
     stage1 = build_module(cfg, data=dm)
-    assert not hasattr(stage1, "discriminator") and stage1.backbone() is stage1.generator.electra
+    assert not hasattr(stage1, "discriminator") and stage1.backbone() is stage1.generator.mlm.electra
     batch = dm.collate([dm.train_set[i] for i in range(8)])
     assert set(run_objective(stage1, batch)) == {"loss", "mlm_loss", "mlm_accuracy", "mlm_unigram_accuracy"}
     stage2 = build_module(cfg, 2, dm)
     stage2.start_from(stage1.state_dict())
-    for (name, d), g in zip(stage2.discriminator.electra.named_parameters(), stage2.generator.electra.parameters()):
+    for (name, d), g in zip(stage2.discriminator.electra.named_parameters(), stage2.generator.mlm.electra.parameters()):
         assert torch.equal(d, g) and d.data_ptr() != g.data_ptr(), name
     before = {k: v.clone() for k, v in stage2.generator.state_dict().items()}
     stage2.trainer = None
@@ -168,3 +169,15 @@ def test_adversarial_mle_warm_up_trains_g_by_mlm(smoke_cfg, variant_setup):
     total = generator_grads(module, run_objective(module, batch)["loss"])
     mlm = generator_grads(module, run_objective(module, batch)["mlm_loss"])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(total, mlm))
+
+
+def test_a_checkpoint_from_before_the_generator_component_still_loads(smoke_cfg, variant_setup):
+    """G's weights were the objective's own `generator.*` (an ElectraForMaskedLM); now they sit in the component."""
+    module, _ = variant_setup(smoke_cfg(variant="electra"))
+    state = module.state_dict()
+    before = {k.replace("generator.mlm.", "generator."): v for k, v in state.items()}
+    assert any(k.startswith("generator.electra.") for k in before)
+    fresh, _ = variant_setup(smoke_cfg(variant="electra"))
+    torch.nn.init.zeros_(fresh.generator.mlm.generator_predictions.dense.weight)
+    fresh.load_state_dict(before)  # strict
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in state.items())

@@ -52,7 +52,7 @@ class Adversarial(Electra):
 
     def build(self) -> None:
         super().build()
-        self.baseline = torch.nn.Linear(self.generator.config.hidden_size, 1)
+        self.baseline = torch.nn.Linear(self.generator.mlm.config.hidden_size, 1)
         self.mle_warm_up = self.cfg.adversarial.mle_warmup_fraction > 0
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -66,8 +66,8 @@ class Adversarial(Electra):
     def objective(self, batch, masked):
         a, w = self.cfg.adversarial, masked.weights
         n = w.sum().clamp_min(1)
-        hidden = hidden_at(self.generator, masked.input_ids, batch, masked.positions)
-        logits = vocab_logits(self.generator, hidden)
+        hidden = hidden_at(self.generator.mlm, masked.input_ids, batch, masked.positions)
+        logits = vocab_logits(self.generator.mlm, hidden)
         metrics = mlm_metrics(logits, masked)
         sampled = sample_tokens(logits, self.cfg.train.temperature)
         corrupted = replace_at(batch["input_ids"], masked.positions, sampled, w)

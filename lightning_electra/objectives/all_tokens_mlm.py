@@ -37,7 +37,7 @@ class AllTokensMLM(Electra):
         return F.linear(self.mlm_predictions(hidden), table, self.mlm_bias)
 
     def objective(self, batch, masked):
-        metrics, corrupted = self.corrupt(batch, masked)
+        metrics, corrupted = self.generator.corrupt(batch, masked)
         hidden = self.discriminator.electra(input_ids=corrupted, attention_mask=batch["attention_mask"],
                                             token_type_ids=batch["token_type_ids"]).last_hidden_state
         copy_logit = self.discriminator.discriminator_predictions(hidden).float()

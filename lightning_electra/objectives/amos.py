@@ -37,7 +37,7 @@ Where we differ from the official code besides (docs/protocol.md lists them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -45,9 +45,9 @@ import torch.nn.functional as F
 
 from lightning_electra.config import POSITIVE, ConfigError, ranged
 from lightning_electra.corruption import gumbel_noise, replace_at, sample_tokens
-from lightning_electra.flops import mlm_train_flops
-from lightning_electra.models import build_discriminator, build_mlm, generator_shape, share_weights
+from lightning_electra.models import build_discriminator
 from lightning_electra.objectives.electra import Electra
+from lightning_electra.objectives.generator import Generator
 from lightning_electra.objectives.losses import discriminator_metrics, mlm_metrics, sampled_accuracy, vocab_logits
 
 MIXTURES = ("hard", "soft", "random", "equal", "switch", "single")
@@ -153,14 +153,14 @@ class Amos(Electra):
         m, vocab = self.cfg.model, self.special.vocab_size
         self.exits = amos_exits(self.cfg)
         self.discriminator = build_discriminator(m, vocab)
-        self.generator = build_mlm(replace(generator_shape(m), layers=self.exits[-1]), m, vocab)
-        share_weights(self.generator, self.discriminator, m.tie)
+        self.generator = Generator(self.cfg, self.special, shares_with=self.discriminator, layers=self.exits[-1])
+        g = self.generator.mlm
         # the learned vector scoring each exit at each masked position from that exit's hidden state; only built
         # when used (DDP refuses parameters without gradients), initialised as transformers' weights (near-uniform)
         self.mixture = None
         if self.cfg.amos.mixture in LEARNED:
-            self.mixture = torch.nn.Linear(self.generator.config.hidden_size, 1, bias=False)
-            torch.nn.init.normal_(self.mixture.weight, std=self.generator.config.initializer_range)
+            self.mixture = torch.nn.Linear(g.config.hidden_size, 1, bias=False)
+            torch.nn.init.normal_(self.mixture.weight, std=g.config.initializer_range)
         self.switch_exit = 0  # mixture=switch: the exit in use, set outside the (maybe compiled) objective
         self.exit_weights: list[list[float]] = []  # [step, weight of each exit] at log steps, for reports
 
@@ -170,7 +170,7 @@ class Amos(Electra):
     # --- the generator's exits -------------------------------------------------------------------------------
     def exit_states(self, input_ids, batch, positions) -> list[torch.Tensor]:
         """Hidden states after each exit's layer at the masked slots, (B, P, H) each; blocks detached between."""
-        g = self.generator.electra
+        g = self.generator.mlm.electra
         hidden = g.embeddings(input_ids=input_ids, token_type_ids=batch["token_type_ids"])
         if hasattr(g, "embeddings_project"):
             hidden = g.embeddings_project(hidden)
@@ -205,7 +205,7 @@ class Amos(Electra):
     def objective(self, batch, masked):
         w = masked.weights
         states = self.exit_states(masked.input_ids, batch, masked.positions)
-        head = self.generator
+        head = self.generator.mlm
         exit_logits = [vocab_logits(head, s) for s in states]  # one shared head
         metrics, mlm_loss = {}, 0
         for depth, logits in zip(self.exits, exit_logits):
@@ -279,7 +279,7 @@ class Amos(Electra):
     def generator_flops_per_step(self) -> float:
         """G up to its deepest exit with one MLM output per exit. The straight-through one-hot times D's embedding
         table adds nothing: the paper's convention already counts every lookup as that dense product."""
-        shape = self.shape(replace(generator_shape(self.cfg.model), layers=self.exits[-1]))
+        shape = self.shape(Generator.shape(self.cfg, self.exits[-1]))
         batch = self.cfg.train.batch_size
-        return (mlm_train_flops(shape, batch, 1)
+        return (Generator.train_flops(self.cfg, self.special.vocab_size, self.exits[-1])
                 + 2 * batch * (len(self.exits) - 1) * shape.embedding_flops(output=True))

@@ -47,7 +47,8 @@ def build_module(cfg: Config, stage: int = 1, data: PretrainDataModule | None = 
     else:
         special, counts = special_ids(vocab_path(cfg.data)), None
     with torch.device(device or "cpu"):
-        return objective(cfg.variant)(cfg, special, stage=stage, token_counts=counts, previous=previous)
+        cls = objective(cfg.variant).for_stage(stage)
+        return cls(cfg, special, stage=stage, token_counts=counts, previous=previous)
 
 
 def checkpoint_steps(fractions: list[float], steps: int) -> list[int]:

@@ -92,7 +92,7 @@ def measure_row(name: str, cfg, special, device: torch.device, precision: str, t
         torch._dynamo.reset()  # each row compiles afresh: no cache limits, no dynamic-shape recompiles
         counters.clear()
         torch.manual_seed(cfg.train.seed)
-        cls = PlainElectra if name == PLAIN else objective(name)
+        cls = PlainElectra if name == PLAIN else objective(name).for_stage(1)
         module = cls(cfg, special, token_counts=token_counts)
         module.compile_mode = mode if cfg.train.compile else None
         module.to(device).train()
