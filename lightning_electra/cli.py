@@ -61,23 +61,23 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
             print(f"[plan] the sweep would stop before its first run here: {missing}", flush=True)
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.store import not_finished
-    from lightning_electra.runner.sweep import run_sweep, select, sweep_configs
+    from lightning_electra.runner.sweep import run_sweep, select, sweep_runs
 
-    sweep, configs = sweep_configs(args.sweep, args.scale, overrides, announce=not args.csv and not args.child)
-    name = sweep["name"]
-    selected = [] if args.collect else select(configs, args.runs, name)
+    sweep, runs = sweep_runs(args.sweep, args.scale, overrides, announce=not args.csv and not args.child)
+    name, configs = sweep["name"], [run.cfg for run in runs]
+    selected = [] if args.collect else select(runs, args.runs, name)
     if args.plan:  # what would run: not the runs whose rows a results table already holds
-        selected = not_finished(name, configs, selected, announce=not args.csv)
+        selected = not_finished(name, runs, selected, announce=not args.csv)
         return print_plan(name, selected, "csv" if args.csv else "table", times=not args.no_time,
                           parallel=args.parallel, budget_minutes=args.budget_minutes)
     failed = []
     if args.parallel > 1 and not args.child:
         from lightning_electra.runner.parallel import run_parallel
 
-        table, failed = run_parallel(name, sweep, args.sweep, configs, selected, overrides, args.parallel,
+        table, failed = run_parallel(name, sweep, args.sweep, runs, selected, overrides, args.parallel,
                                      command_line(args.argv))
     else:
-        table = run_sweep(name, sweep, configs, selected, command_line(args.argv), child=args.child)
+        table = run_sweep(name, sweep, runs, selected, command_line(args.argv), child=args.child)
     if table is not None and not args.no_report:
         from analysis.report import REPORTS, NothingToReport, build_report, write_index
 
@@ -103,11 +103,13 @@ def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.configs import load_config
 
     load_config(args.scale, overrides=[f"name={args.name}", *overrides], full=False)  # a typo costs no imports
-    from lightning_electra.runner.run import pretrain_run, run_dir
+    from lightning_electra.runner.resolved import ResolvedRun
+    from lightning_electra.runner.run import pretrain_run
 
-    cfg = load_config(args.scale, overrides=[f"name={args.name}", *overrides], announce=True)
-    pretrain_run(cfg, args.sweep)
-    out = run_dir(cfg, args.sweep)
+    run = ResolvedRun.of(load_config(args.scale, overrides=[f"name={args.name}", *overrides], announce=True),
+                         args.sweep)
+    pretrain_run(run)
+    out = run.layout.root
     print(f"[pretrain] {out}: fine-tune a checkpoint with `python -m lightning_electra finetune "
           f"{out}/checkpoints/step-...`, export it with `python -m lightning_electra export {out} <dir>`", flush=True)
 

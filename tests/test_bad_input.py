@@ -157,23 +157,23 @@ def test_a_global_batch_that_does_not_split_over_the_devices():
 
 
 def test_a_missing_data_directory_stops_a_run_before_any_work(smoke_cfg):
-    from lightning_electra.runner.run import run_dir
-    from lightning_electra.runner.run import train_and_score as run
+    from lightning_electra.runner.resolved import ResolvedRun
+    from lightning_electra.runner.run import train_and_score
 
     cfg = smoke_cfg("data.data_dir=/nonexistent/data")
-    msg = error(ConfigError, run, cfg, "s")
+    msg = error(ConfigError, train_and_score, ResolvedRun.of(cfg, "s"))
     assert "'/nonexistent/data' does not exist" in msg and "DATA_DIR=" in msg
-    assert not run_dir(cfg, "s").exists()
+    assert not ResolvedRun.of(cfg, "s").layout.root.exists()
 
 
 def test_a_missing_glue_task_stops_a_run_before_pretraining(own_data, tmp_path):
-    from lightning_electra.runner.run import run_dir
-    from lightning_electra.runner.run import train_and_score as run
+    from lightning_electra.runner.resolved import ResolvedRun
+    from lightning_electra.runner.run import train_and_score
 
     cfg = own_cfg(own_data, tmp_path, "finetune.tasks=[CoLA,MRPC]")  # own_data has RTE only
-    msg = error(ConfigError, run, cfg, "s")
+    msg = error(ConfigError, train_and_score, ResolvedRun.of(cfg, "s"))
     assert "CoLA, MRPC" in msg and str(own_data / "glue") in msg and "DATA_DIR" in msg and "source=hub" in msg
-    assert not run_dir(cfg, "s").exists()
+    assert not ResolvedRun.of(cfg, "s").layout.root.exists()
 
 
 def test_a_glue_row_with_a_stray_tab(tmp_path):
@@ -265,14 +265,14 @@ def test_a_sweep_table_of_another_sweep_stops_the_sweep_before_training(tmp_path
 
 
 def test_a_run_table_of_another_sweep_is_not_mixed_in(smoke_cfg):
-    from lightning_electra.runner.run import run_dir
-    from lightning_electra.runner.run import train_and_score as run
+    from lightning_electra.runner.resolved import ResolvedRun
+    from lightning_electra.runner.run import train_and_score
 
     cfg = smoke_cfg()
-    path = run_dir(cfg, "weight-sharing") / f"results-{config_hash(cfg)}.csv"
+    path = ResolvedRun.of(cfg, "weight-sharing").table
     path.parent.mkdir(parents=True)
     table("efficiency").to_csv(path, index=False)  # a run directory copied over from another sweep
-    msg = error(ResultsError, run, cfg, "weight-sharing")
+    msg = error(ResultsError, train_and_score, ResolvedRun.of(cfg, "weight-sharing"))
     assert str(path) in msg and "not 'weight-sharing'" in msg and "Move it away" in msg
 
 
@@ -303,12 +303,12 @@ def test_an_error_in_one_run_keeps_what_earlier_runs_did(tmp_path, data_dir, mon
     before = previous.read_text()
     done = tmp_path / "tie-none.csv"
 
-    def fake_run(cfg, name):
-        if cfg.name == "tie-embeddings":  # the second run's fine-tuning meets a bad GLUE file
+    def fake_run(run):
+        if run.name == "tie-embeddings":  # the second run's fine-tuning meets a bad GLUE file
             raise GlueDataError("glue/RTE/dev.tsv, line 3: ...")
-        table(name, cfg.name).to_csv(done, index=False)
+        table(run.sweep, run.name).to_csv(done, index=False)
         return done
-    monkeypatch.setattr(sweep, "pretrain_run", lambda cfg, name: None)
+    monkeypatch.setattr(sweep, "pretrain_run", lambda run: None)
     monkeypatch.setattr(sweep, "train_and_score", fake_run)
     with pytest.raises(SystemExit) as err:
         sweep_main(tmp_path, data_dir)
@@ -389,13 +389,15 @@ def test_a_vocabulary_or_length_that_loses_the_text_is_warned_about(own_data, tm
 
 def test_edited_data_files_are_new_results(own_data, tmp_path):
     """What a file holds is part of the hash, not only where it lies: an edited GLUE file or vocabulary re-runs."""
-    from lightning_electra.runner.identity import RunLayout, pretrain_hash
+    from lightning_electra.data.glue_tasks import TASKS
+    from lightning_electra.runner.identity import pretrain_hash
+    from lightning_electra.runner.resolved import ResolvedRun
 
     cfg = own_cfg(own_data, tmp_path)
-    before = (config_hash(cfg), pretrain_hash(cfg), RunLayout.of(cfg, "s").finetune_result(cfg, tmp_path, "RTE", 0))
+    before = (config_hash(cfg), pretrain_hash(cfg), ResolvedRun.of(cfg, "s").finetune_result(tmp_path, TASKS["RTE"], 0))
     dev = own_data / "glue" / "RTE" / "dev.tsv"
     dev.write_text(dev.read_text() + "1\tc\td\tnot_entailment\n")
-    after = (config_hash(cfg), pretrain_hash(cfg), RunLayout.of(cfg, "s").finetune_result(cfg, tmp_path, "RTE", 0))
+    after = (config_hash(cfg), pretrain_hash(cfg), ResolvedRun.of(cfg, "s").finetune_result(tmp_path, TASKS["RTE"], 0))
     assert after[0] != before[0] and after[1] == before[1] and after[2] != before[2]  # GLUE: no re-training
     vocab = own_data / "vocab" / "v.txt"
     vocab.write_text(vocab.read_text().replace("[unused0]", "[unused-zero]"))

@@ -81,13 +81,14 @@ def spy(monkeypatch, name: str) -> list:
 
 
 def test_a_sweep_run_fine_tunes_its_seeds_as_one_ensemble(smoke_cfg, monkeypatch):
-    from lightning_electra.runner.run import train_and_score as run
+    from lightning_electra.runner.resolved import ResolvedRun
+    from lightning_electra.runner.run import train_and_score
 
     ensembles, one_by_one = spy(monkeypatch, "finetune_seeds"), spy(monkeypatch, "train_one")
     cfg = smoke_cfg("train.steps=2", "train.checkpoint_fractions=[1.0]", "finetune.tasks=[RTE]",
                     "finetune.seeds=2", "finetune.batched_seeds=true", "finetune.max_train_examples=16",
                     "finetune.max_eval_examples=16", "finetune.task_epochs.RTE=1")
-    table = pd.read_csv(run(cfg, "ensemble-test"))
+    table = pd.read_csv(train_and_score(ResolvedRun.of(cfg, "ensemble-test")))
     assert sorted(table.query("metric == 'score'")["finetune_seed"]) == [0, 1]
     assert len(ensembles) == 1 and list(ensembles[0][3]) == [0, 1] and not one_by_one  # both seeds, in one ensemble
 

@@ -17,7 +17,7 @@ from lightning_electra.finetune import finetune_task
 from lightning_electra.runner.configs import load_config, load_run_config, save_config
 from lightning_electra.runner.export import ExportError, export, load_module
 from lightning_electra.runner.pretrain import build_module, pretrain
-from lightning_electra.runner.run import run_dir
+from lightning_electra.runner.resolved import ResolvedRun
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog .", "electra detects replaced tokens"]
 
@@ -29,7 +29,7 @@ def trained_run(data_dir, tmp_path_factory):
     cfg = load_config("smoke", overrides=[
         f"data.data_dir={data_dir}", f"results_dir={tmp / 'results'}", f"data.cache_dir={tmp / 'cache'}",
         "data.max_corpus_bytes=200000", "train.flops_budget=null", "train.steps=2", "train.log_every_n_steps=1"])
-    out = run_dir(cfg, "export-test")
+    out = ResolvedRun.of(cfg, "export-test").layout.root
     out.mkdir(parents=True)
     save_config(cfg, out / "config.yaml")
     pretrain(cfg, out)
@@ -161,7 +161,7 @@ def test_a_run_directory_exports_the_weights_its_last_step_ended_with(data_dir, 
         f"data.data_dir={data_dir}", f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}",
         "data.max_corpus_bytes=200000", "train.flops_budget=null", "train.steps=25", "train.checkpoint_fractions=[1.0]",
         "model.dropout=0", "model.attention_dropout=0"])
-    out = run_dir(cfg, "export-final")
+    out = ResolvedRun.of(cfg, "export-final").layout.root
     out.mkdir(parents=True)
     save_config(cfg, out / "config.yaml")
     pretrain(cfg, out)  # checkpoints at steps 2, 4, ..., 24, and the final one at 25

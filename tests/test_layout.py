@@ -99,3 +99,12 @@ def test_no_source_file_is_over_450_lines():
 def test_each_mechanism_is_written_once(mechanism, where):
     places = [str(p.relative_to(ROOT)) for p in SOURCES if mechanism in p.read_text()]
     assert places == [where]
+
+
+def test_the_library_never_sees_the_resolved_run():
+    """The runner resolves a run once (lightning_electra/runner/resolved.py) and hands the library the parts it needs
+    (a config, a path, a task): no library module imports the resolved run or names its type."""
+    users = {m for m, deps in GRAPH.items() if "lightning_electra.runner.resolved" in deps}
+    assert users and all(layer(m) != "library" for m in users)
+    named = [p for p in SOURCES if layer(module_name(p)) == "library" and "ResolvedRun" in p.read_text()]
+    assert not named

@@ -83,20 +83,29 @@ def contents(locate, name: str) -> str:
 def config_hash(cfg: Config) -> str:
     """A short hash of everything that changes a run's results (not where it runs or where files go), the contents of
     the vocabulary, the corpus and the GLUE files fine-tuned on included."""
-    glue = {f"glue.{task}": glue_digest(cfg, task) for task in cfg.finetune.tasks}
-    return _hash({**_results_keys(cfg), **glue})
+    return run_hashes(cfg)[2]
 
 
 def pretrain_hash(cfg: Config) -> str:
     """What pre-training depends on: the run directory's key, so fine-tuning changes never re-train."""
-    return _hash({k: v for k, v in _results_keys(cfg).items() if not k.startswith("finetune.")})
+    return run_hashes(cfg)[0]
 
 
 def finetune_hash(cfg: Config) -> str:
-    """What one fine-tuning result depends on (the protocol), not which seeds or tasks are asked for. Seeds
-    trained as one batched ensemble share their random draws, so there the number of seeds is protocol too."""
+    """What one fine-tuning result depends on (the protocol), not which seeds or tasks are asked for."""
+    return run_hashes(cfg)[1]
+
+
+def run_hashes(cfg: Config) -> tuple[str, str, str, dict[str, str]]:
+    """(pre-training hash, fine-tuning hash, config hash, each GLUE task's digest), from one reading of the config and
+    the files. Seeds trained as one batched ensemble share their random draws, so there the number of seeds is
+    protocol too."""
+    keys = _results_keys(cfg)
+    glue = {task: glue_digest(cfg, task) for task in cfg.finetune.tasks}
     selection = SELECTION_KEYS - ({"finetune.seeds"} if cfg.finetune.batched_seeds else set())
-    return _hash({k: v for k, v in _results_keys(cfg).items() if k.startswith("finetune.") and k not in selection})
+    return (_hash({k: v for k, v in keys.items() if not k.startswith("finetune.")}),
+            _hash({k: v for k, v in keys.items() if k.startswith("finetune.") and k not in selection}),
+            _hash({**keys, **{f"glue.{task}": digest for task, digest in glue.items()}}), glue)
 
 
 def glue_digest(cfg: Config, task: str) -> str:
@@ -114,8 +123,8 @@ class RunLayout:
     root: Path
 
     @classmethod
-    def of(cls, cfg: Config, sweep: str) -> "RunLayout":
-        return cls(Path(cfg.results_dir) / sweep / cfg.scale / f"{cfg.name}-{pretrain_hash(cfg)}")
+    def of(cls, cfg: Config, sweep: str, pretrain_key: str | None = None) -> "RunLayout":
+        return cls(Path(cfg.results_dir) / sweep / cfg.scale / f"{cfg.name}-{pretrain_key or pretrain_hash(cfg)}")
 
     @property
     def config(self) -> Path:
@@ -155,11 +164,3 @@ class RunLayout:
     def step_dirs(self) -> list[Path]:
         """The saved encoders, in step order."""
         return sorted(p for p in self.checkpoints.glob("step-*") if p.name[5:].isdigit())
-
-    def finetune_result(self, cfg: Config, step_dir: Path, task: str, seed: int) -> Path:
-        return (self.root / "finetune" / finetune_hash(cfg) / step_dir.name
-                / f"{task}-{glue_digest(cfg, task)}-seed{seed}.json")
-
-    def table(self, cfg: Config) -> Path:
-        """results-<config hash>.csv: the run's rows; its presence marks the whole run finished."""
-        return self.root / f"results-{config_hash(cfg)}.csv"

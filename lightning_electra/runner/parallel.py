@@ -31,7 +31,7 @@ from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.errors import SuiteError
 from lightning_electra.io import ROOT
 from lightning_electra.provenance import usable_cores
-from lightning_electra.runner.identity import RunLayout
+from lightning_electra.runner.resolved import ResolvedRun
 from lightning_electra.runner.store import not_finished, write_sweep_table
 from lightning_electra.runner.sweep import sweep_guard
 from lightning_electra.runner.trainer import world_size
@@ -156,19 +156,20 @@ def check_parallel(configs: list[Config], parallel: int) -> None:
                           "(DEVICES=1), or drop PARALLEL and let each run use them all.")
 
 
-def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], selected: list[Config],
+def run_parallel(name: str, sweep: dict, sweep_arg: str, runs: list[ResolvedRun], selected: list[ResolvedRun],
                  overrides: list[str], parallel: int, command: str) -> tuple[Path, list[str]]:
     """Runs `selected` at most `parallel` at a time, each in a child process, then writes the sweep's table of every
     finished run; returns it and the names of the runs that failed."""
     start = time.time()
+    configs = [run.cfg for run in runs]
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    asked, selected = selected, not_finished(name, configs, selected)
-    check_parallel(selected, parallel)
+    asked, selected = selected, not_finished(name, runs, selected)
+    check_parallel([run.cfg for run in selected], parallel)
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
           f"(logs: {logs})", flush=True)
-    with stopped_by_sigterm(), sweep_guard(name, configs, selected):
-        todo = [cfg for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()]
+    with stopped_by_sigterm(), sweep_guard(name, configs, [run.cfg for run in selected]):
+        todo = [run.cfg for run in selected if not run.table.exists()]
         packed = set()
         for cfg in todo:  # each corpus packed once, here, before the runs that read it start
             data = PretrainDataModule(cfg)
@@ -205,8 +206,8 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, configs: list[Config], 
                                       flush=True)
             finally:
                 stop(running)
-        ran = [cfg for cfg in selected if cfg.name not in failed] if asked else None
-        table = write_sweep_table(name, sweep, configs, ran, command, time.time() - start)
+        ran = [run for run in selected if run.name not in failed] if asked else None
+        table = write_sweep_table(name, sweep, runs, ran, command, time.time() - start)
     return table, failed
 
 

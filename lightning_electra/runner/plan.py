@@ -15,6 +15,7 @@ from lightning_electra.data.files import corpus_files, corpus_sources, vocab_pat
 from lightning_electra.data.glue_tasks import available_tasks, glue_root
 from lightning_electra.objectives import objective
 from lightning_electra.runner.pretrain import budget
+from lightning_electra.runner.resolved import ResolvedRun
 
 PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "passes", "checkpoints",
                 "tasks", "seeds", "finetunes"]
@@ -125,8 +126,9 @@ def pieces(names: list[str], minutes: list[float], budget_minutes: float, parall
     return [sorted((n for n, _ in g), key=order.get) for g in groups], alone
 
 
-def print_plan(sweep: str, configs: list[Config], style: str, times: bool = True, parallel: int = 1,
+def print_plan(sweep: str, runs: list[ResolvedRun], style: str, times: bool = True, parallel: int = 1,
                budget_minutes: float | None = None) -> None:
+    configs = [run.cfg for run in runs]
     budgets = [budget(cfg) for cfg in configs]
     rows = plan_rows(configs, budgets)
     if times:

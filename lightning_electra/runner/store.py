@@ -11,23 +11,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_electra.config import Config
 from lightning_electra.io import write_json
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.provenance import git_commit, hardware
 from lightning_electra.results import COLUMNS, ResultsError, read_table, write_table
-from lightning_electra.runner.identity import RunLayout, config_hash
+from lightning_electra.runner.resolved import ResolvedRun
 from lightning_electra.runner.trainer import world_size
 
 
-def rows_elsewhere(name: str, configs: list[Config], hashes: dict[str, str]) -> dict[str, tuple[str, pd.DataFrame]]:
+def rows_elsewhere(name: str, runs: list[ResolvedRun], hashes: dict[str, str]) -> dict[str, tuple[str, pd.DataFrame]]:
     """Rows of runs of this sweep that a results table already holds, made with the config hash each run has now
     (`hashes`: run name -> hash): this sweep's own table first (a piece finished on a lent machine whose run
     directories did not come back), then the other sweeps' in the same results directory (one run in two sweeps:
     ELECTRA and BERT are the same runs in training-algorithms and small-model). Run -> (the sweep whose table holds
     its rows, the rows as this sweep's). Another sweep's table that cannot be read is passed over, with a warning:
     it is not this sweep's to refuse."""
-    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
+    scale, results_dir = runs[0].cfg.scale, Path(runs[0].cfg.results_dir)
     own = results_dir / name / "results.csv"
     found: dict[str, tuple[str, pd.DataFrame]] = {}
     for path in [own, *sorted(p for p in results_dir.glob("*/results.csv") if p != own)]:
@@ -47,19 +46,20 @@ def rows_elsewhere(name: str, configs: list[Config], hashes: dict[str, str]) -> 
     return found
 
 
-def not_finished(name: str, configs: list[Config], selected: list[Config], announce: bool = True) -> list[Config]:
+def not_finished(name: str, runs: list[ResolvedRun], selected: list[ResolvedRun],
+                 announce: bool = True) -> list[ResolvedRun]:
     """`selected` less the runs finished elsewhere (`rows_elsewhere`): their rows are results already, not re-run.
     A run over several processes is left to its own run table, as before: ranks started later must not decide
     otherwise because a table changed meanwhile."""
-    hashes = {cfg.name: config_hash(cfg) for cfg in selected if not RunLayout.of(cfg, name).table(cfg).exists()}
-    by_name = {cfg.name: cfg for cfg in selected}
-    elsewhere = {run: found for run, found in (rows_elsewhere(name, configs, hashes) if hashes else {}).items()
-                 if world_size(by_name[run]) == 1}  # asked only of the few found: it builds a Trainer
+    hashes = {run.name: run.config_hash for run in selected if not run.table.exists()}
+    by_name = {run.name: run for run in selected}
+    elsewhere = {run: found for run, found in (rows_elsewhere(name, runs, hashes) if hashes else {}).items()
+                 if world_size(by_name[run].cfg) == 1}  # asked only of the few found: it builds a Trainer
     for run, (source, _) in elsewhere.items() if announce else ():
         table = "this sweep's table" if source == name else f"{source}'s table"
         print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {table}), not re-run",
               flush=True)
-    return [cfg for cfg in selected if cfg.name not in elsewhere]
+    return [run for run in selected if run.name not in elsewhere]
 
 
 def collect(name: str, scale: str, results_dir: Path, order: list[str], tables: dict[str, Path],
@@ -105,16 +105,16 @@ def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, se
     write_json(meta_path, meta)
 
 
-def write_sweep_table(name: str, sweep: dict, configs: list[Config], ran: list[Config] | None, command: str,
+def write_sweep_table(name: str, sweep: dict, runs: list[ResolvedRun], ran: list[ResolvedRun] | None, command: str,
                       seconds: float) -> Path:
     """The sweep's table from every run of it finished so far (this command's and earlier pieces', here or, by their
     rows in a table, elsewhere), in the sweep file's order, and the provenance of this invocation, which ran `ran`
     (None: --collect, which writes the table of the runs finished here)."""
-    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    layouts = {cfg.name: (cfg, RunLayout.of(cfg, name)) for cfg in configs}
-    tables = {run: table for run, (cfg, layout) in layouts.items() if (table := layout.table(cfg)).exists()}
-    hashes = {cfg.name: config_hash(cfg) for cfg in configs}
-    elsewhere = rows_elsewhere(name, configs, {run: h for run, h in hashes.items() if run not in tables})
+    scale, results_dir = runs[0].cfg.scale, Path(runs[0].cfg.results_dir)
+    by_name = {run.name: run for run in runs}
+    tables = {run.name: run.table for run in runs if run.table.exists()}
+    hashes = {run.name: run.config_hash for run in runs}
+    elsewhere = rows_elsewhere(name, runs, {run: h for run, h in hashes.items() if run not in tables})
     table_path, table = collect(name, scale, results_dir, list(hashes), tables, elsewhere)
     adopted = {run: source for run, (source, _) in elsewhere.items() if source != name}
     if elsewhere:
@@ -122,13 +122,13 @@ def write_sweep_table(name: str, sweep: dict, configs: list[Config], ran: list[C
               f"{', '.join(f'{run} ({source})' for run, (source, _) in elsewhere.items())}", flush=True)
     missing = [run for run in hashes if run not in tables and run not in elsewhere]
     if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
-        print(f"[sweep] the table holds {len(configs) - len(missing)} of {len(configs)} runs; not finished with these "
+        print(f"[sweep] the table holds {len(runs) - len(missing)} of {len(runs)} runs; not finished with these "
               f"settings: {', '.join(missing)}", flush=True)
-    runs = {run: json.loads(layouts[run][1].summary.read_text()) if run in tables
-            else run_summary(results_dir / adopted[run] / scale / "sweep.json", run) if run in adopted else None
-            for run in hashes if run not in missing}
-    ran_here = {run: hashes[run] for run in tables} if ran is None else {cfg.name: hashes[cfg.name] for cfg in ran}
-    record_invocation(results_dir / name / scale / "sweep.json", sweep, runs, command, seconds, ran_here,
+    summaries = {run: json.loads(by_name[run].layout.summary.read_text()) if run in tables
+                 else run_summary(results_dir / adopted[run] / scale / "sweep.json", run) if run in adopted else None
+                 for run in hashes if run not in missing}
+    ran_here = {run: hashes[run] for run in tables} if ran is None else {run.name: run.config_hash for run in ran}
+    record_invocation(results_dir / name / scale / "sweep.json", sweep, summaries, command, seconds, ran_here,
                       table[table["scale"] == scale], adopted)
     print(f"[sweep] results: {table_path}", flush=True)
     return table_path

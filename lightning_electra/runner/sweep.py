@@ -32,8 +32,8 @@ from lightning_electra.locks import held_lock
 from lightning_electra.progress import Progress
 from lightning_electra.results import read_table
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
-from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.pretrain import budget
+from lightning_electra.runner.resolved import ResolvedRun, resolve
 from lightning_electra.runner.run import pretrain_run, train_and_score
 from lightning_electra.runner.store import not_finished, write_sweep_table
 from lightning_electra.runner.trainer import check_hardware
@@ -52,41 +52,48 @@ def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: 
     return sweep, [load_config(scale, layers=[*common, *run], overrides=overrides) for run in runs]
 
 
-def select(configs, runs: str | None, sweep: str):
-    """The runs named in `runs` (comma-separated), in the sweep's order; all of them when None."""
-    wanted = [name.strip() for name in runs.split(",")] if runs else [c.name for c in configs]
-    unknown = sorted(set(wanted) - {c.name for c in configs})
+def sweep_runs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
+    """The sweep file and its runs, each resolved once (`sweep_configs`)."""
+    sweep, configs = sweep_configs(name, scale, overrides, announce)
+    return sweep, resolve(configs, sweep["name"])
+
+
+def select(runs: list, names: str | None, sweep: str) -> list:
+    """The runs named in `names` (comma-separated), in the sweep's order; all of them when None."""
+    wanted = [name.strip() for name in names.split(",")] if names else [r.name for r in runs]
+    unknown = sorted(set(wanted) - {r.name for r in runs})
     if unknown:
         raise ConfigError(f"no run named {', '.join(unknown)} in sweep {sweep}; its runs: "
-                          f"{', '.join(c.name for c in configs)}.")
-    return [c for c in configs if c.name in wanted]
+                          f"{', '.join(r.name for r in runs)}.")
+    return [r for r in runs if r.name in wanted]
 
 
-def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Config], command: str,
+def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[ResolvedRun], command: str,
               child: bool = False) -> Path | None:
-    """Runs `selected` (of the sweep's `configs`) to the end, then writes the sweep's table and provenance; returns
+    """Runs `selected` (of the sweep's `runs`) to the end, then writes the sweep's table and provenance; returns
     the table (None on the ranks other than 0 of a distributed launch). Stopped by an error, it says what is kept.
     One sweep at a time per results directory: a lock names the process that holds it (`child`: a run of a parallel
     sweep, whose parent holds it; a distributed launch's other ranks: rank 0 holds it)."""
     start = time.time()
-    scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
-    asked, selected = selected, (selected if child else not_finished(name, configs, selected))
-    print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs "
-          f"({', '.join(c.name for c in selected)})", flush=True)
+    scale, results_dir = runs[0].cfg.scale, Path(runs[0].cfg.results_dir)
+    asked, selected = selected, (selected if child else not_finished(name, runs, selected))
+    print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(runs)} runs "
+          f"({', '.join(r.name for r in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
-    with sweep_guard(name, configs, selected, hold_lock=global_rank() == 0 and not child):
+    with sweep_guard(name, [r.cfg for r in runs], [r.cfg for r in selected],
+                     hold_lock=global_rank() == 0 and not child):
         try:
             # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
             # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
             # pre-trainings would leave the other ranks waiting in the next run's first collective (30 minutes).
             # The sweep's progress in runs, pre-trained then finished: runs finished before count as done but not
             # in the rate; a run of a parallel sweep (`child`) has no sweep's progress to give.
-            earlier = {c.name for c in selected if RunLayout.of(c, name).table(c).exists()}
+            earlier = {r.name for r in selected if r.table.exists()}
             report = {"total": len(selected), "unit": "runs", "start": len(earlier),
                       "enabled": global_rank() == 0 and not child}
             progress = Progress(f"[sweep] {name} pre-training", **report)
             for current in selected:
-                pretrain_run(current, name)
+                pretrain_run(current)
                 if current.name not in earlier:
                     progress.update(progress.done + 1)
             leave_process_group()
@@ -94,7 +101,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
                 return None
             progress = Progress(f"[sweep] {name} fine-tuning", **report)
             for current in selected:
-                train_and_score(current, name)
+                train_and_score(current)
                 if current.name not in earlier:
                     progress.update(progress.done + 1)
         except BaseException:
@@ -106,7 +113,7 @@ def run_sweep(name: str, sweep: dict, configs: list[Config], selected: list[Conf
             raise
         if child:
             return None  # a parallel sweep's parent writes the table, once every run is done
-        return write_sweep_table(name, sweep, configs, selected if asked else None, command, time.time() - start)
+        return write_sweep_table(name, sweep, runs, selected if asked else None, command, time.time() - start)
 
 
 @contextlib.contextmanager
