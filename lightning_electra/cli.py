@@ -215,7 +215,7 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     (the paper's protocol) and their mean is the GLUE score."""
 
     from lightning_electra.config import to_dict
-    from lightning_electra.data.glue_tasks import available_tasks
+    from lightning_electra.data.glue_tasks import available_tasks, get_task
     from lightning_electra.finetune import finetune_task_seeds, glue_tasks
     from lightning_electra.io import write_json
     from lightning_electra.results import task_seed_scores
@@ -232,8 +232,8 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     tasks = glue_tasks(cfg, announce=True)
     missing = [] if ft.source == "hub" else available_tasks(cfg.data.data_dir, ft.tasks)[1]
     tokenizer, tokenizer_source = model_tokenizer(args.model, args.tokenizer, cfg)
-    runs = {task: finetune_task_seeds(args.model, task, Path(cfg.data.data_dir), ft, tokenizer, range(ft.seeds),
-                                      accelerator=cfg.train.accelerator, source=ft.source,
+    runs = {task: finetune_task_seeds(args.model, get_task(task), Path(cfg.data.data_dir), ft, tokenizer,
+                                      range(ft.seeds), accelerator=cfg.train.accelerator, source=ft.source,
                                       progress_bar=sys.stderr.isatty(), cache_dir=cfg.data.cache_dir) for task in tasks}
     for task, seeds in runs.items():
         for seed, scores in enumerate(seeds):

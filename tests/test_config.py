@@ -99,7 +99,8 @@ def test_an_objectives_options_are_its_own_section_checked_as_any_key():
     with pytest.raises(ConfigError, match="Unknown config key 'bert'"):  # bert has no options
         load_config("smoke", variant="bert", overrides=["bert.foo=1"])
     # the core schema, without torch, leaves an objective's section to the full check
-    core = compose([(parse_overrides(["adversarial.mlm_wieght=1", "train.lr=1e-3", "train.steps=1"]), "test")], checked="fields")
+    layer = parse_overrides(["adversarial.mlm_wieght=1", "train.lr=1e-3", "train.steps=1"])
+    core = compose([(layer, "test")], checked="fields")
     assert type(core) is Config and core.train.lr == 1e-3
     owners = {section(v) for v in OBJECTIVES if objective(v).Options is not None}
     assert owners == {"adversarial", "amos"} and not owners & {f.name for f in fields(Config)}

@@ -10,7 +10,7 @@ import pytest
 
 from lightning_electra.data.corpus import iter_lines
 from lightning_electra.data.download import download, write_corpus
-from lightning_electra.data.glue_tasks import TASKS, load_examples
+from lightning_electra.data.glue_tasks import TASKS, get_task, load_examples
 
 datasets = pytest.importorskip("datasets")
 
@@ -85,7 +85,7 @@ def test_make_data_is_idempotent_and_resumes(mirror, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     (out / "glue" / "RTE" / "dev.tsv").unlink()  # as a kill would leave it: the dev file never written
     download(out, tasks=["RTE"], source_dir=mirror, log=lambda *_: None)
-    assert len(load_examples(out, "RTE", "dev")) == 3
+    assert len(load_examples(out, get_task("RTE"), "dev")) == 3
 
 
 def test_corpus_shards_resume_where_they_stopped(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
 
+from lightning_electra.data.glue_tasks import get_task
 from lightning_electra.__main__ import main
 from lightning_electra.config import ConfigError
 from lightning_electra.data.tokenizer import build_tokenizer
@@ -139,7 +140,7 @@ def test_a_tokenizer_of_another_vocabulary_is_refused(tmp_path, data_dir):
     model.save_pretrained(tmp_path / "small-vocab")
     cfg = load_run_config(None, [f"data.data_dir={data_dir}"])
     with pytest.raises(ValueError, match="1,000-token vocabulary but the tokenizer has 30,522"):
-        finetune_task(tmp_path / "small-vocab", "RTE", data_dir, cfg.finetune,
+        finetune_task(tmp_path / "small-vocab", get_task("RTE"), data_dir, cfg.finetune,
                       data_dir / "vocab" / "bert-base-uncased-vocab.txt", seed=0, accelerator="cpu")
 
 

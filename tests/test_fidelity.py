@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_electra.data.glue_tasks import get_task
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.corruption import mask_tokens
 from lightning_electra.models import ModelConfig, build_discriminator, build_mlm, generator_shape, share_weights
@@ -122,7 +123,7 @@ def test_pretraining_warms_up_over_the_official_fixed_steps(smoke_cfg, variant_s
 def test_a_glue_fine_tune_uses_the_official_optimizer_and_schedule(tiny_backbone):
     from lightning_electra.finetune import GlueClassifier
 
-    model = GlueClassifier(tiny_backbone, "RTE", FinetuneConfig())
+    model = GlueClassifier(tiny_backbone, get_task("RTE"), FinetuneConfig())
     model.trainer = type("T", (), {"estimated_stepping_batches": 100})()
     opt = model.configure_optimizers()
     assert isinstance(opt["optimizer"], AdamWeightDecay)
@@ -135,10 +136,10 @@ def test_the_classifier_starts_from_glorot_as_the_official_dense_layer(tiny_back
     from lightning_electra.finetune import GlueClassifier
 
     torch.manual_seed(0)
-    w = GlueClassifier(tiny_backbone, "MNLI", FinetuneConfig()).head.weight
+    w = GlueClassifier(tiny_backbone, get_task("MNLI"), FinetuneConfig()).head.weight
     bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))
     assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound  # uniform on [-bound, bound]
-    normal = GlueClassifier(tiny_backbone, "MNLI", FinetuneConfig(head_init="normal")).head.weight
+    normal = GlueClassifier(tiny_backbone, get_task("MNLI"), FinetuneConfig(head_init="normal")).head.weight
     assert normal.std() < 0.05
 
 
@@ -186,7 +187,7 @@ def test_stsb_scores_do_not_move_with_the_target_scale():
     from lightning_electra.finetune import build_metrics
 
     preds, labels = torch.tensor([0.1, 0.5, 0.3, 0.9]), torch.tensor([0.0, 3.0, 1.0, 5.0])
-    a, b = build_metrics("STS-B"), build_metrics("STS-B")
+    a, b = build_metrics(get_task("STS-B")), build_metrics(get_task("STS-B"))
     a.update(preds, labels)
     b.update(preds / 5, labels / 5)
     assert {k: float(v) for k, v in a.compute().items()} == pytest.approx({k: float(v) for k, v in b.compute().items()})

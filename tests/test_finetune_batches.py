@@ -96,9 +96,9 @@ def test_a_bucketed_fine_tune_one_by_one_and_batched(tokenizer, tiny_backbone):
 
     cfg = FinetuneConfig(max_train_examples=48, max_eval_examples=32, task_epochs={"RTE": 1}, batch_size=8,
                          length_buckets=[32, 64], eval_batch_size=64)
-    one = finetune_task(tiny_backbone, "RTE", FIXTURES, cfg, tokenizer, seed=1, accelerator="cpu")
+    one = finetune_task(tiny_backbone, get_task("RTE"), FIXTURES, cfg, tokenizer, seed=1, accelerator="cpu")
     assert 0 <= one["score"] <= 100
-    batched = finetune_task_seeds(tiny_backbone, "RTE", FIXTURES, FinetuneConfig(**{**cfg.__dict__,
+    batched = finetune_task_seeds(tiny_backbone, get_task("RTE"), FIXTURES, FinetuneConfig(**{**cfg.__dict__,
                                                                                      "batched_seeds": True}),
                                   tokenizer, [0, 1], accelerator="cpu")
     assert len(batched) == 2 and all(0 <= r["score"] <= 100 for r in batched)

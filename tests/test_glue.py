@@ -13,7 +13,7 @@ import torch
 
 from lightning_electra.config import FinetuneConfig
 from lightning_electra.data.glue import GlueCollator, GlueDataset
-from lightning_electra.data.glue_tasks import TASKS, GlueDataError, available_tasks, load_examples
+from lightning_electra.data.glue_tasks import TASKS, GlueDataError, available_tasks, get_task, load_examples
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune import (GlueClassifier, build_metrics, finetune_task, layerwise_param_groups,
                                         load_backbone, warmup_linear_decay)
@@ -59,7 +59,7 @@ DEV_ROWS = {"CoLA": 1043, "SST-2": 872, "MRPC": 408, "STS-B": 1500, "RTE": 277, 
 @needs_data
 @pytest.mark.parametrize("task", list(DEV_ROWS))
 def test_real_dev_files(task: str) -> None:
-    examples = load_examples(FULL, task, "dev")
+    examples = load_examples(FULL, get_task(task), "dev")
     assert len(examples) == DEV_ROWS[task]
     spec = TASKS[task]
     assert all(isinstance(a, str) and a for a, _, _ in examples)
@@ -72,20 +72,20 @@ def test_real_dev_files(task: str) -> None:
 
 @needs_data
 def test_real_label_counts_and_train_rows() -> None:
-    cola = load_examples(FULL, "CoLA", "dev")
+    cola = load_examples(FULL, get_task("CoLA"), "dev")
     assert sum(y for _, _, y in cola) == 721  # acceptable, as published
-    mrpc = load_examples(FULL, "MRPC", "train")
+    mrpc = load_examples(FULL, get_task("MRPC"), "train")
     assert len(mrpc) == 3668 and sum(y for _, _, y in mrpc) == 2474
-    rte = load_examples(FULL, "RTE", "dev")
+    rte = load_examples(FULL, get_task("RTE"), "dev")
     assert rte[0][0].startswith("Dana Reeve") and rte[0][2] == TASKS["RTE"].labels.index("not_entailment")
-    assert len(load_examples(FULL, "SST-2", "train")) == 67349
+    assert len(load_examples(FULL, get_task("SST-2"), "train")) == 67349
 
 
 @needs_data
 def test_max_examples_is_a_fixed_subset_in_file_order() -> None:
-    full = load_examples(FULL, "CoLA", "dev")
-    a = load_examples(FULL, "CoLA", "dev", max_examples=64)
-    assert len(a) == 64 and a == load_examples(FULL, "CoLA", "dev", max_examples=64)
+    full = load_examples(FULL, get_task("CoLA"), "dev")
+    a = load_examples(FULL, get_task("CoLA"), "dev", max_examples=64)
+    assert len(a) == 64 and a == load_examples(FULL, get_task("CoLA"), "dev", max_examples=64)
     positions = [full.index(e) for e in a]
     assert positions == sorted(positions) and positions[-1] > 527  # reaches the out-of-domain half
 
@@ -110,21 +110,21 @@ def test_layouts_bom_no_header_quotes_and_mnli(tmp_path: Path) -> None:
                                            "\t".join(["0"] * 8 + ["P.", "H."] + ["neutral"] * 5 + ["neutral"])])
     write(g / "MNLI" / "train.tsv", ["\t".join(head + ["label1", "gold_label"]),
                                      "\t".join(["0"] * 8 + ["P2.", "H2.", "entailment", "contradiction"])])
-    assert load_examples(tmp_path, "CoLA", "dev") == [("The sailors rode.", None, 1),
+    assert load_examples(tmp_path, get_task("CoLA"), "dev") == [("The sailors rode.", None, 1),
                                                       ('Rode the sailors " the.', None, 0)]
-    assert load_examples(tmp_path, "MRPC", "dev") == [('" A .', 'B " .', 1)]
-    assert load_examples(tmp_path, "STS-B", "dev") == [("A.", "B.", 3.8)]
+    assert load_examples(tmp_path, get_task("MRPC"), "dev") == [('" A .', 'B " .', 1)]
+    assert load_examples(tmp_path, get_task("STS-B"), "dev") == [("A.", "B.", 3.8)]
     labels = TASKS["MNLI"].labels
-    assert load_examples(tmp_path, "MNLI", "dev") == [("P.", "H.", labels.index("neutral"))]
-    assert load_examples(tmp_path, "mnli", "train") == [("P2.", "H2.", labels.index("contradiction"))]
-    assert load_examples(g, "MNLI", "train")  # a glue_data folder itself is accepted too
+    assert load_examples(tmp_path, get_task("MNLI"), "dev") == [("P.", "H.", labels.index("neutral"))]
+    assert load_examples(tmp_path, get_task("mnli"), "train") == [("P2.", "H2.", labels.index("contradiction"))]
+    assert load_examples(g, get_task("MNLI"), "train")  # a glue_data folder itself is accepted too
 
 
 def test_malformed_row_error(tmp_path: Path) -> None:
     path = write(tmp_path / "glue" / "RTE" / "dev.tsv",
                  ["index\tsentence1\tsentence2\tlabel", "0\ta\tb\tentailment", "1\ta truncated row"])
     with pytest.raises(GlueDataError) as err:
-        load_examples(tmp_path, "RTE", "dev")
+        load_examples(tmp_path, get_task("RTE"), "dev")
     msg = str(err.value)
     assert isinstance(err.value, ValueError)
     assert str(path.resolve()) in msg and "line 3" in msg
@@ -133,12 +133,12 @@ def test_malformed_row_error(tmp_path: Path) -> None:
 
 def test_missing_file_and_unknown_label_errors(tmp_path: Path) -> None:
     with pytest.raises(GlueDataError, match=r"(?s)SST-2/dev\.tsv.*DATA_DIR.*glue/<TASK>"):
-        load_examples(tmp_path, "SST-2", "dev")
+        load_examples(tmp_path, get_task("SST-2"), "dev")
     write(tmp_path / "glue" / "RTE" / "train.tsv", ["index\tsentence1\tsentence2\tlabel", "0\ta\tb\tmaybe"])
     with pytest.raises(GlueDataError, match=r"'maybe'.*line 2|line 2.*'maybe'"):
-        load_examples(tmp_path, "RTE", "train")
+        load_examples(tmp_path, get_task("RTE"), "train")
     with pytest.raises(GlueDataError, match="Unknown GLUE task"):
-        load_examples(tmp_path, "SQuAD", "dev")
+        load_examples(tmp_path, get_task("SQuAD"), "dev")
 
 
 def test_hub_source_maps_labels_and_reports_offline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +150,7 @@ def test_hub_source_maps_labels_and_reports_offline(monkeypatch: pytest.MonkeyPa
     fake.load_dataset = lambda name, config, split: calls.append((name, config, split)) or Fake(
         [{"premise": "P", "hypothesis": "H", "label": 2}])
     monkeypatch.setitem(sys.modules, "datasets", fake)
-    assert load_examples("unused", "MNLI", "dev_mismatched", source="hub") == [
+    assert load_examples("unused", get_task("MNLI"), "dev_mismatched", source="hub") == [
         ("P", "H", TASKS["MNLI"].labels.index("contradiction"))]
     assert calls == [("nyu-mll/glue", "mnli", "validation_mismatched")]
 
@@ -159,7 +159,7 @@ def test_hub_source_maps_labels_and_reports_offline(monkeypatch: pytest.MonkeyPa
 
     fake.load_dataset = offline
     with pytest.raises(GlueDataError, match=r"(?s)ConnectionError.*network.*source='files'"):
-        load_examples("unused", "RTE", "dev", source="hub")
+        load_examples("unused", get_task("RTE"), "dev", source="hub")
 
 
 # ------------------------------------------------------------------------------------------- tokenisation
@@ -183,7 +183,7 @@ def test_tokenizer_dataset_and_dynamic_padding(tokenizer) -> None:
 
 
 def _score(task: str, preds: list, labels: list) -> dict[str, float]:
-    metrics = build_metrics(task)
+    metrics = build_metrics(get_task(task))
     metrics.update(torch.tensor(preds), torch.tensor(labels))
     return {k: 100 * float(v) for k, v in metrics.compute().items()}
 
@@ -210,7 +210,7 @@ def test_mcc_of_a_constant_classifier_is_zero_as_the_official_scorer_says(consta
 
 
 def test_layerwise_learning_rates(backbone: Path) -> None:
-    model = GlueClassifier(backbone, "RTE", FinetuneConfig())
+    model = GlueClassifier(backbone, get_task("RTE"), FinetuneConfig())
     lr, d, n = 1e-3, 0.8, 2
 
     def lrs(official: bool) -> dict[str, float]:
@@ -254,7 +254,7 @@ def test_warmup_then_linear_decay() -> None:
 @needs_vocab
 def test_finetune_task_end_to_end(backbone: Path, tokenizer) -> None:
     cfg = FinetuneConfig(max_train_examples=64, max_eval_examples=64, task_epochs={"RTE": 2})
-    result = finetune_task(backbone, "RTE", DATA, cfg, tokenizer, seed=1, accelerator="cpu")
+    result = finetune_task(backbone, get_task("RTE"), DATA, cfg, tokenizer, seed=1, accelerator="cpu")
     assert set(result) == {"accuracy", "constant", "score"}
     assert math.isfinite(result["score"]) and 0 <= result["score"] <= 100
     assert result["score"] == result["accuracy"]

@@ -6,6 +6,7 @@ must match the same steps uncaptured."""
 import pytest
 import torch
 
+from lightning_electra.data.glue_tasks import get_task
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.module import lightning_gradient_clip
@@ -98,8 +99,8 @@ def test_a_graphed_ensemble_fine_tune_scores_as_the_automatic_one(tiny_backbone,
     tokenizer = build_tokenizer(data_dir / "vocab" / "bert-base-uncased-vocab.txt")
     cfg = FinetuneConfig(max_train_examples=48, max_eval_examples=32, task_epochs={task: 2}, batch_size=8,
                          length_buckets=[32, 64], eval_batch_size=64, batched_seeds=True, lr=1e-3)
-    automatic, graphed = (finetune_task_seeds(tiny_backbone, task, data_dir, replace(cfg, step_graph=on), tokenizer,
-                                              [0, 1], accelerator="cpu") for on in (False, True))
+    automatic, graphed = (finetune_task_seeds(tiny_backbone, get_task(task), data_dir, replace(cfg, step_graph=on),
+                                              tokenizer, [0, 1], accelerator="cpu") for on in (False, True))
     assert automatic[0] != automatic[1], "two different models"
     for a, b in zip(automatic, graphed):
         assert a.keys() == b.keys()
@@ -156,7 +157,8 @@ def test_captured_ensemble_steps_score_as_uncaptured(tiny_backbone, data_dir, mo
     monkeypatch.setattr(step_graph.StepGraph, "capture", lambda self, batch: captures.append(1) or capture(self, batch))
 
     def scores():
-        return finetune_task_seeds(tiny_backbone, "STS-B", data_dir, cfg, tokenizer, [0, 1], accelerator="gpu")
+        return finetune_task_seeds(tiny_backbone, get_task("STS-B"), data_dir, cfg, tokenizer, [0, 1],
+                                   accelerator="gpu")
     replayed = scores()
     assert captures, "at least one bucket's shape was captured"
     monkeypatch.setattr(step_graph, "WARMUP_STEPS", 10**9)

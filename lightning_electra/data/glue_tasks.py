@@ -91,8 +91,7 @@ def glue_root(data_dir: Union[str, Path]) -> Path:
     return root / "glue"
 
 
-def task_file(data_dir: Union[str, Path], task: Union[str, GlueTask], split: str) -> Path:
-    spec = get_task(task)
+def task_file(data_dir: Union[str, Path], spec: GlueTask, split: str) -> Path:
     if split not in ("train",) + spec.dev_splits:
         raise GlueDataError(f"Unknown split '{split}' for {spec.name}; use one of train, {', '.join(spec.dev_splits)}.")
     return glue_root(data_dir) / spec.name / (spec.dev_file if split == "dev" else f"{split}.tsv")
@@ -223,14 +222,13 @@ def _load_hub(spec: GlueTask, split: str) -> list[Example]:
     return out
 
 
-def load_examples(data_dir: Union[str, Path], task: Union[str, GlueTask], split: str,
+def load_examples(data_dir: Union[str, Path], spec: GlueTask, split: str,
                   max_examples: Optional[int] = None, source: str = "files") -> list[Example]:
     """(text_a, text_b or None, label) for one split ("train", "dev"; MNLI also "dev_mismatched").
 
     Labels are indices into the task's `labels` (regression: the float score). With `max_examples`, a fixed random
     subset of that size, the same for every call.
     """
-    spec = get_task(task)
     if source == "hub":
         return _subsample(_load_hub(spec, split), max_examples)
     if source != "files":

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue_tasks import GlueTask, get_task, glue_tasks
+from lightning_electra.data.glue_tasks import GlueTask, glue_tasks
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.finetune.classifier import (GlueClassifier, build_metrics, check_vocab, glue_trainer,
                                                    layerwise_param_groups, load_backbone, quiet, with_score)
@@ -21,7 +21,7 @@ from lightning_electra.finetune.ensemble import finetune_seeds
 from lightning_electra.optim import warmup_linear_decay
 
 
-def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
+def finetune_task(backbone_dir: Union[str, Path], task: GlueTask, data_dir: Union[str, Path],
                   ft: FinetuneConfig, tokenizer: Any, seed: int, accelerator: str = "auto",
                   devices: Union[int, str] = 1, source: str = "files",
                   progress_bar: bool = False) -> dict[str, float]:
@@ -35,14 +35,14 @@ def finetune_task(backbone_dir: Union[str, Path], task: Union[str, GlueTask], da
                                progress_bar)[0]
 
 
-def finetune_task_seeds(backbone_dir: Union[str, Path], task: Union[str, GlueTask], data_dir: Union[str, Path],
+def finetune_task_seeds(backbone_dir: Union[str, Path], task: GlueTask, data_dir: Union[str, Path],
                         ft: FinetuneConfig, tokenizer: Any, seeds: Sequence[int], accelerator: str = "auto",
                         source: str = "files", devices: Union[int, str] = 1, progress_bar: bool = False,
                         cache_dir: Optional[Union[str, Path]] = None) -> list[dict[str, float]]:
     """A task's fine-tunes for several seeds: one after another, or together as one batched ensemble when
     `finetune.batched_seeds` (ensemble.py). One result dict per seed, in order. `cache_dir` keeps the tokenised
     splits on disk (data.cache_dir)."""
-    spec = get_task(task)
+    spec = task
     if isinstance(tokenizer, (str, Path)):
         tokenizer = build_tokenizer(tokenizer)
     check_vocab(backbone_dir, tokenizer)  # before tokenising: a full task takes a while

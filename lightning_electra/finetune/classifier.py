@@ -19,7 +19,7 @@ from transformers import ElectraModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from lightning_electra.config import FinetuneConfig
-from lightning_electra.data.glue_tasks import GlueTask, get_task
+from lightning_electra.data.glue_tasks import GlueTask
 from lightning_electra.optim import build_optimizer, decays, lr_schedule, warmup_linear_decay
 from lightning_electra.step_graph import lightning_clip
 
@@ -71,10 +71,9 @@ class MatthewsCorrelation(torchmetrics.Metric):
         return torch.where(denominator > 0, mcc, torch.zeros_like(mcc)).float()
 
 
-def build_metrics(task: Union[str, GlueTask], constant: bool = False) -> torchmetrics.MetricCollection:
-    """The task's dev metrics as torchmetrics objects, keyed by the names in `task.metrics` (0-1 scale); with
+def build_metrics(spec: GlueTask, constant: bool = False) -> torchmetrics.MetricCollection:
+    """The task's dev metrics as torchmetrics objects, keyed by the names in `spec.metrics` (0-1 scale); with
     `constant`, also whether every prediction was the same (1: the fine-tune scores what the majority class would)."""
-    spec = get_task(task)
     n = spec.num_labels
     make = {
         "mcc": MatthewsCorrelation,
@@ -164,10 +163,10 @@ def check_vocab(backbone_dir: Union[str, Path], tokenizer: Any) -> None:
 class GlueClassifier(L.LightningModule):
     """ElectraModel + dropout + Linear on the [CLS] state; cross-entropy, or MSE for STS-B (one output)."""
 
-    def __init__(self, backbone_dir: Union[str, Path], task: Union[str, GlueTask], ft: FinetuneConfig,
+    def __init__(self, backbone_dir: Union[str, Path], task: GlueTask, ft: FinetuneConfig,
                  dev_splits: Optional[Sequence[str]] = None):
         super().__init__()
-        self.task = get_task(task)
+        self.task = task
         self.dev_splits = list(dev_splits or self.task.dev_splits)
         self.ft = ft
         self.backbone = load_backbone(backbone_dir)

@@ -47,11 +47,13 @@ def mode_config(mode: str, cfg):
 
 
 def time_mode(mode: str, ft, model: Path, tasks: list[str], seeds: int, cfg, tokenizer) -> dict:
+    from lightning_electra.data.glue_tasks import get_task
     from lightning_electra.finetune import finetune_task_seeds
 
     start = time.perf_counter()
-    scores = {task: finetune_task_seeds(model, task, Path(cfg.data.data_dir), ft, tokenizer, list(range(seeds)),
-                                        accelerator=cfg.train.accelerator, source=ft.source) for task in tasks}
+    scores = {task: finetune_task_seeds(model, get_task(task), Path(cfg.data.data_dir), ft, tokenizer,
+                                        list(range(seeds)), accelerator=cfg.train.accelerator, source=ft.source)
+              for task in tasks}
     seconds = time.perf_counter() - start
     print(f"[finetune-benchmark] {mode}: {len(tasks)} task(s) x {seeds} seed(s) in {seconds:.1f} s", flush=True)
     return {"mode": mode, "tasks": ",".join(tasks), "seeds": seeds, "seconds": round(seconds, 1),
