@@ -14,7 +14,7 @@ import torch
 from lightning_electra.config import ConfigError
 from lightning_electra.data.corpus import CorpusError
 from lightning_electra.data.datamodule import PretrainDataModule, build_packed_corpus
-from lightning_electra.data.glue_tasks import GlueDataError, load_examples
+from lightning_electra.data.glue_tasks import TASKS, GlueDataError, load_examples
 from lightning_electra.data.tokenizer import VocabError
 from lightning_electra.results import COLUMNS, ResultsError
 from lightning_electra.runner.configs import load_config
@@ -180,7 +180,7 @@ def test_a_glue_row_with_a_stray_tab(tmp_path):
     path = tmp_path / "glue" / "RTE" / "dev.tsv"
     path.parent.mkdir(parents=True)
     path.write_text(f"{RTE_HEADER}\n0\ta\tb\tentailment\n1\ta\tb\tx\tentailment\n")
-    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    msg = error(GlueDataError, load_examples, tmp_path, TASKS["RTE"], "dev")
     assert "line 3" in msg and "expected 4" in msg and "found 5" in msg and "fresh GLUE download" in msg
 
 
@@ -189,10 +189,10 @@ def test_a_glue_file_cut_mid_row(tmp_path):
     path.parent.mkdir(parents=True)
     whole = f"{RTE_HEADER}\n0\ta\tb\tentailment\n1\tThe second premise.\tIts hypothesis.\tnot_entailment\n"
     path.write_text(whole[:-8])  # cut inside the last label
-    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    msg = error(GlueDataError, load_examples, tmp_path, TASKS["RTE"], "dev")
     assert "line 3" in msg and "'not_ent'" in msg and "cut mid-row" in msg and "fresh GLUE download" in msg
     path.write_text(whole[: whole.index("premise")])  # cut inside a sentence: two columns short
-    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    msg = error(GlueDataError, load_examples, tmp_path, TASKS["RTE"], "dev")
     assert "line 3" in msg and "found 2" in msg and "truncated" in msg
 
 
@@ -200,7 +200,7 @@ def test_a_glue_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "glue" / "RTE" / "dev.tsv"
     path.parent.mkdir(parents=True)
     path.write_bytes(f"{RTE_HEADER}\n0\tcaf\xe9\tb\tentailment\n".encode("latin-1"))
-    msg = error(GlueDataError, load_examples, tmp_path, "RTE", "dev")
+    msg = error(GlueDataError, load_examples, tmp_path, TASKS["RTE"], "dev")
     assert "line 2" in msg and "not UTF-8" in msg and "fresh GLUE download" in msg
 
 

@@ -125,7 +125,8 @@ def pick_scale(scale: str | None = None, overrides: list[str] | None = None, ann
 
 def load_config(scale: str | None = None, variant: str | None = None, layers: list[tuple[Any, str]] | None = None,
                 overrides: list[str] | None = None, announce: bool = False, full: bool = True) -> Config:
-    """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml <- layers <- overrides.
+    """Build a run's config: schema <- scales/<scale>.yaml <- variants/<variant>.yaml (where there is one) <- layers <-
+    overrides.
 
     `layers` are extra (mapping, where-it-came-from) pairs, such as a sweep's common keys and one run's keys.
     `full=False` checks the schema's own rules only (no torch imported).
@@ -136,9 +137,10 @@ def load_config(scale: str | None = None, variant: str | None = None, layers: li
     # A run picks its variant in a layer or on the command line; its file goes under the run's own keys.
     variant = variant or cli.get("variant") or next((dict(l).get("variant") for l, _ in reversed(pending)
                                                      if dict(l).get("variant")), None) or Config.variant
+    own = CONFIG_ROOT / "variants" / f"{variant}.yaml"  # only where a variant changes other keys (bert's masking)
     files = [(_read_yaml(CONFIG_ROOT / "scales" / f"{scale}.yaml"), f"scales/{scale}.yaml"),
-             (OmegaConf.create({"scale": scale}), "the scale"),
-             (_read_yaml(CONFIG_ROOT / "variants" / f"{variant}.yaml"), f"variants/{variant}.yaml")]
+             (OmegaConf.create({"scale": scale, "variant": variant}), "the scale and the variant"),
+             *([(_read_yaml(own), f"variants/{variant}.yaml")] if own.is_file() else [])]
     return compose([*files, *((OmegaConf.create(layer), source) for layer, source in pending),
                     (cli, "command-line overrides")], checked="all" if full else "fields")
 
