@@ -276,9 +276,13 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 # --- tools and reports: their own flags, passed through -----------------------------------------------------------
 def benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
-    from lightning_electra.tools.benchmark import main
+    """Measure (the tool writes the table and its provenance), then render its Markdown (`--render DIR`: only that)."""
+    from analysis.benchmark import render
+    from lightning_electra.tools.benchmark import main, parse_args
 
     main(rest)
+    options = parse_args(rest)
+    print(f"[benchmark] wrote {render(options.render or options.out)}", flush=True)
 
 
 def finetune_benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:

@@ -20,7 +20,8 @@ from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.objectives import objective
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, plain_electra_objective, plain_mlm_objective
-from lightning_electra.tools.benchmark_report import COLUMNS, STEP, STEP_BEFORE_LIGHTNING_FIT, render
+from analysis.benchmark import render
+from lightning_electra.benchmark_table import COLUMNS, STEP, STEP_BEFORE_LIGHTNING_FIT
 
 # No data needed: random ids shaped like packed examples, BERT's special ids, a small vocabulary for speed.
 SPECIAL = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103, vocab_size=2048)

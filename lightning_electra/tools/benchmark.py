@@ -17,7 +17,7 @@ Columns: tokens_per_s counts every position of every row (B x L); paper_flops_pe
 (lightning_electra.flops), the same for the plain baseline as for the suite's ELECTRA since the algorithm is the
 same; measured_flops_per_s is torch's FlopCounterMode count of one eager step (matmul-type ops, forward + backward)
 times steps/s, so the plain baseline's full-vocabulary head counts there; mfu is measured FLOPs/s over the
-device's dense bf16 peak (blank on CPU or an unknown GPU). benchmark_report.py writes the Markdown.
+device's dense bf16 peak (blank on CPU or an unknown GPU). analysis/benchmark.py writes the Markdown.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import OBJECTIVES, objective
 from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
-from lightning_electra.tools.benchmark_report import (COLUMNS, PLAIN_IMPLEMENTATION, STEP, SUITE, device_peaks,
-                                                     write_outputs)
+from lightning_electra.benchmark_table import (COLUMNS, PLAIN_IMPLEMENTATION, STEP, SUITE, device_peaks,
+                                              write_benchmark)
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
@@ -184,10 +184,7 @@ def modes(choice: str) -> list[bool]:
 def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.render:
-        from lightning_electra.tools.benchmark_report import render
-
-        print(f"[benchmark] wrote {render(args.render)}")
+    if args.render:  # nothing to measure: the command line renders it (analysis/benchmark.py)
         return None
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
@@ -280,8 +277,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
               + (f", MFU {row['mfu']:.3f}" if peak_flops else "")
               + (f", GPU busy {row['gpu_busy_ms'] / row['step_ms']:.0%}" if "gpu_busy_ms" in prof else "")
               + (f", dynamo {dynamo}" if compiled else ""), flush=True)
-        write_outputs(rows, failures, info, args.out)
-    frame = write_outputs(rows, failures, info, args.out)
+        write_benchmark(rows, failures, info, args.out)  # each row as it comes: a stopped benchmark keeps the rest
+    frame = write_benchmark(rows, failures, info, args.out)
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(frame[COLUMNS[:13]].to_string(index=False), flush=True)
     return frame
