@@ -1,6 +1,7 @@
 """The suite's one command line: `python -m lightning_electra <command> ... [key=value ...]`.
 
     sweep <sweep> [--scale S] [--runs a,b] [--parallel N]  pre-train, fine-tune and report every run of a sweep
+    run <sweep> <run> [--scale S]                          one run of a sweep, alone (a parallel sweep's child)
     plan <sweep> [--scale S] [--csv] [--budget-minutes M]  what a sweep's runs would do and how long, no training
     pretrain [--scale S] [--name N] variant=bert ...       pre-train one config (no fine-tuning)
     data [--corpus wikitext-103] [--out DIR]               the corpus and GLUE from the hub, as the readers read them
@@ -34,10 +35,6 @@ INPUT_ERRORS = (SuiteError,)
 
 # --- sweep, plan, pretrain -------------------------------------------------------------------------------------------
 def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
-    if args.child:
-        from lightning_electra.runner.parallel import die_with_parent
-
-        die_with_parent()
     from lightning_electra.config import ConfigError
     from lightning_electra.runner.configs import check_sweep, check_sweep_data
 
@@ -52,7 +49,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
         raise ConfigError("--budget-minutes is answered from the plan's times, in its table: drop "
                           f"{'--csv (PLAN=csv)' if args.csv else '--no-time'}.")
     checked = check_sweep(args.sweep, args.scale, overrides)  # in seconds, no torch
-    if not args.plan and not args.child:  # (a child's parent has checked)
+    if not args.plan:
         check_sweep_data(checked)
     elif args.plan and not args.csv:  # a plan needs no data but its sweep does: say so (a csv plan's stdout is a table)
         try:  # (quietly: the plan's own header says which GLUE tasks it fine-tunes)
@@ -63,7 +60,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.store import not_finished
     from lightning_electra.runner.sweep import run_sweep, select, sweep_runs
 
-    sweep, runs = sweep_runs(args.sweep, args.scale, overrides, announce=not args.csv and not args.child)
+    sweep, runs = sweep_runs(args.sweep, args.scale, overrides, announce=not args.csv)
     name, configs = sweep["name"], [run.cfg for run in runs]
     selected = [] if args.collect else select(runs, args.runs, name)
     if args.plan:  # what would run: not the runs whose rows a results table already holds
@@ -71,13 +68,13 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
         return print_plan(name, selected, "csv" if args.csv else "table", times=not args.no_time,
                           parallel=args.parallel, budget_minutes=args.budget_minutes)
     failed = []
-    if args.parallel > 1 and not args.child:
+    if args.parallel > 1:
         from lightning_electra.runner.parallel import run_parallel
 
         table, failed = run_parallel(name, sweep, args.sweep, runs, selected, overrides, args.parallel,
                                      command_line(args.argv))
     else:
-        table = run_sweep(name, sweep, runs, selected, command_line(args.argv), child=args.child)
+        table = run_sweep(name, sweep, runs, selected, command_line(args.argv))
     if table is not None and not args.no_report:
         from analysis.report import REPORTS, NothingToReport, build_report, write_index
 
@@ -95,7 +92,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def plan_command(args: argparse.Namespace, overrides: list[str]) -> None:
     args.plan, args.no_report, args.reports_dir = True, True, None
-    args.child = args.collect = False
+    args.collect = False
     sweep_command(args, overrides)
 
 
@@ -143,8 +140,29 @@ def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     p.add_argument("--collect", action="store_true", help="train nothing: the table and report of the runs finished "
                    "so far (e.g. after a sweep was stopped)")
     p.add_argument("--reports-dir", default=None, help="where reports go (default: analysis/reports)")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a run of a parallel sweep (its parent
-    # holds the lock and writes the table)
+
+
+def run_command(args: argparse.Namespace, overrides: list[str]) -> None:
+    if args.child:
+        from lightning_electra.runner.parallel import die_with_parent
+
+        die_with_parent()
+    from lightning_electra.runner.configs import check_sweep, check_sweep_data
+
+    check_sweep_data([c for c in check_sweep(args.sweep, args.scale, overrides) if c.name == args.run])  # no torch
+    from lightning_electra.runner.sweep import run_alone
+
+    table = run_alone(args.sweep, args.scale, args.run, overrides)
+    if table is not None:
+        print(f"[run] {args.run}: its rows are in {table}; the sweep's table and report: `python -m "
+              f"lightning_electra sweep {args.sweep} --collect`", flush=True)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="a sweep under lightning_electra/configs/sweeps/, or the path of a sweep file")
+    p.add_argument("run", help="the name of one of its runs (e.g. electra-seed1)")
+    p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a parallel sweep's: dies with it
 
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
@@ -303,6 +321,8 @@ COMMANDS: dict[str, tuple[str, Callable | None, Callable, bool, tuple]] = {
               False, INPUT_ERRORS),
     "plan": ("print what a sweep's runs would do, without training", lambda p: _sweep_args(p, plan=True),
              plan_command, False, INPUT_ERRORS),
+    "run": ("pre-train and fine-tune one run of a sweep, alone (its run table; the sweep's is a --collect away)",
+            _run_args, run_command, False, INPUT_ERRORS),
     "pretrain": ("pre-train one config (variant=... and any key=value)", _pretrain_args, pretrain_command, False,
                  INPUT_ERRORS),
     "data": ("fetch the corpus and GLUE from the Hugging Face hub into the data directory (resumable)", _data_args,
@@ -328,13 +348,13 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n")[1])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (summary, add_args, run, passthrough, _) in COMMANDS.items():
+    for name, (summary, add_args, handler, passthrough, _) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary, add_help=not passthrough)
         if add_args:
             add_args(sub)
         if not passthrough:
             sub.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.steps=100")
-        sub.set_defaults(run=run)
+        sub.set_defaults(handler=handler)
     command = next((a for a in argv if a in COMMANDS), None)
     if command and COMMANDS[command][3]:  # the tool's own parser takes every argument after the command
         args, rest = parser.parse_args(argv[:argv.index(command) + 1]), argv[argv.index(command) + 1:]
@@ -345,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unrecognized arguments: {' '.join(o for o in rest if '=' not in o)}")
     args.argv = argv
     try:
-        args.run(args, rest)
+        args.handler(args, rest)
     except COMMANDS[args.command][4] as err:
         sys.exit(f"error: {err}")
 

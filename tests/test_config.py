@@ -164,3 +164,13 @@ def test_pre_training_seeds_are_runs_of_their_own_and_the_first_keeps_its_hash(t
     path.write_text("name: seeded\nruns:\n  - {name: electra, variant: electra, seeds: 0}\n")
     with pytest.raises(ConfigError, match="seeds .* at least 1; got 0 for run electra"):
         sweep_configs(str(path), "smoke", [])
+
+
+def test_one_run_of_a_sweep_is_composed_alone_and_an_unknown_one_named():
+    from lightning_electra.runner.sweep import sweep_configs
+
+    _, every = sweep_configs("training-algorithms", "smoke", [])
+    _, (alone,) = sweep_configs("training-algorithms", "smoke", [], only="electra-seed1")
+    assert alone == next(c for c in every if c.name == "electra-seed1")
+    with pytest.raises(ConfigError, match="no run named electra-seed9 in sweep training-algorithms; its runs: bert"):
+        sweep_configs("training-algorithms", "smoke", [], only="electra-seed9")

@@ -1,5 +1,5 @@
 """A sweep's runs several at once on one machine (`--parallel N`, make's PARALLEL=N): each run a process of its own
-(`sweep <name> --runs <run> --child`), N at a time, on the same device; a big GPU is rarely filled by one small run.
+(`run <sweep> <run> --child`), N at a time, on the same device; a big GPU is rarely filled by one small run.
 
 The children share what can be shared: the packed corpus (packed here first, once, so none waits on another), one
 compile cache (TORCHINDUCTOR_CACHE_DIR), and on a GPU one CUDA MPS server when one can be started (their kernels then
@@ -42,8 +42,7 @@ class RunsFailed(SuiteError):
 
 
 def child_command(sweep_arg: str, scale: str, run: str, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "lightning_electra", "sweep", sweep_arg, "--scale", scale, "--runs", run, "--child",
-            "--no-report", *overrides]
+    return [sys.executable, "-m", "lightning_electra", "run", sweep_arg, run, "--scale", scale, "--child", *overrides]
 
 
 def child_environment(cfg: Config, parallel: int, mps: dict[str, str]) -> dict[str, str]:

@@ -39,13 +39,19 @@ from lightning_electra.runner.store import not_finished, write_sweep_table
 from lightning_electra.runner.trainer import check_hardware
 
 
-def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False):
-    """The sweep file and one config per run: scale <- variant <- the sweep's common keys <- (with `budget:
-    electra-steps`, the reference step count) <- the run's keys <- its keys for this scale (`at_scale`) <- overrides.
-    `name` is a sweep under lightning_electra/configs/sweeps/ or the path of a sweep file."""
+def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False,
+                  only: str | None = None):
+    """The sweep file and one config per run (`only`: that run's alone): scale <- variant <- the sweep's common keys <-
+    (with `budget: electra-steps`, the reference step count) <- the run's keys <- its keys for this scale
+    (`at_scale`) <- overrides. `name` is a sweep under lightning_electra/configs/sweeps/ or the path of a sweep file."""
     sweep = load_sweep(name)
     scale = pick_scale(scale, overrides, announce)
     common, runs = sweep_layers(sweep, scale)
+    if only is not None:
+        names = [run["name"] for run in sweep["runs"]]
+        if only not in names:
+            raise ConfigError(f"no run named {only} in sweep {sweep['name']}; its runs: {', '.join(names)}.")
+        runs = [runs[names.index(only)]]
     if sweep.get("budget") == "electra-steps":
         reference = budget(load_config(scale, variant="electra", layers=common, overrides=overrides))["steps"]
         common = [*common, ({"train": {"steps": reference}}, f"sweep {sweep['name']}: the steps of the scale's ELECTRA")]
@@ -68,29 +74,29 @@ def select(runs: list, names: str | None, sweep: str) -> list:
     return [r for r in runs if r.name in wanted]
 
 
-def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[ResolvedRun], command: str,
-              child: bool = False) -> Path | None:
+def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[ResolvedRun],
+              command: str) -> Path | None:
     """Runs `selected` (of the sweep's `runs`) to the end, then writes the sweep's table and provenance; returns
     the table (None on the ranks other than 0 of a distributed launch). Stopped by an error, it says what is kept.
-    One sweep at a time per results directory: a lock names the process that holds it (`child`: a run of a parallel
-    sweep, whose parent holds it; a distributed launch's other ranks: rank 0 holds it)."""
+    One sweep at a time per results directory: a lock names the process that holds it (a distributed launch's other
+    ranks: rank 0 holds it)."""
     start = time.time()
     scale, results_dir = runs[0].cfg.scale, Path(runs[0].cfg.results_dir)
-    asked, selected = selected, (selected if child else not_finished(name, runs, selected))
+    asked, selected = selected, not_finished(name, runs, selected)
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(runs)} runs "
           f"({', '.join(r.name for r in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
     with sweep_guard(name, [r.cfg for r in runs], [r.cfg for r in selected],
-                     hold_lock=global_rank() == 0 and not child):
+                     hold_lock=global_rank() == 0):
         try:
             # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
             # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
             # pre-trainings would leave the other ranks waiting in the next run's first collective (30 minutes).
             # The sweep's progress in runs, pre-trained then finished: runs finished before count as done but not
-            # in the rate; a run of a parallel sweep (`child`) has no sweep's progress to give.
+            # in the rate.
             earlier = {r.name for r in selected if r.table.exists()}
             report = {"total": len(selected), "unit": "runs", "start": len(earlier),
-                      "enabled": global_rank() == 0 and not child}
+                      "enabled": global_rank() == 0}
             progress = Progress(f"[sweep] {name} pre-training", **report)
             for current in selected:
                 pretrain_run(current)
@@ -111,9 +117,15 @@ def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[Re
                       f"kept ({results_dir / name / scale}) and {table_path} is as it was; running the same "
                       "command again skips what is done.", file=sys.stderr, flush=True)
             raise
-        if child:
-            return None  # a parallel sweep's parent writes the table, once every run is done
         return write_sweep_table(name, sweep, runs, selected if asked else None, command, time.time() - start)
+
+
+def run_alone(name: str, scale: str | None, run: str, overrides: list[str]) -> Path | None:
+    """One run of a sweep to its end (pre-training, its fine-tunes, its run table), composed alone: the `run` command,
+    which a parallel sweep starts for each of its runs (the parent holds the sweep's lock and writes its table)."""
+    sweep, (cfg,) = sweep_configs(name, scale, overrides, only=run)
+    check_hardware(cfg)
+    return train_and_score(ResolvedRun.of(cfg, sweep["name"]))
 
 
 @contextlib.contextmanager
