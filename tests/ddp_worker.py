@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-import lightning_electra.objectives.electra as electra
+import lightning_electra.objectives.generator as generator_part
 from lightning_electra.corruption import Masked, mask_tokens
 from lightning_electra.module import PretrainModule
 from lightning_electra.runner.configs import load_config
@@ -31,7 +31,7 @@ def content_mask(self, batch):
 
 
 PretrainModule.mask = content_mask
-electra.sample_tokens = lambda logits, temperature=1.0: logits.argmax(-1)  # G's "samples" draw nothing either
+generator_part.sample_tokens = lambda logits, temperature=1.0: logits.argmax(-1)  # G's "samples" draw nothing either
 
 if __name__ == "__main__":
     data_dir, cache, *runs = sys.argv[1:]
