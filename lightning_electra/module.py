@@ -31,12 +31,13 @@ from lightning_electra.step_graph import GraphedSteps, lightning_clip
 class PretrainModule(GraphedSteps, L.LightningModule):
     stages = 1  # fits in sequence (two-stage training has 2); each stage is a fresh module
     Options: type | None = None  # the objective's own options: a dataclass, the config section named after it
-    compile_mode: str | None = None  # torch.compile mode when train.compile; None: "reduce-overhead" on CUDA
 
     def __init__(self, cfg: Config, special: SpecialIds, stage: int = 1, token_counts: np.ndarray | None = None,
-                 previous: dict | None = None):
+                 previous: dict | None = None, compile_mode: str | None = None):
+        """`compile_mode`: torch.compile's mode when train.compile (None: `resolved_compile_mode`'s choice)."""
         super().__init__()
         self.cfg, self.special, self.stage, self.token_counts = cfg, special, stage, token_counts
+        self.compile_mode = compile_mode
         self.build()
         if previous is not None:
             self.start_from(previous)

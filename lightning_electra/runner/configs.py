@@ -153,11 +153,12 @@ def load_run_config(path: Path | None, overrides: list[str] | None = None) -> Co
     """
     cli = parse_overrides(overrides)
     saved = [(OmegaConf.load(path), str(path))] if path is not None else []
-    cfg = compose([*saved, (cli, "command-line overrides")], checked=None)
-    moved = not Path(cfg.data.data_dir).is_dir() and "data_dir" not in cli.get("data", {})
-    if moved and os.environ.get("DATA_DIR"):
-        cfg.data.data_dir = os.environ["DATA_DIR"]
-    return cfg
+    if saved and "data_dir" not in cli.get("data", {}) and os.environ.get("DATA_DIR"):
+        where = compose([*saved, (cli, "command-line overrides")], checked=None).data.data_dir
+        if not Path(where).is_dir():  # the saved data directory is not here: $DATA_DIR's is, as a layer of its own
+            saved.append((OmegaConf.create({"data": {"data_dir": os.environ["DATA_DIR"]}}),
+                          f"$DATA_DIR (the saved data.data_dir {where} is not here)"))
+    return compose([*saved, (cli, "command-line overrides")], checked=None)
 
 
 def compose(layers: list[tuple[DictConfig, str]], checked: str | None = "all") -> Config:

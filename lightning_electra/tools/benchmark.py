@@ -93,8 +93,7 @@ def measure_row(name: str, cfg, special, device: torch.device, precision: str, t
         counters.clear()
         torch.manual_seed(cfg.train.seed)
         cls = PlainElectra if name == PLAIN else objective(name).for_stage(1)
-        module = cls(cfg, special, token_counts=token_counts)
-        module.compile_mode = mode if cfg.train.compile else None
+        module = cls(cfg, special, token_counts=token_counts, compile_mode=mode if cfg.train.compile else None)
         module.to(device).train()
         used_mode = module.resolved_compile_mode() if cfg.train.compile else ""
         bs = cfg.train.batch_size
