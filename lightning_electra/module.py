@@ -1,11 +1,12 @@
 """The one LightningModule every pre-training objective shares.
 
 It owns what the paper holds fixed across ablations: dynamic masking, the training step, the optimiser and schedule
-(lightning_electra/optim.py: the official ones), gradient clipping and the metric names; with `train.step_graph`, all of
-the step as one CUDA graph (lightning_electra/step_graph.py). An objective
+(lightning_electra/optim.py: the official ones), gradient clipping and the metric names. How the step executes (eager,
+compiled, one CUDA graph) is lightning_electra/step_runner.py's, chosen once. An objective
 (lightning_electra/objectives/) subclasses it and states only what differs: which models it builds (`build`), its
-loss (`objective`), its paper-convention cost (`paper_flops_per_step`), which encoder GLUE fine-tunes (`backbone`)
-and which models it exports (`exported_models`). It receives all it needs when it is built: the config, the
+loss (`objective`), a host-side switch its ops depend on (`phase`), its paper-convention cost
+(`paper_flops_per_step`), which encoder GLUE fine-tunes (`backbone`) and which models it exports
+(`exported_models`). It receives all it needs when it is built: the config, the
 vocabulary's special ids, the corpus token counts (the unigram generator) and, for a later stage, the state the
 previous stage ended with. The cross-cutting parts of a fit (non-finite guard, RNG state, FLOPs, GLUE
 checkpoints) are callbacks (lightning_electra/callbacks.py).
@@ -14,6 +15,7 @@ checkpoints) are callbacks (lightning_electra/callbacks.py).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Hashable
 
 import lightning as L
 import numpy as np
@@ -26,6 +28,7 @@ from lightning_electra.data.tokenizer import SpecialIds
 from lightning_electra.flops import TransformerShape
 from lightning_electra.optim import build_optimizer, clip_by_global_norm, decay_groups, lr_schedule, warmup_linear_decay
 from lightning_electra.step_graph import GraphedSteps, lightning_clip
+from lightning_electra.step_runner import compile_mode, step_runner
 
 
 class PretrainModule(GraphedSteps, L.LightningModule):
@@ -34,7 +37,7 @@ class PretrainModule(GraphedSteps, L.LightningModule):
 
     def __init__(self, cfg: Config, special: SpecialIds, stage: int = 1, token_counts: np.ndarray | None = None,
                  previous: dict | None = None, compile_mode: str | None = None):
-        """`compile_mode`: torch.compile's mode when train.compile (None: `resolved_compile_mode`'s choice)."""
+        """`compile_mode`: torch.compile's mode when train.compile (None: step_runner.compile_mode's choice)."""
         super().__init__()
         self.cfg, self.special, self.stage, self.token_counts = cfg, special, stage, token_counts
         self.compile_mode = compile_mode
@@ -42,8 +45,7 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         if previous is not None:
             self.start_from(previous)
         self.steps = steps_per_stage(cfg, self.budget_flops_per_step(), self.stages)
-        self._compiled_step = None  # torch.compile of `masked_objective`, made on first use when train.compile
-        self._cuda_graphs = False  # whether that compiled step replays CUDA graphs
+        self._run_step = None  # step_runner's choice, made on the first step (on the device the fit runs on)
         # the whole step as one graph: its backward, clipping and update are its own, so Lightning's manual mode
         self.automatic_optimization = not cfg.train.step_graph
 
@@ -66,8 +68,15 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         raise NotImplementedError
 
     def objective(self, batch: dict[str, torch.Tensor], masked: Masked) -> dict[str, torch.Tensor]:
-        """Returns metrics; 'loss' is what is optimised."""
+        """Returns metrics; 'loss' is what is optimised. An objective with a `phase` takes it as a third argument."""
         raise NotImplementedError
+
+    def phase(self, step: int) -> Hashable:
+        """The host-side switch of step `step` (counted from 1) that the objective's ops depend on, such as the
+        adversarial MLE warm-up, handed to `objective` as its third argument; None (most objectives): no switch, and
+        `objective` takes two. A plain value rather than a flag on the module: torch.compile specialises on it (one
+        recompile when it changes), a step graph captures one graph per value."""
+        return None
 
     def paper_flops_per_step(self) -> float:
         raise NotImplementedError
@@ -83,11 +92,6 @@ class PretrainModule(GraphedSteps, L.LightningModule):
 
     def start_from(self, previous_stage: dict) -> None:
         """Multi-stage objectives: initialise from the state dict the previous stage ended with."""
-
-    def graph_key(self) -> tuple:
-        """The host-side state the step's ops depend on, set outside the objective (e.g. a phase flag): with
-        train.step_graph a new key is captured anew, as torch.compile recompiles when such a flag flips."""
-        return ()
 
     def record(self, metrics: dict[str, torch.Tensor], step: int) -> None:
         """What the objective keeps of step `step`'s metrics for `summary`, outside the (maybe captured) step."""
@@ -110,39 +114,21 @@ class PretrainModule(GraphedSteps, L.LightningModule):
         return mask_tokens(batch["input_ids"], self.special, d.mask_prob, d.mask_token_prob,
                            random_token_prob=d.random_token_prob)
 
-    def masked_objective(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One step's forward: mask the batch on the device, then the objective."""
-        return self.objective(batch, self.mask(batch))
+    def masked_objective(self, batch: dict[str, torch.Tensor], phase: Hashable = None) -> dict[str, torch.Tensor]:
+        """One step's forward: mask the batch on the device, then the objective (in `phase`, where it has one)."""
+        masked = self.mask(batch)
+        return self.objective(batch, masked) if phase is None else self.objective(batch, masked, phase)
 
     def resolved_compile_mode(self) -> str:
-        """The torch.compile mode train.compile uses: `compile_mode` if set, else CUDA graphs on a GPU (compile's
-        own, unless the whole step is one graph already)."""
-        own_graphs = self.device.type == "cuda" and not self.cfg.train.step_graph
-        return self.compile_mode or ("reduce-overhead" if own_graphs else "default")
-
-    def loss_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`masked_objective`, through torch.compile when train.compile (a speed switch: same ops, same losses).
-
-        Static shapes (every batch is full: drop_last, fixed length, fixed mask slots), so no dynamic-shape graphs.
-        On CUDA the default mode is "reduce-overhead": the step replays CUDA graphs. At ELECTRA-Small's width a step
-        is ~2,000 small kernels and launching them one by one from Python left the GPU idle half the time.
-        """
-        if not self.cfg.train.compile:
-            return self.masked_objective(batch)
-        if self._compiled_step is None:
-            mode = self.resolved_compile_mode()
-            self._compiled_step = torch.compile(self.masked_objective, dynamic=False, mode=mode)
-            self._cuda_graphs = self.device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
-        metrics = self._compiled_step(batch)
-        if self._cuda_graphs:  # the next replay overwrites graph outputs: hand out copies (logging keeps them)
-            metrics = {k: v.clone() if k == "loss" else v.detach().clone() for k, v in metrics.items()}
-        return metrics
+        """The torch.compile mode train.compile uses (step_runner.compile_mode)."""
+        return compile_mode(self.compile_mode, self.device, self.cfg.train.step_graph)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step + 1  # the step being trained (Lightning counts it once its update is done)
         lr = self.lr_schedulers().get_last_lr()[0]  # this step's (a graphed step moves the schedule on)
-        metrics = (self.graphed_step(batch, self.loss_step, self.clip_gradients_to_norm, self.graph_key())
-                   if self.cfg.train.step_graph else self.loss_step(batch))
+        if self._run_step is None:
+            self._run_step = step_runner(self)
+        metrics = self._run_step(batch, self.phase(step))
         self.record(metrics, step)
         # averaged over the devices, so the logs describe the global batch on any count; only at the steps the
         # logger writes (an all-reduce per metric per step would cost more than the metrics are worth)

@@ -19,7 +19,7 @@ What a graph needs, and how it is met:
   scheduler's value before each replay. Random draws (masking, dropout, G's sampling) come from the generator's
   graph-safe offsets, so every replay draws afresh.
 * One graph per shape of batch and per host-side switch: the adversarial MLE warm-up, AMOS's switch exit
-  (`PretrainModule.graph_key`). Pre-training has one shape; a GLUE fine-tune (the batched seeds' ensemble) one per
+  (`PretrainModule.phase`, handed to the forward). Pre-training has one shape; a GLUE fine-tune (the batched seeds' ensemble) one per
   length bucket, and the last, smaller batch of each. Each graph has its own memory pool, so one never overwrites
   another's buffers; all share the weights, the optimiser's state and the learning rates.
 * Warm-up: the first steps of each graph run uncaptured on a side stream, as CUDA graphs ask. Compilation,
@@ -48,9 +48,9 @@ class Captured:
 
 
 class StepGraph:
-    """One training step: `forward` (batch -> metrics with a 'loss'), its backward, `clip` (clips the gradients in
-    place on the device; None: no clipping) and `optimizer.update()`, replayed as a CUDA graph on a GPU. `__call__`
-    runs one step and returns its metrics. The optimizer must take its learning rates as tensors
+    """One training step: `forward` (batch -> metrics with a 'loss'; (batch, key) when a step has a host-side switch
+    `key`), its backward, `clip` (clips the gradients in place on the device; None: no clipping) and
+    `optimizer.update()`, replayed as a CUDA graph on a GPU. `__call__` runs one step and returns its metrics. The optimizer must take its learning rates as tensors
     (lightning_electra.optim.AdamWeightDecay)."""
 
     def __init__(self, forward: Callable[[dict], dict], optimizer: torch.optim.Optimizer,
@@ -60,17 +60,17 @@ class StepGraph:
         self.lrs = [torch.zeros((), device=self.device) for _ in optimizer.param_groups]  # the device's copies
         self.graphs: dict[Hashable, Captured] = {}
         self.seen: dict[Hashable, int] = {}  # uncaptured steps run per graph key
-        self.switch: Hashable = None  # the host-side switches of the last step
+        self.switch: Hashable = None  # the host-side switch of the step (None: none)
         self.stream: torch.cuda.Stream | None = None  # the warm-up's side stream
 
-    def __call__(self, batch: dict[str, torch.Tensor], key: Hashable = ()) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: dict[str, torch.Tensor], key: Hashable = None) -> dict[str, torch.Tensor]:
         for lr, group in zip(self.lrs, self.optimizer.param_groups):
             lr.fill_(group["lr"])  # the scheduler's rate for this step, on the device (no sync)
-        if self.device.type != "cuda":
-            return self.body(batch)
         if key != self.switch:  # switches do not flip back within a fit: the old setting's graphs free their pools
             self.switch, self.graphs = key, {k: g for k, g in self.graphs.items() if k[0] == key}
             self.seen = {k: n for k, n in self.seen.items() if k[0] == key}  # should one come back: warmed anew
+        if self.device.type != "cuda":
+            return self.body(batch)
         key = (key, tuple((k, tuple(v.shape), v.dtype) for k, v in batch.items() if isinstance(v, torch.Tensor)))
         captured = self.graphs.get(key)
         if captured is None and self.seen.get(key, 0) < WARMUP_STEPS:
@@ -87,7 +87,7 @@ class StepGraph:
         """The step itself, the same whether it runs as it is or is captured."""
         self.optimizer.zero_grad(set_to_none=True)
         with self.uncached_autocast():
-            metrics = self.forward(batch)
+            metrics = self.forward(batch) if self.switch is None else self.forward(batch, self.switch)
         with torch.autocast(self.device.type, enabled=False):  # as Lightning's automatic optimisation runs it: the
             metrics["loss"].backward()  # step is inside Lightning's autocast, whose casts would reach backward's ops
         if self.clip is not None:
@@ -159,7 +159,7 @@ class GraphedSteps:
             self.zero_grad(set_to_none=True)  # the last gradients live in the graphs' pools
 
     def graphed_step(self, batch: dict[str, torch.Tensor], forward: Callable[[dict], dict],
-                     clip: Callable[[], object] | None, key: Hashable = ()) -> dict[str, torch.Tensor]:
+                     clip: Callable[[], object] | None, key: Hashable = None) -> dict[str, torch.Tensor]:
         """Lightning's optimizer.step runs the graph as its closure (so Lightning counts the step, as it would an
         automatic update), then the schedule steps, as Lightning steps it after an automatic update."""
         optimizer = self.optimizers()

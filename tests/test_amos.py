@@ -84,8 +84,16 @@ def test_random_exit_ablation_picks_exits_uniformly(smoke_cfg, variant_setup):
     torch.testing.assert_close(shares, torch.full((3,), 1 / 3), atol=0.01, rtol=0)  # 20,000 draws: sd 0.003
 
 
-def test_layer_switch_goes_from_shallow_to_deep():
+def test_layer_switch_goes_from_shallow_to_deep(smoke_cfg, variant_setup):
     assert [switch_exit(s, 90, 3) for s in (0, 29, 30, 59, 60, 89)] == [0, 0, 1, 1, 2, 2]
+    switching, batch = variant_setup(smoke_cfg("model.num_layers=3", "amos.exits=[1,2,3]", "amos.mixture=switch",
+                                               "train.steps=90", variant="amos"))
+    assert [switching.phase(s) for s in (1, 30, 31, 90)] == [0, 0, 1, 2], "the exit in use is the step's phase"
+    torch.manual_seed(0)
+    deepest = switching.masked_objective(batch, 2)
+    assert (deepest["exit3_share"], deepest["exit1_share"]) == (1, 0)
+    soft, _ = variant_setup(smoke_cfg(variant="amos"))
+    assert soft.phase(1) is None, "only the switch has a phase"
 
 
 def test_stop_gradient_between_blocks(smoke_cfg, variant_setup):

@@ -53,17 +53,12 @@ class Adversarial(Electra):
     def build(self) -> None:
         super().build()
         self.baseline = torch.nn.Linear(self.generator.mlm.config.hidden_size, 1)
-        self.mle_warm_up = self.cfg.adversarial.mle_warmup_fraction > 0
 
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        # a plain flag set outside the (maybe compiled) objective: torch.compile recompiles once when it flips,
-        # where reading global_step inside would recompile every step
-        self.mle_warm_up = self.global_step < self.cfg.adversarial.mle_warmup_fraction * self.steps
+    def phase(self, step: int) -> bool:
+        """Whether step `step` is in the MLE warm-up (G trained by MLM alone)."""
+        return step - 1 < self.cfg.adversarial.mle_warmup_fraction * self.steps
 
-    def graph_key(self) -> tuple:
-        return (self.mle_warm_up,)
-
-    def objective(self, batch, masked):
+    def objective(self, batch, masked, mle_warm_up: bool = False):
         a, w = self.cfg.adversarial, masked.weights
         n = w.sum().clamp_min(1)
         hidden = hidden_at(self.generator.mlm, masked.input_ids, batch, masked.positions)
@@ -85,7 +80,7 @@ class Adversarial(Electra):
         metrics["generator_entropy"] = (-(log_probs.exp() * log_probs).sum(-1) * w).sum().detach() / n
         metrics["sampled_accuracy"] = sampled_accuracy(sampled, masked)
 
-        generator_loss = (metrics["mlm_loss"] if self.mle_warm_up
+        generator_loss = (metrics["mlm_loss"] if mle_warm_up
                           else metrics["reinforce_loss"] + a.mlm_weight * metrics["mlm_loss"])
         metrics["loss"] = (generator_loss + a.baseline_weight * metrics["baseline_loss"]
                            + self.cfg.train.disc_weight * metrics["disc_loss"])

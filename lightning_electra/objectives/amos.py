@@ -161,11 +161,11 @@ class Amos(Electra):
         if self.cfg.amos.mixture in LEARNED:
             self.mixture = torch.nn.Linear(g.config.hidden_size, 1, bias=False)
             torch.nn.init.normal_(self.mixture.weight, std=g.config.initializer_range)
-        self.switch_exit = 0  # mixture=switch: the exit in use, set outside the (maybe compiled) objective
         self.exit_weights: list[list[float]] = []  # [step, weight of each exit] at log steps, for reports
 
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        self.switch_exit = switch_exit(self.global_step, self.steps, len(self.exits))
+    def phase(self, step: int) -> int | None:
+        """mixture=switch: the exit in use at step `step` (the others: none)."""
+        return switch_exit(step - 1, self.steps, len(self.exits)) if self.cfg.amos.mixture == "switch" else None
 
     # --- the generator's exits -------------------------------------------------------------------------------
     def exit_states(self, input_ids, batch, positions) -> list[torch.Tensor]:
@@ -185,9 +185,11 @@ class Amos(Electra):
                     hidden = hidden.detach()
         return states
 
-    def choose_exits(self, states: list[torch.Tensor], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose_exits(self, states: list[torch.Tensor], weights: torch.Tensor,
+                     exit_in_use: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """(coefficients, mixture weights), both (B, P, K): how much of each exit's logits the sample is drawn from
-        (a one-hot exit, straight-through when learned; or soft weights), and the weights the choice came from."""
+        (a one-hot exit, straight-through when learned; `exit_in_use` for mixture=switch; or soft weights), and the
+        weights the choice came from."""
         k, (b, p) = len(self.exits), weights.shape
         mode = self.cfg.amos.mixture
         if mode in LEARNED:
@@ -198,11 +200,11 @@ class Amos(Electra):
         if mode == "random":
             return one_hot_choice(torch.randint(k, (b, p), device=weights.device), k), uniform
         if mode == "switch":
-            index = torch.full((b, p), self.switch_exit, device=weights.device, dtype=torch.long)
+            index = torch.full((b, p), exit_in_use, device=weights.device, dtype=torch.long)
             return one_hot_choice(index, k), one_hot_choice(index, k)
         return uniform, uniform  # equal (the soft mixture's control) and single (k = 1)
 
-    def objective(self, batch, masked):
+    def objective(self, batch, masked, exit_in_use: int = 0):
         w = masked.weights
         states = self.exit_states(masked.input_ids, batch, masked.positions)
         head = self.generator.mlm
@@ -214,7 +216,7 @@ class Amos(Electra):
             metrics.update({f"{k}_exit{depth}": v for k, v in exit_metrics.items()})
         metrics["mlm_loss"] = mlm_loss
 
-        mix, mixture_weights = self.choose_exits(states, w)
+        mix, mixture_weights = self.choose_exits(states, w, exit_in_use)
         # the mixed exits' logits, differentiable in the mixture only: exits learn by MLM alone (a sum over exits,
         # not a (B, P, K, V) stack: the vocabulary dimension dominates memory)
         logits = sum(mix[..., i, None] * exit.detach().float() for i, exit in enumerate(exit_logits))
@@ -250,9 +252,6 @@ class Amos(Electra):
         hidden = d(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                    token_type_ids=batch["token_type_ids"]).last_hidden_state
         return self.discriminator.discriminator_predictions(hidden)
-
-    def graph_key(self) -> tuple:
-        return (self.switch_exit,) if self.cfg.amos.mixture == "switch" else ()
 
     def record(self, metrics, step: int) -> None:
         logged = self.exit_weights and self.exit_weights[-1][0] == step  # accumulation: a step's later micro-batches

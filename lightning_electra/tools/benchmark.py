@@ -6,8 +6,8 @@
 
 Each row times the module's own training step, as a sweep trains it: a Lightning fit of `--warmup` steps
 (compilation happens inside them) then `--steps` timed steps in synchronised windows, with the run's precision,
-gradient clipping, optimiser and schedule. The forward is `PretrainModule.loss_step`: masking on the device and the
-objective, through torch.compile when `train.compile`; with `--step-graph`, the whole step (that forward, backward,
+gradient clipping, optimiser and schedule. The step is the module's own (lightning_electra/step_runner.py): masking on the device and
+the objective, through torch.compile when `train.compile`; with `--step-graph`, the whole step (that forward, backward,
 clipping, the update) replayed as one CUDA graph (lightning_electra/step_graph.py). Batches are built before timing
 and sit on the device, as a DataLoader with workers and pinned memory keeps them ready during training: rows of the
 packed corpus when DATA_DIR is set, else random ids with the same [CLS] A [SEP] B [SEP] structure, 5% of rows
