@@ -10,6 +10,7 @@ import difflib
 import importlib.util
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
@@ -17,7 +18,6 @@ from omegaconf import OmegaConf
 from lightning_electra.errors import SuiteError
 from lightning_electra.objectives import OBJECTIVES
 
-TIE_MODES = ("none", "embeddings", "all", "gdes")
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE"]  # the eight scored tasks (no WNLI)
 
 
@@ -34,6 +34,29 @@ def env_count(variable: str, key: str, default: int = 1) -> int:
         raise ConfigError(f"{variable}='{raw}' in the environment sets '{key}', which takes a whole number (e.g. "
                           f"{variable}=2); fix or unset {variable}.") from None
 
+
+class Choice(str, Enum):
+    """A string option of the schema (its members' names are its values): any other value is refused when a config
+    is composed, with the valid ones named. It is its plain string everywhere else: compared, printed, written to
+    YAML and hashed as one, so typing a key moves no result."""
+
+    __str__, __format__, __repr__ = str.__str__, str.__format__, str.__repr__
+
+    @classmethod
+    def values(cls) -> list[str]:
+        return [member.value for member in cls]
+
+
+def choice(name: str, values: list[str], module: str = __name__) -> type[Choice]:
+    """A Choice named `name` in `module` (where pickle finds it), whose values need not be Python names."""
+    return Choice(name, [(value, value) for value in values], module=module)  # type: ignore[return-value]
+
+
+GeneratorKind = choice("GeneratorKind", ["learned", "unigram", "uniform"])
+Tie = choice("Tie", ["none", "embeddings", "all", "gdes"])
+HeadInit = choice("HeadInit", ["glorot", "normal"])
+GlueSource = choice("GlueSource", ["files", "hub"])
+Logger = choice("Logger", ["csv", "tensorboard", "wandb"])
 
 # A numeric key's valid range, beside its field (`ranged`): an interval (low, high, brackets); None: unbounded. A null
 # value of an Optional key is always allowed.
@@ -61,14 +84,23 @@ class ModelConfig:
     # G has D's depth and this fraction of its width (hidden, FFN = 4 x hidden, heads = max(1, hidden / 64)).
     generator_fraction: float = ranged(0.25, FRACTION)
     # learned: an MLM transformer; unigram: corpus token frequencies; uniform: the official code's uniform sampler.
-    generator: str = "learned"
+    generator: GeneratorKind = GeneratorKind("learned")
     # none | embeddings (token, position, type embeddings + their LayerNorm) | all (every encoder weight) |
     # gdes (beyond the paper, DeBERTa-v3's gradient-disentangled sharing: each of D's embedding weights is
     # stop_gradient(G's) + a zero-initialised residual that only D's loss trains; G's learn from the MLM loss alone)
-    tie: str = "embeddings"
+    tie: Tie = Tie("embeddings")
     dropout: float = ranged(0.1, SHARE)
     attention_dropout: float = ranged(0.1, SHARE)
     max_position_embeddings: int = ranged(512, COUNT)
+
+    def check(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads="
+                              f"{self.num_heads}; pick heads that divide the hidden size (the paper uses hidden / 64).")
+        if self.tie == "all" and self.generator_fraction != 1.0:
+            raise ConfigError(f"model.tie=all shares every encoder weight, so G and D must be the same size; got "
+                              f"model.generator_fraction={self.generator_fraction}. Set model.generator_fraction=1.0 "
+                              "or model.tie=embeddings.")
 
 
 @dataclass
@@ -95,6 +127,15 @@ class DataConfig:
     cache_dir: str = ".cache"  # packed corpora and tokenised GLUE splits, keyed by what they are made from
     num_workers: int = ranged(0, NON_NEGATIVE)
     seed: int = 0  # packing randomness (sentence split points, short targets)
+
+    def check(self) -> None:
+        if not self.corpus:
+            raise ConfigError("data.corpus must name at least one corpus file (or hub:<dataset>).")
+        if not 0 < self.mask_prob < 1 or not 0 <= self.mask_token_prob <= 1 or not 0 <= self.random_token_prob <= 1 \
+                or self.mask_token_prob + self.random_token_prob > 1:
+            raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and data.random_token_prob "
+                              f"shares of the chosen positions in [0, 1] with a sum of at most 1; got {self.mask_prob}, "
+                              f"{self.mask_token_prob} and {self.random_token_prob}.")
 
 
 @dataclass
@@ -137,7 +178,21 @@ class TrainConfig:
     log_every_n_steps: int = ranged(25, COUNT)
     # Where pre-training metrics go: csv (pretrain/logs/metrics.csv) is always written, whatever this says;
     # tensorboard (pretrain/tensorboard/); wandb (opt-in: needs `pip install wandb` and a login or WANDB_MODE=offline).
-    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    loggers: list[Logger] = field(default_factory=lambda: [Logger("csv"), Logger("tensorboard")])
+
+    def check(self) -> None:
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"train.adam_betas must be two values in [0, 1); got {self.adam_betas}.")
+        if self.steps is None and self.flops_budget is None:
+            raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention "
+                              "FLOPs).")
+        if not self.checkpoint_fractions or any(not 0 < f <= 1 for f in self.checkpoint_fractions):
+            raise ConfigError("train.checkpoint_fractions must hold at least one fraction of the budget to fine-tune "
+                              f"at, each in (0, 1]; got {self.checkpoint_fractions}.")
+        check_step_graph("train", self)
+        if "wandb" in self.loggers and importlib.util.find_spec("wandb") is None:  # before any work, not at fit
+            raise ConfigError("train.loggers includes wandb, which is not installed: `pip install wandb`, or leave it "
+                              "out (train.loggers=[csv,tensorboard]).")
 
 
 @dataclass
@@ -145,7 +200,7 @@ class FinetuneConfig:
     """GLUE fine-tuning under the paper's protocol (notes section 5; Small defaults)."""
 
     tasks: list[str] = field(default_factory=lambda: list(GLUE_TASKS))
-    source: str = "files"  # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
+    source: GlueSource = GlueSource("files")  # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
     seeds: int = ranged(3, COUNT)  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
     lr: float = ranged(3e-4, POSITIVE)
     # layer k of L gets lr * decay^(L + 1 - k); embeddings lowest, head full lr
@@ -169,7 +224,7 @@ class FinetuneConfig:
     scale_regression_targets: bool = True
     # the classifier's initialisation: glorot (tf.layers.dense's default, which the official head uses) | normal
     # (transformers' initializer_range, 0.02)
-    head_init: str = "glorot"
+    head_init: HeadInit = HeadInit("glorot")
     batch_size: int = ranged(32, COUNT)
     # dev sets in batches of this many (null: finetune.batch_size); a GPU evaluates far more at once
     eval_batch_size: Optional[int] = ranged(None, COUNT)
@@ -191,6 +246,26 @@ class FinetuneConfig:
     # a speed switch on a GPU: the batched seeds' whole step (forward, backward, per-seed clipping, the update) as one
     # CUDA graph per batch shape (lightning_electra/step_graph.py); needs batched_seeds and length_buckets
     step_graph: bool = False
+
+    def check(self) -> None:
+        known = GLUE_TASKS + ["WNLI"]
+        if not self.tasks:
+            raise ConfigError("finetune.tasks must name at least one GLUE task.")
+        unknown = [t for t in [*self.tasks, *self.task_epochs] if t not in known]
+        if unknown:
+            raise ConfigError(f"Unknown GLUE task(s) {unknown}. Known: {', '.join(known)}.")
+        bad_epochs = {task: n for task, n in self.task_epochs.items() if n < 1}
+        if bad_epochs:
+            raise ConfigError(f"finetune.task_epochs must give each task at least 1 epoch; got {bad_epochs}.")
+        if any(w < 1 for w in self.length_buckets) or self.length_buckets != sorted(set(self.length_buckets)):
+            raise ConfigError("finetune.length_buckets must be increasing positive widths, e.g. [16, 32, 64]; got "
+                              f"{self.length_buckets}.")
+        check_step_graph("finetune", self)
+        if self.step_graph and not (self.batched_seeds and self.length_buckets):
+            raise ConfigError("finetune.step_graph replays the batched seeds' step over a few shapes: it needs "
+                              "finetune.batched_seeds=true and finetune.length_buckets (e.g. [16,32,64]); got "
+                              f"batched_seeds={self.batched_seeds}, length_buckets={self.length_buckets}. Set those, "
+                              "or finetune.step_graph=false.")
 
 
 @dataclass
@@ -233,83 +308,31 @@ def out_of_range(key: str, value: Any, bounds: dict | None = None) -> str | None
 
 
 def check(cfg: Config) -> None:
-    """Checks across the schema's keys that types alone cannot express (a variant's own are its `check_config`):
-    every value in its range, names among the known ones, sizes that fit together."""
+    """Checks that types alone cannot express (a variant's own are its `check_config`): the variant among the known
+    ones, every value in its range, then each section's own rules (its `check`) and the rules across sections."""
     if cfg.variant not in OBJECTIVES:
         close = difflib.get_close_matches(cfg.variant, OBJECTIVES, n=3)
         raise ConfigError(f"Unknown variant '{cfg.variant}'. Known: {', '.join(OBJECTIVES)}."
                           + (f" Did you mean {close[0]}?" if close else ""))
     flat, bounds = flatten(to_dict(cfg)), ranges(type(cfg))
     wrong = [problem for key, value in flat.items() if (problem := out_of_range(key, value, bounds))]
-    betas = cfg.train.adam_betas
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        wrong.append(f"train.adam_betas must be two values in [0, 1); got {betas}")
-    bad_epochs = {task: n for task, n in cfg.finetune.task_epochs.items() if n < 1}
-    if bad_epochs:
-        wrong.append(f"finetune.task_epochs must give each task at least 1 epoch; got {bad_epochs}")
-    if not cfg.data.corpus:
-        wrong.append("data.corpus must name at least one corpus file (or hub:<dataset>)")
-    if not cfg.finetune.tasks:
-        wrong.append("finetune.tasks must name at least one GLUE task")
-    if not cfg.train.checkpoint_fractions:
-        wrong.append("train.checkpoint_fractions must hold at least one fraction of the budget to fine-tune at")
     if wrong:
         raise ConfigError("Out-of-range config value(s): " + "; ".join(wrong) + ".")
-    m = cfg.model
-    if m.hidden_size % m.num_heads:
-        raise ConfigError(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}; "
-                          "pick heads that divide the hidden size (the paper uses hidden / 64).")
-    if m.tie not in TIE_MODES:
-        raise ConfigError(f"model.tie must be one of {', '.join(TIE_MODES)}; got '{m.tie}'.")
-    if m.generator not in ("learned", "unigram", "uniform"):
-        raise ConfigError(f"model.generator must be learned, unigram or uniform; got '{m.generator}'.")
-    if m.tie == "all" and m.generator_fraction != 1.0:
-        raise ConfigError(f"model.tie=all shares every encoder weight, so G and D must be the same size; "
-                          f"got model.generator_fraction={m.generator_fraction}. Set model.generator_fraction=1.0 "
-                          "or model.tie=embeddings.")
-    if cfg.data.max_seq_length > m.max_position_embeddings:  # else an index error deep in the embeddings
+    for section in (cfg.model, cfg.data, cfg.train, cfg.finetune):
+        section.check()
+    if cfg.data.max_seq_length > cfg.model.max_position_embeddings:  # else an index error deep in the embeddings
         raise ConfigError(f"data.max_seq_length={cfg.data.max_seq_length} exceeds model.max_position_embeddings="
-                          f"{m.max_position_embeddings}: raise the latter or shorten the sequences.")
-    d = cfg.data
-    if not 0 < d.mask_prob < 1 or not 0 <= d.mask_token_prob <= 1 or not 0 <= d.random_token_prob <= 1 \
-            or d.mask_token_prob + d.random_token_prob > 1:
-        raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and data.random_token_prob "
-                          f"shares of the chosen positions in [0, 1] with a sum of at most 1; got {d.mask_prob}, "
-                          f"{d.mask_token_prob} and {d.random_token_prob}.")
-    buckets = cfg.finetune.length_buckets
-    if any(w < 1 for w in buckets) or buckets != sorted(set(buckets)):
-        raise ConfigError(f"finetune.length_buckets must be increasing positive widths, e.g. [16, 32, 64]; got "
-                          f"{buckets}.")
-    if cfg.finetune.head_init not in ("glorot", "normal"):
-        raise ConfigError(f"finetune.head_init must be glorot or normal; got '{cfg.finetune.head_init}'.")
-    if cfg.train.steps is None and cfg.train.flops_budget is None:
-        raise ConfigError("Set a pre-training budget: train.steps=N or train.flops_budget=F (paper-convention FLOPs).")
-    if any(not 0 < f <= 1 for f in cfg.train.checkpoint_fractions):
-        raise ConfigError(f"train.checkpoint_fractions must lie in (0, 1]; got {cfg.train.checkpoint_fractions}.")
-    for section, c in (("train", cfg.train), ("finetune", cfg.finetune)):
-        if c.step_graph and (c.adam_bias_correction or str(c.precision).startswith("16")):
-            why = (f"{section}.adam_bias_correction=true takes torch's AdamW instead" if c.adam_bias_correction
-                   else f"{section}.precision={c.precision} needs a gradient scaler between backward and update")
-            fix = f"{section}." + ("adam_bias_correction=false" if c.adam_bias_correction else "precision=bf16-mixed")
-            raise ConfigError(f"{section}.step_graph replays the official optimiser under bf16 or fp32, but {why}. "
-                              f"Set {section}.step_graph=false, or {fix}.")
-    f = cfg.finetune
-    if f.step_graph and not (f.batched_seeds and f.length_buckets):
-        raise ConfigError("finetune.step_graph replays the batched seeds' step over a few shapes: it needs "
-                          "finetune.batched_seeds=true and finetune.length_buckets (e.g. [16,32,64]); got "
-                          f"batched_seeds={f.batched_seeds}, length_buckets={f.length_buckets}. Set those, or "
-                          "finetune.step_graph=false.")
-    unknown_loggers = [name for name in cfg.train.loggers if name not in ("csv", "tensorboard", "wandb")]
-    if unknown_loggers:
-        raise ConfigError(f"Unknown logger(s) {unknown_loggers} in train.loggers; use csv, tensorboard, wandb.")
-    if "wandb" in cfg.train.loggers and importlib.util.find_spec("wandb") is None:  # before any work, not at fit
-        raise ConfigError("train.loggers includes wandb, which is not installed: `pip install wandb`, or leave it "
-                          "out (train.loggers=[csv,tensorboard]).")
-    if cfg.finetune.source not in ("files", "hub"):
-        raise ConfigError(f"finetune.source must be files or hub; got '{cfg.finetune.source}'.")
-    unknown = [t for t in [*cfg.finetune.tasks, *cfg.finetune.task_epochs] if t not in GLUE_TASKS + ["WNLI"]]
-    if unknown:
-        raise ConfigError(f"Unknown GLUE task(s) {unknown}. Known: {', '.join(GLUE_TASKS + ['WNLI'])}.")
+                          f"{cfg.model.max_position_embeddings}: raise the latter or shorten the sequences.")
+
+
+def check_step_graph(section: str, c: TrainConfig | FinetuneConfig) -> None:
+    """A step graph replays the official optimiser (no bias correction) without a gradient scaler."""
+    if c.step_graph and (c.adam_bias_correction or str(c.precision).startswith("16")):
+        why = (f"{section}.adam_bias_correction=true takes torch's AdamW instead" if c.adam_bias_correction
+               else f"{section}.precision={c.precision} needs a gradient scaler between backward and update")
+        fix = f"{section}." + ("adam_bias_correction=false" if c.adam_bias_correction else "precision=bf16-mixed")
+        raise ConfigError(f"{section}.step_graph replays the official optimiser under bf16 or fp32, but {why}. "
+                          f"Set {section}.step_graph=false, or {fix}.")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-from lightning_electra.config import ConfigError, ModelConfig
+from lightning_electra.config import ConfigError, ModelConfig, Tie
 from lightning_electra.flops import TransformerShape as Shape
 
 
@@ -70,7 +70,7 @@ def build_mlm(shape: Shape, m: ModelConfig, vocab_size: int) -> ElectraForMasked
     return ElectraForMaskedLM(electra_config(shape, m, vocab_size))
 
 
-def share_weights(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, mode: str) -> None:
+def share_weights(generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, mode: Tie | str) -> None:
     """Make G use D's modules: `embeddings` (token, position, type tables + LayerNorm) or `all` (the encoder too);
     or, with `gdes`, make each of D's embedding weights G's, its gradient stopped, plus a residual of D's own.
 
@@ -79,19 +79,14 @@ def share_weights(generator: ElectraForMaskedLM, discriminator: ElectraForPreTra
     if mode == "none":
         return
     if mode == "all":
-        if encoder_shape(generator) != encoder_shape(discriminator):
-            raise ConfigError("model.tie=all needs a generator the size of the discriminator "
-                              "(model.generator_fraction=1.0).")
+        if encoder_shape(generator) != encoder_shape(discriminator):  # a config asking for it is refused at `check`
+            raise ValueError(f"share_weights(mode='all') needs one encoder shape; got G {encoder_shape(generator)}, "
+                             f"D {encoder_shape(discriminator)}")
         generator.electra = discriminator.electra
-    elif mode in ("embeddings", "gdes"):
-        if generator.config.embedding_size != discriminator.config.embedding_size:
-            raise ConfigError(f"model.tie={mode} needs G and D to have the same embedding size.")
-        if mode == "embeddings":
-            generator.electra.embeddings = discriminator.electra.embeddings
-        else:
-            disentangle(discriminator.electra.embeddings, generator.electra.embeddings)
-    else:
-        raise ConfigError(f"Unknown model.tie '{mode}': use none, embeddings, all or gdes.")
+    elif mode == "embeddings":
+        generator.electra.embeddings = discriminator.electra.embeddings
+    else:  # gdes
+        disentangle(discriminator.electra.embeddings, generator.electra.embeddings)
     generator.generator_lm_head.weight = generator.electra.embeddings.word_embeddings.weight
 
 

@@ -119,7 +119,7 @@ def test_exit_states_match_the_transformers_forward(smoke_cfg, variant_setup):
     (["amos.exits=null"], "collide"),
     (["amos.exits=[2,1]"], "increasing"),
     (["amos.exits=[1]", "amos.mixture=hard"], "has one"),
-    (["amos.mixture=learned"], "amos.mixture must be one of.*now .hard"),
+    (["amos.mixture=learned"], "'learned' is not one of hard, soft.*Did you mean hard"),
     (["model.tie=all", "model.generator_fraction=1.0"], "shallower than D"),
 ])
 def test_impossible_amos_configs_are_refused(smoke_cfg, overrides, message):

@@ -4,7 +4,7 @@ import pytest
 
 from lightning_electra.config import ConfigError
 from lightning_electra.objectives import OBJECTIVES
-from lightning_electra.runner.configs import CONFIG_ROOT, load_config
+from lightning_electra.runner.configs import CONFIG_ROOT, load_config, save_config
 from lightning_electra.runner.identity import config_hash
 
 
@@ -25,6 +25,16 @@ def test_unknown_key_names_the_closest_valid_ones():
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match="train.batch_size"):
         load_config("smoke", overrides=["train.batch_size=lots"])
+
+
+def test_a_choice_names_its_values_and_the_closest_and_is_its_plain_string(tmp_path):
+    with pytest.raises(ConfigError, match=r"'model\.tie'.*'embedings' is not one of none, embeddings, all, gdes\. "
+                                          r"Did you mean embeddings\?"):
+        load_config("smoke", overrides=["model.tie=embedings"])
+    cfg = load_config("smoke", overrides=["model.tie=gdes"])
+    assert cfg.model.tie == "gdes" and f"{cfg.model.tie}" == str(cfg.model.tie) == "gdes"
+    save_config(cfg, tmp_path / "config.yaml")
+    assert "tie: gdes" in (tmp_path / "config.yaml").read_text()
 
 
 def test_malformed_override_says_how_to_write_one():
@@ -95,7 +105,7 @@ def test_an_objectives_options_are_its_own_section_checked_as_any_key():
         load_config("smoke", variant="adversarial", overrides=["adversarial.mlm_wieght=1"])
     with pytest.raises(ConfigError, match=r"amos\.temperature must be above 0"):
         load_config("smoke", variant="amos", overrides=["amos.temperature=0"])
-    with pytest.raises(ConfigError, match="adversarial.baseline_loss must be cross-entropy or squared-error"):
+    with pytest.raises(ConfigError, match="adversarial.baseline_loss.*not one of cross-entropy, squared-error"):
         load_config("smoke", variant="adversarial", overrides=["adversarial.baseline_loss=l1"])
     with pytest.raises(ConfigError, match="Unknown config key 'bert'"):  # bert has no options
         load_config("smoke", variant="bert", overrides=["bert.foo=1"])

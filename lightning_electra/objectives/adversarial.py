@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lightning_electra.config import NON_NEGATIVE, PROBABILITY, ConfigError, ranged
+from lightning_electra.config import NON_NEGATIVE, PROBABILITY, ConfigError, choice, ranged
 from lightning_electra.corruption import replace_at, sample_tokens
 from lightning_electra.objectives.electra import Electra
 from lightning_electra.objectives.losses import (discriminator_metrics, hidden_at, mlm_metrics, sampled_accuracy,
                                                  vocab_logits)
 
 
-BASELINE_LOSSES = ("cross-entropy", "squared-error")
+BaselineLoss = choice("BaselineLoss", ["cross-entropy", "squared-error"], __name__)
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Options:
     baseline_weight: float = ranged(1.0, NON_NEGATIVE)  # weight of the baseline's loss
     # cross-entropy (paper appendix F): b = -log sigmoid(w . h_G), its probability trained by cross-entropy to match
     # exp(-reward), D's probability of being right; squared-error: b = w . h_G + c, trained by squared error
-    baseline_loss: str = "cross-entropy"
+    baseline_loss: BaselineLoss = BaselineLoss("cross-entropy")
 
 
 class Adversarial(Electra):
@@ -46,9 +46,6 @@ class Adversarial(Electra):
     def check_config(cls, cfg) -> None:
         if cfg.model.generator != "learned":
             raise ConfigError("The adversarial variant trains a network generator: set model.generator=learned.")
-        if cfg.adversarial.baseline_loss not in BASELINE_LOSSES:
-            raise ConfigError(f"adversarial.baseline_loss must be {' or '.join(BASELINE_LOSSES)}; got "
-                              f"'{cfg.adversarial.baseline_loss}'.")
 
     def build(self) -> None:
         super().build()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -79,6 +80,12 @@ def _merge(base: DictConfig, layer: DictConfig, source: str, keys: dict[str, Any
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(err.msg if hasattr(err, "msg") else err).splitlines()[0].rstrip(".")  # the rest: OmegaConf internals
+        choices = re.search(r"expected one of \[(.*)\]", msg)
+        if choices:  # a Choice key (config.Choice): name the valid values and the closest
+            valid, got = choices.group(1).split(", "), str(getattr(err, "value", ""))
+            close = difflib.get_close_matches(got, valid, n=1, cutoff=0.5)
+            raise ConfigError(f"Bad value for '{key}' in {source}: '{got}' is not one of {', '.join(valid)}."
+                              + (f" Did you mean {close[0]}?" if close else "")) from None
         expected = f" Expected {keys[key]} (see lightning_electra/config.py)." if key in keys else ""
         raise ConfigError(f"Bad value for '{key}' in {source}: {msg}.{expected}") from None
 
