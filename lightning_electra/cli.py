@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from lightning_electra.errors import SuiteError
 from lightning_electra.provenance import command_line
@@ -203,68 +203,26 @@ def _vocab_args(p: argparse.ArgumentParser) -> None:
 
 
 # --- finetune, export ------------------------------------------------------------------------------------------------
-def model_tokenizer(model: str, choice: str | None, cfg) -> tuple[Any, str]:
-    """--tokenizer if given (a vocab.txt or a transformers directory), else the model's own tokenizer files, else
-    data.vocab: the suite's step checkpoints are saved without a tokenizer."""
-    from transformers import AutoTokenizer
-
-    from lightning_electra.data.files import vocab_path
-    from lightning_electra.data.tokenizer import build_tokenizer
-
-    if choice:
-        return (build_tokenizer(choice) if Path(choice).is_file() else AutoTokenizer.from_pretrained(choice)), choice
-    own = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
-    if not Path(model).is_dir() or any((Path(model) / f).is_file() for f in own):  # a hub name, or files beside it
-        return AutoTokenizer.from_pretrained(model), model
-    vocab = vocab_path(cfg.data)
-    return build_tokenizer(vocab), str(vocab)
-
-
-def check_local(path: str | None, what: str) -> None:
-    """A path that is not there is said so here: transformers would take it for a hub name and object to its form."""
-    from lightning_electra.config import ConfigError
-
-    if path and not Path(path).exists() and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
-        raise ConfigError(f"{what} {path}: no such file or directory (a hub name has the form <namespace>/<name>).")
-
-
 def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
-    """GLUE from any transformers ELECTRA directory, `finetune.seeds` seeds a task; the median per task is kept
-    (the paper's protocol) and their mean is the GLUE score."""
-
-    from lightning_electra.config import to_dict
-    from lightning_electra.data.glue_tasks import available_tasks, get_task
-    from lightning_electra.finetune import finetune_task_seeds, glue_tasks
+    """GLUE from any transformers ELECTRA directory (lightning_electra/finetune/model.py), written beside it."""
+    from lightning_electra.finetune.model import finetune_model
     from lightning_electra.io import write_json
-    from lightning_electra.results import task_seed_scores
     from lightning_electra.runner.configs import load_config, load_run_config
     from lightning_electra.runner.identity import finetune_hash
 
-    check_local(args.model, "the model")
-    check_local(args.tokenizer, "--tokenizer")
     overrides = list(overrides) + ([f"finetune.tasks=[{','.join(args.tasks)}]"] if args.tasks else []) \
         + ([f"finetune.seeds={args.seeds}"] if args.seeds else [])
     # No scale: the schema's fine-tuning defaults, the paper's protocol (a scale's caps are for its own runs).
     cfg = load_config(args.scale, overrides=overrides) if args.scale else load_run_config(None, overrides)
-    ft = cfg.finetune
-    tasks = glue_tasks(cfg, announce=True)
-    missing = [] if ft.source == "hub" else available_tasks(cfg.data.data_dir, ft.tasks)[1]
-    tokenizer, tokenizer_source = model_tokenizer(args.model, args.tokenizer, cfg)
-    runs = {task: finetune_task_seeds(args.model, get_task(task), Path(cfg.data.data_dir), ft, tokenizer,
-                                      range(ft.seeds), accelerator=cfg.train.accelerator, source=ft.source,
-                                      progress_bar=sys.stderr.isatty(), cache_dir=cfg.data.cache_dir) for task in tasks}
-    for task, seeds in runs.items():
-        for seed, scores in enumerate(seeds):
-            print(f"[finetune] {task} seed {seed}: {scores['score']:.2f}", flush=True)
-    table = task_seed_scores(runs)
-    results = {task: {"score": float(table[task]), "seeds": seeds} for task, seeds in runs.items()}
-    out = Path(args.out) if args.out else (
-        Path(args.model) if Path(args.model).is_dir() else Path.cwd()) \
-        / f"glue-{finetune_hash(cfg)}-{'-'.join(tasks)}-seeds{ft.seeds}.json"  # other tasks or seeds: another file
-    write_json(out, {"model": args.model, "tokenizer": tokenizer_source, "glue": float(table["GLUE"]),
-                     "tasks": results, "missing_tasks": missing, "finetune": to_dict(cfg)["finetune"]})
-    print("\n".join(f"  {task:6s} {r['score']:6.2f}  (median of {len(r['seeds'])})" for task, r in results.items()))
-    print(f"[finetune] GLUE-{len(results)} {table['GLUE']:.2f} -> {out}")
+    record = finetune_model(args.model, cfg, args.tokenizer, progress_bar=sys.stderr.isatty(),
+                            on_seed=lambda task, seed, scores: print(f"[finetune] {task} seed {seed}: "
+                                                                     f"{scores['score']:.2f}", flush=True))
+    tasks = record["tasks"]
+    out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir() else Path.cwd()) \
+        / f"glue-{finetune_hash(cfg)}-{'-'.join(tasks)}-seeds{cfg.finetune.seeds}.json"  # other tasks, seeds: a file
+    write_json(out, record)
+    print("\n".join(f"  {task:6s} {r['score']:6.2f}  (median of {len(r['seeds'])})" for task, r in tasks.items()))
+    print(f"[finetune] GLUE-{len(tasks)} {record['glue']:.2f} -> {out}")
 
 
 def export_command(args: argparse.Namespace, overrides: list[str]) -> None:
