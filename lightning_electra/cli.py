@@ -262,9 +262,13 @@ def benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def finetune_benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
-    from lightning_electra.tools.finetune_benchmark import main
+    """Measure (the tool writes the table and its provenance), then render its Markdown (`--render DIR`: only that)."""
+    from analysis.finetune_benchmark import render
+    from lightning_electra.tools.finetune_benchmark import main, parse_args
 
     main(rest)
+    options = parse_args(rest)
+    print(f"[benchmark-finetune] wrote {render(options.render or options.out)}", flush=True)
 
 
 def report_command(args: argparse.Namespace, rest: list[str]) -> None:

@@ -12,12 +12,14 @@ DATA_DIR with the scale's fine-tuning protocol (epochs per task, caps, precision
 issue's targets read directly: one seed of all tasks, and the median's seeds of all tasks. A mode ending in
 `-unbucketed` draws the official random batches (finetune.length_buckets=[]) whatever the scale says;
 `batched-graphed` replays the ensemble's step as CUDA graphs (finetune.step_graph, over the scale's buckets). Writes
-`finetune.csv` and `finetune.md` (with command, commit, hardware, date) to analysis/reports/benchmark/.
+`finetune.csv` and `finetune-provenance.json` (command, commit, hardware, date, the protocol) to
+analysis/reports/benchmark/; analysis/finetune_benchmark.py draws `finetune.md` from them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lightning_electra.config import check
+from lightning_electra.config import check, to_dict
 from lightning_electra.data.files import vocab_path
 from lightning_electra.io import ROOT, atomic_write_text
 from lightning_electra.provenance import command_line, git_commit, hardware
@@ -62,7 +64,7 @@ def time_mode(mode: str, ft, model: Path, tasks: list[str], seeds: int, cfg, tok
             "median_score": round(float(task_seed_scores(scores)["GLUE"]), 2)}
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lightning_electra benchmark-finetune",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", default=None, help="whose fine-tuning protocol and model shape (default: auto)")
@@ -72,13 +74,23 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--modes", default="sequential,batched",
                    help="sequential and/or batched, each also as -unbucketed (the official random batches), and "
                         "batched-graphed (its step as CUDA graphs)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for finetune.csv and finetune.md")
+    p.add_argument("--render", type=Path, default=None,
+                   help="only re-render DIR/finetune.md from DIR/finetune.csv and DIR/finetune-provenance.json")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. finetune.precision=bf16-mixed)")
     args = p.parse_intermixed_args(argv)
-    modes = args.modes.split(",")
     known = {m + suffix for m in ("sequential", "batched") for suffix in ("", "-unbucketed")} | {"batched-graphed"}
-    if set(modes) - known:
+    if set(args.modes.split(",")) - known:
         p.error(f"--modes takes {', '.join(sorted(known))} (comma-separated), not {args.modes}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame | None:
+    """Measure and write the table and its provenance (the command line then renders the Markdown)."""
+    args = parse_args(argv)
+    if args.render:  # nothing to measure: the command line renders it (analysis/finetune_benchmark.py)
+        return None
+    modes = args.modes.split(",")
 
     from lightning_electra.data.glue_tasks import get_task
     from lightning_electra.data.tokenizer import build_tokenizer
@@ -104,20 +116,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             rows.append(time_mode(mode, configs[mode], model, tasks, args.seeds, cfg, tokenizer))
             atomic_write_text(args.out / "finetune.csv", pd.DataFrame(rows).to_csv(index=False))
     table = pd.DataFrame(rows)
-    command = command_line(["benchmark-finetune", *(argv if argv is not None else sys.argv[1:])])
-    source = f"model {args.model}" if args.model else "a random encoder of the scale's discriminator shape"
-    lines = ["# GLUE fine-tuning time: seeds one by one vs one batched ensemble", "",
-             f"Scale `{cfg.scale}`'s protocol ({cfg.finetune.epochs} epochs, per task {cfg.finetune.task_epochs}, "
-             f"caps {cfg.finetune.max_train_examples}/{cfg.finetune.max_eval_examples}, batch "
-             f"{cfg.finetune.batch_size}), {source}. median_score: mean over tasks of the median seed's score (a "
-             "sanity check, not a result).", "", "| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|",
-             *("| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)), "",
-             f"Command: `{command}`; commit {git_commit()}; {hardware()}; "
-             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}."]
-    atomic_write_text(args.out / "finetune.md", "\n".join(lines) + "\n")
+    info = {"scale": cfg.scale, "finetune": to_dict(cfg)["finetune"],
+            "model": f"model {args.model}" if args.model else "a random encoder of the scale's discriminator shape",
+            "command": command_line(["benchmark-finetune", *(argv if argv is not None else sys.argv[1:])]),
+            "commit": git_commit(), "hardware": hardware(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_text(args.out / "finetune-provenance.json", json.dumps(info, indent=1))
     print(table.to_string(index=False))
     return table
-
-
-if __name__ == "__main__":
-    main()
