@@ -278,6 +278,7 @@ def test_a_run_table_of_another_sweep_is_not_mixed_in(smoke_cfg):
 
 def test_a_checkpoint_of_another_variant_is_refused_before_training(smoke_cfg, tmp_path):
     from lightning_electra.runner.pretrain import build_module, fit_stage
+    from lightning_electra.runner.trainer import Hardware
 
     bert_cfg, cfg = smoke_cfg(variant="bert"), smoke_cfg()
     stage_dir = tmp_path / "run" / "pretrain"
@@ -285,11 +286,13 @@ def test_a_checkpoint_of_another_variant_is_refused_before_training(smoke_cfg, t
     torch.save({"state_dict": build_module(bert_cfg, data=PretrainDataModule(bert_cfg)).state_dict()},
                stage_dir / "last.ckpt")
     data = PretrainDataModule(cfg)
-    msg = error(ConfigError, fit_stage, cfg, build_module(cfg, data=data), data, stage_dir, tmp_path / "ckpts", [1])
+    msg = error(ConfigError, fit_stage, cfg, Hardware(1, 1), build_module(cfg, data=data), data, stage_dir,
+                tmp_path / "ckpts", [1])
     assert str(stage_dir / "last.ckpt") in msg and "electra" in msg and "another variant" in msg
     assert "config.yaml" in msg and "delete it" in msg
     (stage_dir / "last.ckpt").write_bytes(b"half a checkpoint")  # a damaged file: the same advice
-    msg = error(ConfigError, fit_stage, cfg, build_module(cfg, data=data), data, stage_dir, tmp_path / "ckpts", [1])
+    msg = error(ConfigError, fit_stage, cfg, Hardware(1, 1), build_module(cfg, data=data), data, stage_dir,
+                tmp_path / "ckpts", [1])
     assert "cannot be read" in msg and "delete it" in msg
 
 

@@ -34,7 +34,6 @@ from lightning_electra.provenance import usable_cores
 from lightning_electra.runner.resolved import ResolvedRun
 from lightning_electra.runner.store import not_finished, write_sweep_table
 from lightning_electra.runner.sweep import sweep_guard
-from lightning_electra.runner.trainer import world_size
 
 
 class RunsFailed(SuiteError):
@@ -145,13 +144,13 @@ def stop(running: dict[str, tuple[subprocess.Popen, threading.Thread]], grace_s:
         relay.join(timeout=5)
 
 
-def check_parallel(configs: list[Config], parallel: int) -> None:
+def check_parallel(runs: list[ResolvedRun], parallel: int) -> None:
     if parallel < 1:
         raise ConfigError(f"--parallel {parallel}: the number of runs at once is at least 1.")
-    many = sorted({world_size(cfg) for cfg in configs} - {1})
+    many = sorted({run.hardware.world_size for run in runs} - {1})
     if parallel > 1 and many:
         raise ConfigError(f"--parallel {parallel} runs several one-device runs at once, but these runs each take "
-                          f"{many[0]} devices (train.devices={configs[0].train.devices}). Give each one device "
+                          f"{many[0]} devices (train.devices={runs[0].cfg.train.devices}). Give each one device "
                           "(DEVICES=1), or drop PARALLEL and let each run use them all.")
 
 
@@ -163,11 +162,11 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, runs: list[ResolvedRun]
     configs = [run.cfg for run in runs]
     scale, results_dir = configs[0].scale, Path(configs[0].results_dir)
     asked, selected = selected, not_finished(name, runs, selected)
-    check_parallel([run.cfg for run in selected], parallel)
+    check_parallel(selected, parallel)
     logs = results_dir / name / scale / "logs"
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
           f"(logs: {logs})", flush=True)
-    with stopped_by_sigterm(), sweep_guard(name, configs, [run.cfg for run in selected]):
+    with stopped_by_sigterm(), sweep_guard(name, runs, selected):
         todo = [run.cfg for run in selected if not run.table.exists()]
         packed = set()
         for cfg in todo:  # each corpus packed once, here, before the runs that read it start

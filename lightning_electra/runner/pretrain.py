@@ -26,7 +26,7 @@ from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import objective
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.loggers import make_loggers
-from lightning_electra.runner.trainer import AtomicCheckpointIO, check_hardware, make_trainer
+from lightning_electra.runner.trainer import AtomicCheckpointIO, Hardware, check_hardware, make_trainer
 
 transformers_logging.disable_progress_bar()  # one bar per saved checkpoint is noise in a sweep's log
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning, not ours to fix
@@ -65,15 +65,16 @@ def budget(cfg: Config) -> dict:
             "checkpoints": checkpoint_steps(cfg.train.checkpoint_fractions, steps)}
 
 
-def pretrain(cfg: Config, out: Path) -> dict:
+def pretrain(cfg: Config, out: Path, hardware: Hardware | None = None) -> dict:
     """Pre-train (or resume) into run directory `out`, stage by stage; returns the summary written to pretrain.json.
+    `hardware`: what the config's devices come to, when the caller has resolved it (else checked here).
 
     GLUE checkpoints sit at fractions of the whole budget, so a two-stage run gets points in both stages.
     """
     layout = RunLayout(Path(out))
     if layout.summary.exists():
         return json.loads(layout.summary.read_text())
-    check_hardware(cfg)  # before the corpus is packed: asking for GPUs that are not there fails at once
+    hardware = hardware or check_hardware(cfg)  # before the corpus is packed: absent GPUs fail at once
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for any float32 matmul left outside bf16 autocast
     data = PretrainDataModule(cfg)
@@ -89,7 +90,7 @@ def pretrain(cfg: Config, out: Path) -> dict:
         module = build_module(cfg, stage, data, previous)
         saves = checkpoint_steps(cfg.train.checkpoint_fractions, module.steps * stages)
         stage_dir = layout.stage_dir(stage, stages)
-        previous, done = fit_stage(cfg, module, data, stage_dir, layout.checkpoints, saves, offset=done,
+        previous, done = fit_stage(cfg, hardware, module, data, stage_dir, layout.checkpoints, saves, offset=done,
                                    label=layout.fit_label(stage_dir))
     summary = {**done, "seconds": round(time.time() - start, 1), "checkpoints": saves,
                "generator_hidden": objective(cfg.variant).generator_width(cfg), **module.summary()}
@@ -108,7 +109,8 @@ def save_initial_encoder(module, where: Path) -> dict:
     return done
 
 
-def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, checkpoints: Path, saves: list[int],
+def fit_stage(cfg: Config, hardware: Hardware, module, data: PretrainDataModule, stage_dir: Path, checkpoints: Path,
+              saves: list[int],
               offset: dict | None = None, label: str = "") -> tuple[dict, dict]:
     """One fit, resumed from stage_dir/last.ckpt if there is one; returns the module's final state dict and the
     steps, tokens and FLOPs done since pre-training began (`offset`: what earlier stages did)."""
@@ -126,7 +128,7 @@ def fit_stage(cfg: Config, module, data: PretrainDataModule, stage_dir: Path, ch
     resume_step = check_resumable(resume, module) if resume.exists() else None
     fractions = FractionCheckpoints(lambda step: checkpoints / RunLayout.step_name(step), local, counter, guard)
     trainer = make_trainer(
-        cfg, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=lightning_gradient_clip(cfg),
+        cfg, hardware, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=lightning_gradient_clip(cfg),
         logger=make_loggers(cfg, stage_dir, label, resume_step), log_every_n_steps=cfg.train.log_every_n_steps,
         callbacks=[counter, guard, RngState(), last, fractions,
                    ProgressReport(f"[pretrain] {cfg.name}", counter, module.steps * module.stages)],

@@ -1,5 +1,5 @@
 """A run resolved once and handed down: its checked config, the hashes that key what it makes and where that lies,
-its vocabulary and the GLUE tasks it fine-tunes. A sweep resolves each of its runs when it composes them; pre-training,
+its processes and gradient accumulation, its vocabulary and the GLUE tasks it fine-tunes. A sweep resolves each of its runs when it composes them; pre-training,
 fine-tuning, the results store and the plan take the resolved run and recompute none of it.
 
 The runner's type only: the library below takes the parts it needs (a config, a path, a task), never this
@@ -16,6 +16,7 @@ from lightning_electra.config import Config
 from lightning_electra.data.files import vocab_path
 from lightning_electra.data.glue_tasks import GlueTask, get_task, glue_tasks
 from lightning_electra.runner.identity import RunLayout, run_hashes
+from lightning_electra.runner.trainer import Hardware, check_hardware
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class ResolvedRun:
     @functools.cached_property
     def layout(self) -> RunLayout:
         return RunLayout.of(self.cfg, self.sweep, self.pretrain_hash)
+
+    @functools.cached_property
+    def hardware(self) -> Hardware:
+        """Its processes and gradient accumulation, checked (refused when the devices are not there)."""
+        return check_hardware(self.cfg)
 
     @functools.cached_property
     def vocab(self) -> Path:

@@ -66,7 +66,7 @@ def pretrain_in(run: ResolvedRun) -> None:
     if global_rank() == 0:
         run.layout.root.mkdir(parents=True, exist_ok=True)
         save_config(run.cfg, run.layout.config)
-    pretrain(run.cfg, run.layout.root)
+    pretrain(run.cfg, run.layout.root, run.hardware)
 
 
 def finetune_checkpoints(run: ResolvedRun) -> list[dict]:

@@ -16,7 +16,6 @@ from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.provenance import git_commit, hardware
 from lightning_electra.results import COLUMNS, ResultsError, read_table, write_table
 from lightning_electra.runner.resolved import ResolvedRun
-from lightning_electra.runner.trainer import world_size
 
 
 def rows_elsewhere(name: str, runs: list[ResolvedRun], hashes: dict[str, str]) -> dict[str, tuple[str, pd.DataFrame]]:
@@ -54,7 +53,7 @@ def not_finished(name: str, runs: list[ResolvedRun], selected: list[ResolvedRun]
     hashes = {run.name: run.config_hash for run in selected if not run.table.exists()}
     by_name = {run.name: run for run in selected}
     elsewhere = {run: found for run, found in (rows_elsewhere(name, runs, hashes) if hashes else {}).items()
-                 if world_size(by_name[run].cfg) == 1}  # asked only of the few found: it builds a Trainer
+                 if by_name[run].hardware.world_size == 1}  # asked only of the few found: it builds a Trainer
     for run, (source, _) in elsewhere.items() if announce else ():
         table = "this sweep's table" if source == name else f"{source}'s table"
         print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {table}), not re-run",

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_electra.config import Config, ConfigError
+from lightning_electra.config import ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.locks import held_lock
 from lightning_electra.progress import Progress
@@ -36,7 +36,6 @@ from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.resolved import ResolvedRun, resolve
 from lightning_electra.runner.run import pretrain_run, train_and_score
 from lightning_electra.runner.store import not_finished, write_sweep_table
-from lightning_electra.runner.trainer import check_hardware
 
 
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False,
@@ -86,8 +85,7 @@ def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[Re
     print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(runs)} runs "
           f"({', '.join(r.name for r in selected)})", flush=True)
     table_path, current = results_dir / name / "results.csv", None
-    with sweep_guard(name, [r.cfg for r in runs], [r.cfg for r in selected],
-                     hold_lock=global_rank() == 0):
+    with sweep_guard(name, runs, selected, hold_lock=global_rank() == 0):
         try:
             # Pre-train every run first, then fine-tune each. Under a distributed launch every rank runs this and
             # takes part in each pre-training, then only rank 0 fine-tunes and writes: fine-tuning between
@@ -124,21 +122,22 @@ def run_alone(name: str, scale: str | None, run: str, overrides: list[str]) -> P
     """One run of a sweep to its end (pre-training, its fine-tunes, its run table), composed alone: the `run` command,
     which a parallel sweep starts for each of its runs (the parent holds the sweep's lock and writes its table)."""
     sweep, (cfg,) = sweep_configs(name, scale, overrides, only=run)
-    check_hardware(cfg)
-    return train_and_score(ResolvedRun.of(cfg, sweep["name"]))
+    resolved = ResolvedRun.of(cfg, sweep["name"])
+    resolved.hardware  # the devices checked before any work
+    return train_and_score(resolved)
 
 
 @contextlib.contextmanager
-def sweep_guard(name: str, configs: list[Config], selected: list[Config], hold_lock: bool = True):
+def sweep_guard(name: str, runs: list[ResolvedRun], selected: list[ResolvedRun], hold_lock: bool = True):
     """One sweep at a time per results directory (a lock naming its process; `hold_lock=False` where another process
     holds it), and what can be refused before any run: another sweep's table in this one's place, devices that are not
     there for the `selected` runs (none: --collect) or a batch they cannot split."""
-    sweep_dir = Path(configs[0].results_dir) / name
+    sweep_dir = Path(runs[0].cfg.results_dir) / name
     with held_lock(sweep_dir / ".lock", str(sweep_dir)) if hold_lock else contextlib.nullcontext():
         if (sweep_dir / "results.csv").exists():
             read_table(sweep_dir / "results.csv", sweep=name)
-        for cfg in selected:
-            check_hardware(cfg)
+        for run in selected:
+            run.hardware  # checked (a Trainer built to resolve the devices), once per run
         yield
 
 

@@ -4,6 +4,7 @@ checkpoints written whole."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -28,25 +29,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_torch(path)
 
 
-def make_trainer(cfg: Config, **kwargs) -> L.Trainer:
+@dataclass(frozen=True)
+class Hardware:
+    """What a config's devices come to (`check_hardware`), resolved once per run."""
+
+    world_size: int  # processes: devices x nodes, as a Trainer resolves `auto` and a launcher's ranks
+    accumulate: int  # micro-batches accumulated per optimizer step
+
+
+def make_trainer(cfg: Config, hardware: Hardware, **kwargs) -> L.Trainer:
     """A Trainer on train.accelerator, devices, num_nodes and strategy, with gradient accumulation when a device's
-    share of the global batch exceeds train.max_device_batch. Lightning's complaints about the hardware become a
-    ConfigError that names the keys."""
-    return _trainer(cfg, accumulate_grad_batches=check_hardware(cfg), **kwargs)
+    share of the global batch exceeds train.max_device_batch (`hardware`: `check_hardware`'s)."""
+    return _trainer(cfg, accumulate_grad_batches=hardware.accumulate, **kwargs)
 
 
-def world_size(cfg: Config) -> int:
-    """How many processes the config's devices x nodes make, as a Trainer resolves `auto` and a launcher's ranks: one
-    built for that alone, quietly (the real Trainer prints its device lines)."""
-    return _trainer(cfg, quiet=True, logger=False, enable_checkpointing=False, enable_progress_bar=False).world_size
-
-
-def check_hardware(cfg: Config) -> int:
-    """make_trainer's checks on their own, before any work: asking for GPUs that are not there, a batch that does
-    not split over them, or a step graph over several processes or micro-batches fails at once. Returns the
-    micro-batches accumulated per optimizer step."""
+def check_hardware(cfg: Config) -> Hardware:
+    """The processes and accumulation a config asks for, checked before any work: GPUs that are not there, a batch
+    that does not split over them, or a step graph over several processes or micro-batches fail at once, and
+    Lightning's complaints become a ConfigError that names the keys. Builds a Trainer for that alone, quietly (the
+    real one prints its device lines): ask once per run (`ResolvedRun.hardware`)."""
     t = cfg.train
-    world = world_size(cfg)
+    world = _trainer(cfg, quiet=True, logger=False, enable_checkpointing=False, enable_progress_bar=False).world_size
     _, accumulate = batch_layout(t.batch_size, world, t.max_device_batch)
     if t.step_graph and (world > 1 or accumulate > 1 or t.strategy not in ("auto", "single_device")):
         # DDP's and FSDP's wrappers hook the forward and backward of their own: a graph would skip them
@@ -55,7 +58,7 @@ def check_hardware(cfg: Config) -> int:
                           f"a step (train.batch_size={t.batch_size}, train.max_device_batch={t.max_device_batch}). "
                           "Set train.step_graph=false, or train.devices=1, train.strategy=auto and a "
                           "train.max_device_batch of at least the batch.")
-    return accumulate
+    return Hardware(world, accumulate)
 
 
 def _trainer(cfg: Config, quiet: bool = False, **kwargs) -> L.Trainer:
