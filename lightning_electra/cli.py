@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from lightning_electra.errors import SuiteError
+from lightning_electra.log import logger
 from lightning_electra.provenance import command_line
 
 # Errors in what the user gave (config, data, files, a diverged run), whose messages say what to do: printed alone.
@@ -55,7 +56,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
         try:  # (quietly: the plan's own header says which GLUE tasks it fine-tunes)
             check_sweep_data(checked, announce=False)
         except ConfigError as missing:
-            print(f"[plan] the sweep would stop before its first run here: {missing}", flush=True)
+            logger("plan").info(f"the sweep would stop before its first run here: {missing}")
     from lightning_electra.runner.plan import print_plan
     from lightning_electra.runner.store import not_finished
     from lightning_electra.runner.sweep import run_sweep, select, sweep_runs
@@ -80,10 +81,10 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
         reports = Path(args.reports_dir) if args.reports_dir else REPORTS
         try:
-            print(f"[sweep] report: {build_report(name, configs[0].scale, table.parent.parent, reports)}", flush=True)
+            logger("sweep").info(f"report: {build_report(name, configs[0].scale, table.parent.parent, reports)}")
             write_index(reports)
         except NothingToReport as nothing:  # e.g. --collect before any run finished: the table is all there is
-            print(f"[sweep] no report: {nothing}", flush=True)
+            logger("sweep").info(f"no report: {nothing}")
     if failed:
         from lightning_electra.runner.parallel import RunsFailed, failure_message
 
@@ -107,8 +108,9 @@ def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
                          args.sweep)
     pretrain_run(run)
     out = run.layout.root
-    print(f"[pretrain] {out}: fine-tune a checkpoint with `python -m lightning_electra finetune "
-          f"{out}/checkpoints/step-...`, export it with `python -m lightning_electra export {out} <dir>`", flush=True)
+    logger("pretrain").info(f"{out}: fine-tune a checkpoint with `python -m lightning_electra finetune "
+                            f"{out}/checkpoints/step-...`, export it with `python -m lightning_electra export {out} "
+                            "<dir>`")
 
 
 def parallel_count(text: str) -> int:
@@ -154,8 +156,8 @@ def run_command(args: argparse.Namespace, overrides: list[str]) -> None:
 
     table = run_alone(args.sweep, args.scale, args.run, overrides)
     if table is not None:
-        print(f"[run] {args.run}: its rows are in {table}; the sweep's table and report: `python -m "
-              f"lightning_electra sweep {args.sweep} --collect`", flush=True)
+        logger("run").info(f"{args.run}: its rows are in {table}; the sweep's table and report: `python -m "
+                           f"lightning_electra sweep {args.sweep} --collect`")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -192,8 +194,9 @@ def vocab_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.data.vocab import fit_wordpiece
 
     data_dir = Path(os.environ.get("DATA_DIR") or "data")
-    print(f"[vocab] {fit_wordpiece(data_dir, args.corpus, args.size, Path(args.out))}: {args.size} tokens fitted to "
-          f"{', '.join(args.corpus)}; use it with data.vocab=<its path>", flush=True)
+    vocab = fit_wordpiece(data_dir, args.corpus, args.size, Path(args.out))
+    logger("vocab").info(f"{vocab}: {args.size} tokens fitted to {', '.join(args.corpus)}; use it with "
+                         "data.vocab=<its path>")
 
 
 def _vocab_args(p: argparse.ArgumentParser) -> None:
@@ -215,22 +218,22 @@ def finetune_command(args: argparse.Namespace, overrides: list[str]) -> None:
     # No scale: the schema's fine-tuning defaults, the paper's protocol (a scale's caps are for its own runs).
     cfg = load_config(args.scale, overrides=overrides) if args.scale else load_run_config(None, overrides)
     record = finetune_model(args.model, cfg, args.tokenizer, progress_bar=sys.stderr.isatty(),
-                            on_seed=lambda task, seed, scores: print(f"[finetune] {task} seed {seed}: "
-                                                                     f"{scores['score']:.2f}", flush=True))
+                            on_seed=lambda task, seed, scores: logger("finetune").info(f"{task} seed {seed}: "
+                                                                                       f"{scores['score']:.2f}"))
     tasks = record["tasks"]
     out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir() else Path.cwd()) \
         / f"glue-{finetune_hash(cfg)}-{'-'.join(tasks)}-seeds{cfg.finetune.seeds}.json"  # other tasks, seeds: a file
     write_json(out, record)
     print("\n".join(f"  {task:6s} {r['score']:6.2f}  (median of {len(r['seeds'])})" for task, r in tasks.items()))
-    print(f"[finetune] GLUE-{len(tasks)} {record['glue']:.2f} -> {out}")
+    logger("finetune").info(f"GLUE-{len(tasks)} {record['glue']:.2f} -> {out}")
 
 
 def export_command(args: argparse.Namespace, overrides: list[str]) -> None:
     from lightning_electra.runner.export import export
 
     meta = export(args.checkpoint, args.out, overrides, config=args.config)
-    print(f"[export] {meta['variant']} step {meta.get('step')}: {', '.join(meta['models'])} -> {args.out}"
-          + (f"; not exported: {', '.join(meta['not_exported'])}" if meta.get("not_exported") else ""))
+    logger("export").info(f"{meta['variant']} step {meta.get('step')}: {', '.join(meta['models'])} -> {args.out}"
+                          + (f"; not exported: {', '.join(meta['not_exported'])}" if meta.get("not_exported") else ""))
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -258,7 +261,7 @@ def benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
 
     main(rest)
     options = parse_args(rest)
-    print(f"[benchmark] wrote {render(options.render or options.out)}", flush=True)
+    logger("benchmark").info(f"wrote {render(options.render or options.out)}")
 
 
 def finetune_benchmark_command(args: argparse.Namespace, rest: list[str]) -> None:
@@ -268,7 +271,7 @@ def finetune_benchmark_command(args: argparse.Namespace, rest: list[str]) -> Non
 
     main(rest)
     options = parse_args(rest)
-    print(f"[benchmark-finetune] wrote {render(options.render or options.out)}", flush=True)
+    logger("benchmark-finetune").info(f"wrote {render(options.render or options.out)}")
 
 
 def report_command(args: argparse.Namespace, rest: list[str]) -> None:

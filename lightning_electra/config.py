@@ -133,9 +133,9 @@ class DataConfig:
             raise ConfigError("data.corpus must name at least one corpus file (or hub:<dataset>).")
         if not 0 < self.mask_prob < 1 or not 0 <= self.mask_token_prob <= 1 or not 0 <= self.random_token_prob <= 1 \
                 or self.mask_token_prob + self.random_token_prob > 1:
-            raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and data.random_token_prob "
-                              f"shares of the chosen positions in [0, 1] with a sum of at most 1; got {self.mask_prob}, "
-                              f"{self.mask_token_prob} and {self.random_token_prob}.")
+            raise ConfigError(f"data.mask_prob must be in (0, 1), and data.mask_token_prob and "
+                              "data.random_token_prob shares of the chosen positions in [0, 1] with a sum of at most "
+                              f"1; got {self.mask_prob}, {self.mask_token_prob} and {self.random_token_prob}.")
 
 
 @dataclass
@@ -200,7 +200,8 @@ class FinetuneConfig:
     """GLUE fine-tuning under the paper's protocol (notes section 5; Small defaults)."""
 
     tasks: list[str] = field(default_factory=lambda: list(GLUE_TASKS))
-    source: GlueSource = GlueSource("files")  # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
+    # files: <data_dir>/glue/<TASK>/*.tsv; hub: nyu-mll/glue through `datasets` (online)
+    source: GlueSource = GlueSource("files")
     seeds: int = ranged(3, COUNT)  # fine-tuning seeds per checkpoint; the median is kept (the paper uses 10)
     lr: float = ranged(3e-4, POSITIVE)
     # layer k of L gets lr * decay^(L + 1 - k); embeddings lowest, head full lr

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Iterator
 
 from lightning_electra.errors import SuiteError
+from lightning_electra.log import logger
+
+log = logger("lock")
 
 
 class LockedError(SuiteError, RuntimeError):
@@ -34,7 +37,7 @@ def held_lock(path: Path | str, what: str) -> Iterator[None]:
         except FileExistsError:
             other = _read_holder(path)
             if other.get("host") == holder["host"] and not _alive(other.get("pid")):
-                print(f"[lock] taking over {path}: its holder, process {other.get('pid')}, is gone", flush=True)
+                log.info(f"taking over {path}: its holder, process {other.get('pid')}, is gone")
                 path.unlink(missing_ok=True)
                 continue
             raise LockedError(f"{what} is in use by process {other.get('pid')} on {other.get('host')} since "

@@ -19,9 +19,9 @@ What a graph needs, and how it is met:
   scheduler's value before each replay. Random draws (masking, dropout, G's sampling) come from the generator's
   graph-safe offsets, so every replay draws afresh.
 * One graph per shape of batch and per host-side switch: the adversarial MLE warm-up, AMOS's switch exit
-  (`PretrainModule.phase`, handed to the forward). Pre-training has one shape; a GLUE fine-tune (the batched seeds' ensemble) one per
-  length bucket, and the last, smaller batch of each. Each graph has its own memory pool, so one never overwrites
-  another's buffers; all share the weights, the optimiser's state and the learning rates.
+  (`PretrainModule.phase`, handed to the forward). Pre-training has one shape; a GLUE fine-tune (the batched seeds'
+  ensemble) one per length bucket, and the last, smaller batch of each. Each graph has its own memory pool, so one
+  never overwrites another's buffers; all share the weights, the optimiser's state and the learning rates.
 * Warm-up: the first steps of each graph run uncaptured on a side stream, as CUDA graphs ask. Compilation,
   cuBLAS workspaces and the allocator all settle there (a shape seen fewer times simply never gets a graph).
 
@@ -50,8 +50,8 @@ class Captured:
 class StepGraph:
     """One training step: `forward` (batch -> metrics with a 'loss'; (batch, key) when a step has a host-side switch
     `key`), its backward, `clip` (clips the gradients in place on the device; None: no clipping) and
-    `optimizer.update()`, replayed as a CUDA graph on a GPU. `__call__` runs one step and returns its metrics. The optimizer must take its learning rates as tensors
-    (lightning_electra.optim.AdamWeightDecay)."""
+    `optimizer.update()`, replayed as a CUDA graph on a GPU. `__call__` runs one step and returns its metrics. The
+    optimizer must take its learning rates as tensors (lightning_electra.optim.AdamWeightDecay)."""
 
     def __init__(self, forward: Callable[[dict], dict], optimizer: torch.optim.Optimizer,
                  clip: Callable[[], object] | None):

@@ -108,3 +108,10 @@ def test_the_library_never_sees_the_resolved_run():
     assert users and all(layer(m) != "library" for m in users)
     named = [p for p in SOURCES if layer(module_name(p)) == "library" and "ResolvedRun" in p.read_text()]
     assert not named
+
+
+def test_messages_go_through_the_logger():
+    """A `[tag] ...` line is a message: `lightning_electra.log.logger(tag)`, never a print of its own."""
+    printed = [f"{p.relative_to(ROOT)}:{i}" for p in SOURCES for i, line in enumerate(p.read_text().splitlines(), 1)
+               if 'print(f"[' in line or "print(\"[" in line]
+    assert not printed

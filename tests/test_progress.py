@@ -88,3 +88,13 @@ def test_a_smoke_pretraining_logged_to_a_file_shows_progress_with_an_eta(smoke_c
     assert len(lines) >= 10 and any(eta.startswith("ETA") for _, eta in lines), out
     assert lines[-1] == ("21", "done")
     assert dumps and None not in dumps, f"a checkpoint saved without weights_only said: {dumps}"
+
+
+def test_a_message_is_one_tagged_line_on_the_stream_of_the_moment(capsys):
+    from lightning_electra.log import logger
+
+    logger("sweep").info("results: here")
+    logger("data").warning("a short corpus")
+    logger("sweep").error("stopped at run a")
+    out, err = capsys.readouterr()
+    assert out == "[sweep] results: here\n[data] warning: a short corpus\n" and err == "[sweep] stopped at run a\n"

@@ -28,6 +28,9 @@ from lightning_electra.data.packing import ExampleBuilder, batch_from_ids, pack,
 from lightning_electra.data.tokenizer import SpecialIds, VocabError, special_ids, wordpiece
 from lightning_electra.distributed import local_rank
 from lightning_electra.io import atomic, atomic_write_text
+from lightning_electra.log import logger
+
+log = logger("data")
 
 PACKING_VERSION = 1  # bump when packing changes, so stale caches are not reused
 LINES_PER_BATCH = 4096
@@ -206,8 +209,7 @@ class PretrainDataModule(L.LightningDataModule):
                 atomic_write_text(failed, f"{launch}\n{type(err).__name__}: {err}")
                 raise
         if not (self.cache / "examples.npy").exists():
-            print(f"[data] rank {local_rank()}: waiting for local rank 0 to pack the corpus into {self.cache}",
-                  flush=True)
+            log.info(f"rank {local_rank()}: waiting for local rank 0 to pack the corpus into {self.cache}")
         while not (self.cache / "examples.npy").exists():  # the cache appears whole (built aside, then renamed)
             marker = failed.read_text().split("\n", 1) if failed.exists() else None
             if marker and marker[0] == launch:  # rather than wait for ever on a launcher that leaves ranks running
@@ -218,7 +220,7 @@ class PretrainDataModule(L.LightningDataModule):
         if not (self.cache / "examples.npy").exists():
             build_packed_corpus(self.cfg.data, self.cache)
         for warning in corpus_warnings(json.loads((self.cache / "meta.json").read_text()), self.cfg.data):
-            print(f"[data] warning: {warning}", flush=True)
+            log.warning(warning)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = PackedExamples(self.cache / "examples.npy")

@@ -15,6 +15,9 @@ from typing import Optional, Sequence, Union
 
 from lightning_electra.config import ConfigError
 from lightning_electra.errors import SuiteError
+from lightning_electra.log import logger
+
+log = logger("finetune")
 
 
 class GlueDataError(SuiteError, ValueError):
@@ -264,6 +267,5 @@ def glue_tasks(cfg, announce: bool = False) -> list[str]:
                           f"and dev files under {root}. Set DATA_DIR to a folder holding glue/<TASK>/train.tsv and "
                           "dev.tsv (e.g. DATA_DIR=../shared/data), or use finetune.source=hub (online).")
     if missing and announce:
-        print(f"[finetune] skipping GLUE tasks without train and dev files under {root}: {', '.join(missing)}",
-              flush=True)
+        log.info(f"skipping GLUE tasks without train and dev files under {root}: {', '.join(missing)}")
     return tasks

@@ -22,7 +22,10 @@ from omegaconf.errors import OmegaConfBaseException
 from lightning_electra.config import Config, ConfigError, check
 from lightning_electra.data.files import check_data
 from lightning_electra.io import atomic_write_text
+from lightning_electra.log import logger
 from lightning_electra.objectives import OBJECTIVES, objective, option_sections, section
+
+log = logger("lightning_electra")
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"  # lightning_electra/configs/, shipped as package data
 
@@ -125,8 +128,8 @@ def pick_scale(scale: str | None = None, overrides: list[str] | None = None, ann
         return scale
     scale = default_scale()
     if announce:
-        print(f"[lightning_electra] SCALE not given: picked '{scale}' "
-              f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).", flush=True)
+        log.info(f"SCALE not given: picked '{scale}' "
+                 f"({'a GPU is visible' if scale == 'tiny' else 'no GPU visible'}).")
     return scale
 
 

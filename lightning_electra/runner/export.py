@@ -37,6 +37,7 @@ from lightning_electra.data.glue_tasks import TASKS
 from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.errors import SuiteError
 from lightning_electra.io import UnreadableFile, atomic_write_text, load_torch, write_json
+from lightning_electra.log import logger
 from lightning_electra.provenance import git_commit
 from lightning_electra.models import saveable
 from lightning_electra.objectives import OBJECTIVES, objective
@@ -44,6 +45,8 @@ from lightning_electra.results import glue_scores, read_table
 from lightning_electra.runner.configs import load_run_config
 from lightning_electra.runner.identity import RunLayout, pretrain_hash
 from lightning_electra.runner.pretrain import build_module
+
+log = logger("export")
 
 ROLES = ("discriminator", "generator", "mlm", "encoder")
 
@@ -71,7 +74,7 @@ def find_source(path: Path) -> Path:
     if not steps:
         raise ExportError(f"Run directory {path} has no pretrain*/last.ckpt and no checkpoints/step-*: nothing "
                           "was trained yet.")
-    print(f"[export] {path} has no last.ckpt; exporting the encoder of {steps[-1].name} (no heads)", flush=True)
+    log.info(f"{path} has no last.ckpt; exporting the encoder of {steps[-1].name} (no heads)")
     return steps[-1]
 
 
@@ -189,8 +192,8 @@ def export(source: Path | str, out: Path | str, overrides: list[str] | None = No
     for role, model in models.items():
         saveable(model).save_pretrained(out / role)
         tokenizer.save_pretrained(out / role)
-        print(f"[export] {role}/: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} "
-              f"parameters -> {out / role}", flush=True)
+        log.info(f"{role}/: {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} "
+                 f"parameters -> {out / role}")
     meta["models"] = {role: type(model).__name__ for role, model in models.items()}
     write_json(out / "export.json", meta)
     run = source.parent.parent if config_path and (source.parent.parent / "config.yaml").is_file() else None

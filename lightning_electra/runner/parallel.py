@@ -30,10 +30,14 @@ from lightning_electra.config import Config, ConfigError
 from lightning_electra.data.datamodule import PretrainDataModule
 from lightning_electra.errors import SuiteError
 from lightning_electra.io import ROOT
+from lightning_electra.log import logger
 from lightning_electra.provenance import usable_cores
 from lightning_electra.runner.resolved import ResolvedRun
 from lightning_electra.runner.store import not_finished, write_sweep_table
 from lightning_electra.runner.sweep import sweep_guard
+
+parallel_log = logger("parallel")
+sweep_log = logger("sweep")
 
 
 class RunsFailed(SuiteError):
@@ -60,7 +64,7 @@ def mps_server() -> Iterator[dict[str, str]]:
     control = shutil.which("nvidia-cuda-mps-control")
     if not torch.cuda.is_available() or control is None:
         if torch.cuda.is_available():
-            print("[parallel] no nvidia-cuda-mps-control: the runs time-share the GPU", flush=True)
+            parallel_log.info("no nvidia-cuda-mps-control: the runs time-share the GPU")
         yield {}
         return
     with tempfile.TemporaryDirectory(prefix="mps-") as tmp:
@@ -69,8 +73,8 @@ def mps_server() -> Iterator[dict[str, str]]:
             os.makedirs(folder)
         started = subprocess.run([control, "-d"], env=dict(os.environ, **env), capture_output=True, text=True)
         if started.returncode != 0:
-            print(f"[parallel] CUDA MPS did not start ({started.stderr.strip() or started.returncode}): the runs "
-                  "time-share the GPU", flush=True)
+            parallel_log.info(f"CUDA MPS did not start ({started.stderr.strip() or started.returncode}): the runs "
+                              "time-share the GPU")
             yield {}
             return
         try:
@@ -79,11 +83,11 @@ def mps_server() -> Iterator[dict[str, str]]:
             probe = subprocess.run([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda').sum().item()"],
                                    env=dict(os.environ, **env), capture_output=True, text=True, timeout=120)
             if probe.returncode == 0:
-                print("[parallel] CUDA MPS server started: the runs' kernels overlap on the GPU", flush=True)
+                parallel_log.info("CUDA MPS server started: the runs' kernels overlap on the GPU")
             else:
-                print("[parallel] CUDA MPS started but a client could not use the GPU through it "
-                      f"({probe.stderr.strip().splitlines()[-1:] or probe.returncode}): the runs time-share the GPU",
-                      flush=True)
+                why = probe.stderr.strip().splitlines()[-1:] or probe.returncode
+                parallel_log.info(f"CUDA MPS started but a client could not use the GPU through it ({why}): the runs "
+                                  "time-share the GPU")
                 env = {}
             yield env
         finally:
@@ -164,8 +168,8 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, runs: list[ResolvedRun]
     asked, selected = selected, not_finished(name, runs, selected)
     check_parallel(selected, parallel)
     logs = results_dir / name / scale / "logs"
-    print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
-          f"(logs: {logs})", flush=True)
+    sweep_log.info(f"{name} at scale {scale}: {len(selected)} of {len(configs)} runs, {parallel} at once "
+                   f"(logs: {logs})")
     with stopped_by_sigterm(), sweep_guard(name, runs, selected):
         todo = [run.cfg for run in selected if not run.table.exists()]
         packed = set()
@@ -200,8 +204,7 @@ def run_parallel(name: str, sweep: dict, sweep_arg: str, runs: list[ResolvedRun]
                             del running[run]
                             if process.returncode != 0:
                                 failed.append(run)
-                                print(f"[parallel] run {run} failed (exit {process.returncode}); the others go on",
-                                      flush=True)
+                                parallel_log.info(f"run {run} failed (exit {process.returncode}); the others go on")
             finally:
                 stop(running)
         ran = [run for run in selected if run.name not in failed] if asked else None

@@ -13,9 +13,12 @@ from lightning_electra.data.corpus import text_bytes
 from lightning_electra.data.datamodule import cache_key
 from lightning_electra.data.files import corpus_files, corpus_sources, vocab_path
 from lightning_electra.data.glue_tasks import available_tasks, glue_root
+from lightning_electra.log import logger
 from lightning_electra.objectives import objective
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.resolved import ResolvedRun
+
+log = logger("plan")
 
 PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "passes", "checkpoints",
                 "tasks", "seeds", "finetunes"]
@@ -138,13 +141,13 @@ def print_plan(sweep: str, runs: list[ResolvedRun], style: str, times: bool = Tr
         print(frame.to_csv(index=False), end="")
         return
     if not configs:
-        print(f"[plan] {sweep}: nothing to run, every run asked for is finished")
+        log.info(f"{sweep}: nothing to run, every run asked for is finished")
         return
     cfg = configs[0]
     root = glue_root(cfg.data.data_dir)
     where = ("GLUE from the hub" if cfg.finetune.source == "hub" else f"the GLUE tasks with files under {root}"
              if root.is_dir() else f"no GLUE files under {root} (set DATA_DIR): every task of finetune.tasks listed")
-    print(f"[plan] {sweep} at scale {cfg.scale}: {len(rows)} runs; {where}")
+    log.info(f"{sweep} at scale {cfg.scale}: {len(rows)} runs; {where}")
     shown = frame.assign(paper_flops=frame["paper_flops"].map(lambda f: f"{f:.3g}"),
                          steps=frame["steps"].map(lambda n: f"{n:,}"),
                          passes=frame["passes"].map(lambda p: "?" if p is None else p if isinstance(p, str)
@@ -152,16 +155,16 @@ def print_plan(sweep: str, runs: list[ResolvedRun], style: str, times: bool = Tr
     for column in TIME_COLUMNS if times else []:
         shown[column] = frame[column].map(lambda m: "?" if m is None or m != m else f"{m:.1f}")
     print(shown.to_string(index=False))
-    print(f"[plan] total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
-          f"{frame['finetunes'].sum():,} fine-tunes")
+    log.info(f"total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
+             f"{frame['finetunes'].sum():,} fine-tunes")
     many = [r["run"] for r in rows if r["passes"] is not None and float(str(r["passes"]).lstrip("~")) > TOO_MANY_PASSES]
     if many:
-        print(f"[plan] warning: {', '.join(many)} would read the corpus more than {TOO_MANY_PASSES} times (passes; ~: "
-              "estimated from its size, exact once packed), against the paper's ~5 (Small) to ~30 (Base) over 3.3B "
-              "tokens: a memorisation regime, not the paper's. Give the scale more corpus (data.corpus: more shards, "
-              "`make data`), or fewer steps.")
+        log.warning(f"{', '.join(many)} would read the corpus more than {TOO_MANY_PASSES} times (passes; ~: "
+                    "estimated from its size, exact once packed), against the paper's ~5 (Small) to ~30 (Base) over "
+                    "3.3B tokens: a memorisation regime, not the paper's. Give the scale more corpus (data.corpus: "
+                    "more shards, `make data`), or fewer steps.")
     if any(r["passes"] is None for r in rows):
-        print("[plan] passes ?: a hub corpus or missing corpus files (set DATA_DIR)")
+        log.info("passes ?: a hub corpus or missing corpus files (set DATA_DIR)")
     if not times:
         return
     from lightning_electra.runner.rates import device
@@ -176,12 +179,12 @@ def print_plan(sweep: str, runs: list[ResolvedRun], style: str, times: bool = Tr
     if budget_minutes is not None:
         at_once = f" with {parallel} at once" if parallel > 1 else ""
         if total <= budget_minutes:
-            print(f"[plan] fits --budget-minutes {budget_minutes:g}{at_once}")
+            log.info(f"fits --budget-minutes {budget_minutes:g}{at_once}")
             return
         groups, alone = pieces([r["run"] for r in rows], minutes, budget_minutes, parallel, slowdown)
-        print(f"[plan] does not fit --budget-minutes {budget_minutes:g}{at_once}; in pieces that each do, one "
-              "command each:")
+        log.info(f"does not fit --budget-minutes {budget_minutes:g}{at_once}; in pieces that each do, one "
+                 "command each:")
         for group in groups:
             print(f"  RUNS={','.join(group)}")
         if alone:
-            print(f"[plan] longer than {budget_minutes:g} min on their own: {', '.join(alone)}")
+            log.info(f"longer than {budget_minutes:g} min on their own: {', '.join(alone)}")

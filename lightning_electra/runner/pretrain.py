@@ -22,11 +22,14 @@ from lightning_electra.data.files import vocab_path
 from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.distributed import global_rank
 from lightning_electra.io import UnreadableFile, atomic, load_torch, write_json
+from lightning_electra.log import logger
 from lightning_electra.module import lightning_gradient_clip
 from lightning_electra.objectives import objective
 from lightning_electra.runner.identity import RunLayout
 from lightning_electra.runner.loggers import make_loggers
 from lightning_electra.runner.trainer import AtomicCheckpointIO, Hardware, check_hardware, make_trainer
+
+log = logger("pretrain")
 
 transformers_logging.disable_progress_bar()  # one bar per saved checkpoint is noise in a sweep's log
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # a deprecation inside Lightning, not ours to fix
@@ -128,17 +131,18 @@ def fit_stage(cfg: Config, hardware: Hardware, module, data: PretrainDataModule,
     resume_step = check_resumable(resume, module) if resume.exists() else None
     fractions = FractionCheckpoints(lambda step: checkpoints / RunLayout.step_name(step), local, counter, guard)
     trainer = make_trainer(
-        cfg, hardware, max_steps=module.steps, precision=cfg.train.precision, gradient_clip_val=lightning_gradient_clip(cfg),
+        cfg, hardware, max_steps=module.steps, precision=cfg.train.precision,
+        gradient_clip_val=lightning_gradient_clip(cfg),
         logger=make_loggers(cfg, stage_dir, label, resume_step), log_every_n_steps=cfg.train.log_every_n_steps,
         callbacks=[counter, guard, RngState(), last, fractions,
                    ProgressReport(f"[pretrain] {cfg.name}", counter, module.steps * module.stages)],
         plugins=[AtomicCheckpointIO()], enable_model_summary=False,
         enable_progress_bar=False, limit_val_batches=0,  # ProgressReport: one bar over all stages, or log lines
         num_sanity_val_steps=0)
-    print(f"[pretrain] {cfg.name} ({cfg.variant}, {cfg.scale})"
-          + (f" stage {module.stage}/{module.stages}" if module.stages > 1 else "")
-          + f": {module.steps} steps, {module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
-          + (f", resuming from {resume}" if resume.exists() else ""), flush=True)
+    log.info(f"{cfg.name} ({cfg.variant}, {cfg.scale})"
+             + (f" stage {module.stage}/{module.stages}" if module.stages > 1 else "")
+             + f": {module.steps} steps, {module.paper_flops_per_step() * module.steps:.3g} paper FLOPs"
+             + (f", resuming from {resume}" if resume.exists() else ""))
     trainer.fit(module, datamodule=data, ckpt_path=resume if resume.exists() else None)
     if guard.good_step != module.global_step:  # last.ckpt at the final step: what is exported is what was scored
         # Lightning's weights_only here means "the model alone": last.ckpt must also hold the optimiser, loops and

@@ -1,6 +1,7 @@
 """A run resolved once and handed down: its checked config, the hashes that key what it makes and where that lies,
-its processes and gradient accumulation, its vocabulary and the GLUE tasks it fine-tunes. A sweep resolves each of its runs when it composes them; pre-training,
-fine-tuning, the results store and the plan take the resolved run and recompute none of it.
+its processes and gradient accumulation, its vocabulary and the GLUE tasks it fine-tunes. A sweep resolves each of
+its runs when it composes them; pre-training, fine-tuning, the results store and the plan take the resolved run and
+recompute none of it.
 
 The runner's type only: the library below takes the parts it needs (a config, a path, a task), never this
 (tests/test_layout.py holds that).

@@ -17,12 +17,16 @@ from lightning_electra.data.tokenizer import build_tokenizer
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.finetune import finetune_task_seeds
 from lightning_electra.io import write_json
+from lightning_electra.log import logger
 from lightning_electra.provenance import git_commit
 from lightning_electra.progress import Progress
 from lightning_electra.results import COLUMNS, read_table, write_table
 from lightning_electra.runner.configs import save_config
 from lightning_electra.runner.pretrain import pretrain
 from lightning_electra.runner.resolved import ResolvedRun
+
+finetune_log = logger("finetune")
+run_log = logger("run")
 
 
 def train_and_score(run: ResolvedRun) -> Path | None:
@@ -35,7 +39,7 @@ def train_and_score(run: ResolvedRun) -> Path | None:
     if finished(run):
         if global_rank() != 0:
             return None
-        print(f"[run] {run.name}: finished earlier ({run.table}), skipped", flush=True)
+        run_log.info(f"{run.name}: finished earlier ({run.table}), skipped")
         return run.table
     pretrain_in(run)
     if global_rank() != 0:
@@ -95,8 +99,8 @@ def finetune_checkpoints(run: ResolvedRun) -> list[dict]:
                 seconds = round((time.time() - start) / len(group), 2)
                 for seed, scores in zip(group, all_scores):
                     write_json(results[seed], {"scores": scores, "seconds": seconds})
-                    print(f"[finetune] {cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task.name} seed {seed}: "
-                          f"{scores['score']:.1f}", flush=True)
+                    finetune_log.info(f"{cfg.name} {checkpoint.name} ({n}/{len(checkpoints)}) {task.name} seed {seed}: "
+                                      f"{scores['score']:.1f}")
                 progress.update(progress.done + len(group))
             for seed, result in results.items():
                 scores = json.loads(result.read_text())["scores"]

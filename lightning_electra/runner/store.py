@@ -12,10 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from lightning_electra.io import write_json
+from lightning_electra.log import logger
 from lightning_electra.objectives import OBJECTIVES
 from lightning_electra.provenance import git_commit, hardware
 from lightning_electra.results import COLUMNS, ResultsError, read_table, write_table
 from lightning_electra.runner.resolved import ResolvedRun
+
+log = logger("sweep")
 
 
 def rows_elsewhere(name: str, runs: list[ResolvedRun], hashes: dict[str, str]) -> dict[str, tuple[str, pd.DataFrame]]:
@@ -36,7 +39,7 @@ def rows_elsewhere(name: str, runs: list[ResolvedRun], hashes: dict[str, str]) -
         except (ResultsError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             if path == own:
                 raise
-            print(f"[sweep] passing over {path}, not a results table that can be read ({err})", flush=True)
+            log.info(f"passing over {path}, not a results table that can be read ({err})")
             continue
         for run, digest in hashes.items():
             rows = table[(table["run"] == run) & (table["config_hash"] == digest) & (table["scale"] == scale)]
@@ -56,8 +59,7 @@ def not_finished(name: str, runs: list[ResolvedRun], selected: list[ResolvedRun]
                  if by_name[run].hardware.world_size == 1}  # asked only of the few found: it builds a Trainer
     for run, (source, _) in elsewhere.items() if announce else ():
         table = "this sweep's table" if source == name else f"{source}'s table"
-        print(f"[sweep] {run}: finished elsewhere with these settings (its rows are in {table}), not re-run",
-              flush=True)
+        log.info(f"{run}: finished elsewhere with these settings (its rows are in {table}), not re-run")
     return [run for run in selected if run.name not in elsewhere]
 
 
@@ -96,8 +98,8 @@ def record_invocation(meta_path: Path, sweep: dict, runs: dict, command: str, se
     kept = [i for i in meta["invocations"]
             if (pairs & set(i["runs"].items()) if "runs" in i else i.get("commit") in commits)]
     if len(kept) < len(meta["invocations"]):
-        print(f"[sweep] provenance: {len(meta['invocations']) - len(kept)} earlier invocation(s) left out, none of "
-              "their runs being in the table with these settings", flush=True)
+        log.info(f"provenance: {len(meta['invocations']) - len(kept)} earlier invocation(s) left out, none of "
+                 "their runs being in the table with these settings")
     meta["invocations"] = [*kept, {"command": command, "commit": git_commit(), "hardware": hardware(),
                                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                    "seconds": round(seconds, 1), "runs": ran}]
@@ -117,19 +119,19 @@ def write_sweep_table(name: str, sweep: dict, runs: list[ResolvedRun], ran: list
     table_path, table = collect(name, scale, results_dir, list(hashes), tables, elsewhere)
     adopted = {run: source for run, (source, _) in elsewhere.items() if source != name}
     if elsewhere:
-        print(f"[sweep] finished elsewhere with these settings, from the tables of: "
-              f"{', '.join(f'{run} ({source})' for run, (source, _) in elsewhere.items())}", flush=True)
+        log.info(f"finished elsewhere with these settings, from the tables of: "
+                 f"{', '.join(f'{run} ({source})' for run, (source, _) in elsewhere.items())}")
     missing = [run for run in hashes if run not in tables and run not in elsewhere]
     if missing:  # a sweep in pieces, or pieces run with other settings (which make other runs)
-        print(f"[sweep] the table holds {len(runs) - len(missing)} of {len(runs)} runs; not finished with these "
-              f"settings: {', '.join(missing)}", flush=True)
+        log.info(f"the table holds {len(runs) - len(missing)} of {len(runs)} runs; not finished with these "
+                 f"settings: {', '.join(missing)}")
     summaries = {run: json.loads(by_name[run].layout.summary.read_text()) if run in tables
                  else run_summary(results_dir / adopted[run] / scale / "sweep.json", run) if run in adopted else None
                  for run in hashes if run not in missing}
     ran_here = {run: hashes[run] for run in tables} if ran is None else {run.name: run.config_hash for run in ran}
     record_invocation(results_dir / name / scale / "sweep.json", sweep, summaries, command, seconds, ran_here,
                       table[table["scale"] == scale], adopted)
-    print(f"[sweep] results: {table_path}", flush=True)
+    log.info(f"results: {table_path}")
     return table_path
 
 

@@ -22,13 +22,13 @@ are the results store's (store.py).
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 from lightning_electra.config import ConfigError
 from lightning_electra.distributed import global_rank, leave_process_group
 from lightning_electra.locks import held_lock
+from lightning_electra.log import logger
 from lightning_electra.progress import Progress
 from lightning_electra.results import read_table
 from lightning_electra.runner.configs import load_config, load_sweep, pick_scale, sweep_layers
@@ -36,6 +36,8 @@ from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.resolved import ResolvedRun, resolve
 from lightning_electra.runner.run import pretrain_run, train_and_score
 from lightning_electra.runner.store import not_finished, write_sweep_table
+
+log = logger("sweep")
 
 
 def sweep_configs(name: str, scale: str | None, overrides: list[str], announce: bool = False,
@@ -82,8 +84,8 @@ def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[Re
     start = time.time()
     scale, results_dir = runs[0].cfg.scale, Path(runs[0].cfg.results_dir)
     asked, selected = selected, not_finished(name, runs, selected)
-    print(f"[sweep] {name} at scale {scale}: {len(selected)} of {len(runs)} runs "
-          f"({', '.join(r.name for r in selected)})", flush=True)
+    log.info(f"{name} at scale {scale}: {len(selected)} of {len(runs)} runs "
+             f"({', '.join(r.name for r in selected)})")
     table_path, current = results_dir / name / "results.csv", None
     with sweep_guard(name, runs, selected, hold_lock=global_rank() == 0):
         try:
@@ -111,9 +113,9 @@ def run_sweep(name: str, sweep: dict, runs: list[ResolvedRun], selected: list[Re
         except BaseException:
             # Nothing is lost: every finished stage of every run is on disk; the sweep's table is only written below
             if current is not None:  # what is checked before any run (config, data, devices) never gets here
-                print(f"[sweep] stopped at run {current.name}. Finished pre-trainings, fine-tunes and run tables are "
-                      f"kept ({results_dir / name / scale}) and {table_path} is as it was; running the same "
-                      "command again skips what is done.", file=sys.stderr, flush=True)
+                log.error(f"stopped at run {current.name}. Finished pre-trainings, fine-tunes and run tables are "
+                          f"kept ({results_dir / name / scale}) and {table_path} is as it was; running the same "
+                          "command again skips what is done.")
             raise
         return write_sweep_table(name, sweep, runs, selected if asked else None, command, time.time() - start)
 

@@ -4,14 +4,15 @@
     python -m lightning_electra benchmark --device cpu     # CPU: small shapes (2 x 64, seq 64, batch 8), seconds
     make benchmark ARGS="--variants electra,plain --batch-sizes 512 --compile on" OVERRIDES="model.num_layers=4"
 
-Each row times the module's own training step, as a sweep trains it: a Lightning fit of `--warmup` steps
-(compilation happens inside them) then `--steps` timed steps in synchronised windows, with the run's precision,
-gradient clipping, optimiser and schedule. The step is the module's own (lightning_electra/step_runner.py): masking on the device and
-the objective, through torch.compile when `train.compile`; with `--step-graph`, the whole step (that forward, backward,
+Each row times the module's own training step, as a sweep trains it: a Lightning fit of `--warmup` steps (compilation
+happens inside them) then `--steps` timed steps in synchronised windows, with the run's precision, gradient clipping,
+optimiser and schedule. The step is the module's own (lightning_electra/step_runner.py): masking on the device and the
+objective, through torch.compile when `train.compile`; with `--step-graph`, the whole step (that forward, backward,
 clipping, the update) replayed as one CUDA graph (lightning_electra/step_graph.py). Batches are built before timing
 and sit on the device, as a DataLoader with workers and pinned memory keeps them ready during training: rows of the
-packed corpus when DATA_DIR is set, else random ids with the same [CLS] A [SEP] B [SEP] structure, 5% of rows
-shorter and padded. The plain baseline (`plain` in --variants, lightning_electra/tools/baseline.py) is trained by the same step.
+packed corpus when DATA_DIR is set, else random ids with the same [CLS] A [SEP] B [SEP] structure, 5% of rows shorter
+and padded. The plain baseline (`plain` in --variants, lightning_electra/tools/baseline.py) is trained by the same
+step.
 
 Columns: tokens_per_s counts every position of every row (B x L); paper_flops_per_s uses the paper's convention
 (lightning_electra.flops), the same for the plain baseline as for the suite's ELECTRA since the algorithm is the
@@ -41,6 +42,7 @@ from lightning_electra.data.files import vocab_path
 from lightning_electra.data.packing import batch_from_ids, synthetic_ids
 from lightning_electra.data.tokenizer import special_ids
 from lightning_electra.io import ROOT, atomic_write_text
+from lightning_electra.log import logger
 from lightning_electra.provenance import command_line, git_commit
 from lightning_electra.timing import profile_summary, timed_fit
 from lightning_electra.module import lightning_gradient_clip
@@ -49,6 +51,8 @@ from lightning_electra.runner.configs import load_config
 from lightning_electra.tools.baseline import SMALL_MODEL, PlainElectra, corpus_ids
 from lightning_electra.benchmark_table import (COLUMNS, PLAIN_IMPLEMENTATION, STEP, SUITE, device_peaks,
                                               write_benchmark)
+
+log = logger("benchmark")
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 PLAIN = "plain"  # the name of the plain-transformers baseline in --variants
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
             "precision": precision, "device": device_name(device), "host": platform.machine(),
             "cpu_count": os.cpu_count(), "commit": git_commit(), "versions": versions(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "step": STEP}
-    print(f"[benchmark] {len(plan)} rows on {info['device']} ({precision}, seq {seq}); data: {data_note}", flush=True)
+    log.info(f"{len(plan)} rows on {info['device']} ({precision}, seq {seq}); data: {data_note}")
     rows, failures, profiles = [], [], []
     for name, bs, compiled, graphed in plan:
         cfg = load_config(args.scale, variant="electra" if name == PLAIN else name,
@@ -271,11 +275,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
             profiles.append(f"=== {label} ({used_mode or 'eager'}): {row['step_ms']:.1f} ms/step{gpu}, dynamo {dynamo}"
                             f"\n{prof['text']}\n")
             atomic_write_text(args.out / "profiles.txt", "\n".join(profiles))
-        print(f"[benchmark] {label}{f' ({used_mode})' if used_mode else ''}: {row['tokens_per_s'] / 1e6:.3f}M "
-              f"tokens/s, {row['step_ms']:.1f} ms/step, warm-up {row['warmup_s']:.1f}s"
-              + (f", MFU {row['mfu']:.3f}" if peak_flops else "")
-              + (f", GPU busy {row['gpu_busy_ms'] / row['step_ms']:.0%}" if "gpu_busy_ms" in prof else "")
-              + (f", dynamo {dynamo}" if compiled else ""), flush=True)
+        log.info(f"{label}{f' ({used_mode})' if used_mode else ''}: {row['tokens_per_s'] / 1e6:.3f}M "
+                 f"tokens/s, {row['step_ms']:.1f} ms/step, warm-up {row['warmup_s']:.1f}s"
+                 + (f", MFU {row['mfu']:.3f}" if peak_flops else "")
+                 + (f", GPU busy {row['gpu_busy_ms'] / row['step_ms']:.0%}" if "gpu_busy_ms" in prof else "")
+                 + (f", dynamo {dynamo}" if compiled else ""))
         write_benchmark(rows, failures, info, args.out)  # each row as it comes: a stopped benchmark keeps the rest
     frame = write_benchmark(rows, failures, info, args.out)
     with pd.option_context("display.width", 250, "display.max_columns", 30):

@@ -32,9 +32,12 @@ import pandas as pd
 from lightning_electra.config import check, to_dict
 from lightning_electra.data.files import vocab_path
 from lightning_electra.io import ROOT, atomic_write_text
+from lightning_electra.log import logger
 from lightning_electra.provenance import command_line, git_commit, hardware
 from lightning_electra.results import task_seed_scores
 from lightning_electra.runner.configs import load_config
+
+log = logger("finetune-benchmark")
 
 DEFAULT_OUT = ROOT / "analysis" / "reports" / "benchmark"
 
@@ -57,7 +60,7 @@ def time_mode(mode: str, ft, model: Path, tasks: list[str], seeds: int, cfg, tok
                                         list(range(seeds)), accelerator=cfg.train.accelerator, source=ft.source)
               for task in tasks}
     seconds = time.perf_counter() - start
-    print(f"[finetune-benchmark] {mode}: {len(tasks)} task(s) x {seeds} seed(s) in {seconds:.1f} s", flush=True)
+    log.info(f"{mode}: {len(tasks)} task(s) x {seeds} seed(s) in {seconds:.1f} s")
     return {"mode": mode, "tasks": ",".join(tasks), "seeds": seeds, "seconds": round(seconds, 1),
             "seconds_per_seed": round(seconds / seeds, 1), "device": hardware(), "precision": ft.precision,
             "length_buckets": "-".join(map(str, ft.length_buckets)) or "none",
