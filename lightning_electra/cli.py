@@ -57,7 +57,7 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
             check_sweep_data(checked, announce=False)
         except ConfigError as missing:
             logger("plan").info(f"the sweep would stop before its first run here: {missing}")
-    from lightning_electra.runner.plan import print_plan
+    from lightning_electra.runner.plan import plan_sweep
     from lightning_electra.runner.store import not_finished
     from lightning_electra.runner.sweep import run_sweep, select, sweep_runs
 
@@ -66,8 +66,10 @@ def sweep_command(args: argparse.Namespace, overrides: list[str]) -> None:
     selected = [] if args.collect else select(runs, args.runs, name)
     if args.plan:  # what would run: not the runs whose rows a results table already holds
         selected = not_finished(name, runs, selected, announce=not args.csv)
-        return print_plan(name, selected, "csv" if args.csv else "table", times=not args.no_time,
-                          parallel=args.parallel, budget_minutes=args.budget_minutes)
+        plan = plan_sweep(name, selected, times=not args.no_time, parallel=args.parallel,
+                          budget_minutes=args.budget_minutes)
+        print(plan.csv() if args.csv else plan.text(), end="" if args.csv else "\n", flush=True)
+        return plan
     failed = []
     if args.parallel > 1:
         from lightning_electra.runner.parallel import run_parallel

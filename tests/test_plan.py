@@ -9,10 +9,10 @@ import pytest
 from lightning_electra.cli import main
 from lightning_electra.objectives import objective
 from lightning_electra.runner import rates as rates_module
-from lightning_electra.runner.plan import makespan, pieces
+from lightning_electra.runner.plan import Plan, makespan, pieces, plan_sweep
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.rates import Rates, finetune_key, step_key, task_seconds
-from lightning_electra.runner.sweep import sweep_configs
+from lightning_electra.runner.sweep import sweep_configs, sweep_runs
 
 
 @pytest.fixture
@@ -108,3 +108,14 @@ def test_a_packed_corpus_gives_the_exact_passes(data_dir, tmp_path):
     dm.prepare_data()
     passes, exact = corpus_passes(configs[1], 10)
     assert exact and passes == pytest.approx(10 * configs[1].train.batch_size / len(np.load(dm.cache / "examples.npy")))
+
+
+def test_a_plan_is_a_value_the_command_line_prints(data_dir, tmp_path):
+    _, runs = sweep_runs("training-algorithms", "smoke", [f"data.data_dir={data_dir}", f"data.cache_dir={tmp_path}"])
+    plan = plan_sweep("training-algorithms", runs[:2], times=False)
+    assert list(plan.frame["run"]) == [r.name for r in runs[:2]] and plan.fits is None and plan.scale == "smoke"
+    assert plan.text().startswith("[plan] training-algorithms at scale smoke: 2 runs;")
+    timed = Plan("s", plan.frame.assign(pretrain_min=[20.0, 15.0], glue_min=[5.0, 5.0]), "smoke", device="cpu",
+                 serial_min=45.0, makespan_min=45.0, budget_minutes=30.0, pieces=[[runs[0].name], [runs[1].name]])
+    assert timed.fits is False and f"  RUNS={runs[1].name}" in timed.text()
+    assert Plan("s", plan.frame.iloc[:0]).text() == "[plan] s: nothing to run, every run asked for is finished"

@@ -4,6 +4,7 @@ alone, in seconds: no training, no data read."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -13,12 +14,9 @@ from lightning_electra.data.corpus import text_bytes
 from lightning_electra.data.datamodule import cache_key
 from lightning_electra.data.files import corpus_files, corpus_sources, vocab_path
 from lightning_electra.data.glue_tasks import available_tasks, glue_root
-from lightning_electra.log import logger
 from lightning_electra.objectives import objective
 from lightning_electra.runner.pretrain import budget
 from lightning_electra.runner.resolved import ResolvedRun
-
-log = logger("plan")
 
 PLAN_COLUMNS = ["run", "variant", "generator", "tie", "steps", "batch_size", "paper_flops", "passes", "checkpoints",
                 "tasks", "seeds", "finetunes"]
@@ -129,62 +127,98 @@ def pieces(names: list[str], minutes: list[float], budget_minutes: float, parall
     return [sorted((n for n, _ in g), key=order.get) for g in groups], alone
 
 
-def print_plan(sweep: str, runs: list[ResolvedRun], style: str, times: bool = True, parallel: int = 1,
-               budget_minutes: float | None = None) -> None:
+@dataclass
+class Plan:
+    """What a sweep's runs would do (`plan_sweep`): the table, and what it says about it."""
+
+    sweep: str
+    frame: pd.DataFrame  # one row per run: PLAN_COLUMNS, and TIME_COLUMNS when timed
+    scale: str | None = None  # None: nothing to run
+    glue: str = ""  # where the GLUE tasks come from
+    memorising: list[str] = field(default_factory=list)  # runs reading their corpus more than TOO_MANY_PASSES times
+    device: str = ""  # what the times were measured on ("": not timed)
+    serial_min: float = 0.0  # one run after another
+    parallel: int = 1
+    makespan_min: float = 0.0  # `parallel` at once
+    budget_minutes: float | None = None
+    pieces: list[list[str]] = field(default_factory=list)  # RUNS= groups that each fit the budget (when it does not)
+    alone: list[str] = field(default_factory=list)  # runs longer than the budget on their own
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether the sweep fits --budget-minutes (None: no budget asked, or not timed)."""
+        return None if self.budget_minutes is None or not self.device else self.makespan_min <= self.budget_minutes
+
+    def csv(self) -> str:
+        return self.frame.to_csv(index=False)
+
+    def text(self) -> str:
+        """The plan as the command line shows it: the table between `[plan]` lines."""
+        if self.scale is None:
+            return f"[plan] {self.sweep}: nothing to run, every run asked for is finished"
+        frame, timed = self.frame, bool(self.device)
+        shown = frame.assign(paper_flops=frame["paper_flops"].map(lambda f: f"{f:.3g}"),
+                             steps=frame["steps"].map(lambda n: f"{n:,}"),
+                             passes=frame["passes"].map(lambda p: "?" if p is None else p if isinstance(p, str)
+                                                        else f"{p:.3g}"))
+        for column in TIME_COLUMNS if timed else []:
+            shown[column] = frame[column].map(lambda m: "?" if m is None or m != m else f"{m:.1f}")
+        lines = [f"[plan] {self.sweep} at scale {self.scale}: {len(frame)} runs; {self.glue}",
+                 shown.to_string(index=False),
+                 f"[plan] total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
+                 f"{frame['finetunes'].sum():,} fine-tunes"]
+        if self.memorising:
+            lines.append(f"[plan] warning: {', '.join(self.memorising)} would read the corpus more than "
+                         f"{TOO_MANY_PASSES} times (passes; ~: estimated from its size, exact once packed), against "
+                         "the paper's ~5 (Small) to ~30 (Base) over 3.3B tokens: a memorisation regime, not the "
+                         "paper's. Give the scale more corpus (data.corpus: more shards, `make data`), or fewer steps.")
+        if frame["passes"].isna().any():
+            lines.append("[plan] passes ?: a hub corpus or missing corpus files (set DATA_DIR)")
+        if not timed:
+            return "\n".join(lines)
+        line = f"[plan] estimated on {self.device}: {self.serial_min:.1f} min one run after another"
+        if self.parallel > 1:
+            line += f", {self.makespan_min:.1f} min as {self.parallel} at once (PARALLEL)"
+        lines.append(line + ("" if frame["glue_min"].notna().all() else "; GLUE not timed (no GLUE files)"))
+        at_once = f" with {self.parallel} at once" if self.parallel > 1 else ""
+        if self.fits:
+            lines.append(f"[plan] fits --budget-minutes {self.budget_minutes:g}{at_once}")
+        elif self.fits is False:
+            lines.append(f"[plan] does not fit --budget-minutes {self.budget_minutes:g}{at_once}; in pieces that "
+                         "each do, one command each:")
+            lines += [f"  RUNS={','.join(group)}" for group in self.pieces]
+            if self.alone:
+                lines.append(f"[plan] longer than {self.budget_minutes:g} min on their own: {', '.join(self.alone)}")
+        return "\n".join(lines)
+
+
+def plan_sweep(sweep: str, runs: list[ResolvedRun], times: bool = True, parallel: int = 1,
+               budget_minutes: float | None = None) -> Plan:
+    """What `runs` would do, from their configs and the vocabulary (and, with `times`, the rates measured on this
+    device: lightning_electra/runner/rates.py); with `budget_minutes`, whether they fit and in which pieces."""
     configs = [run.cfg for run in runs]
     budgets = [budget(cfg) for cfg in configs]
     rows = plan_rows(configs, budgets)
     if times:
         add_times(rows, configs, budgets)
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS + (TIME_COLUMNS if times else []))
-    if style == "csv":
-        print(frame.to_csv(index=False), end="")
-        return
     if not configs:
-        log.info(f"{sweep}: nothing to run, every run asked for is finished")
-        return
+        return Plan(sweep, frame)
     cfg = configs[0]
     root = glue_root(cfg.data.data_dir)
-    where = ("GLUE from the hub" if cfg.finetune.source == "hub" else f"the GLUE tasks with files under {root}"
-             if root.is_dir() else f"no GLUE files under {root} (set DATA_DIR): every task of finetune.tasks listed")
-    log.info(f"{sweep} at scale {cfg.scale}: {len(rows)} runs; {where}")
-    shown = frame.assign(paper_flops=frame["paper_flops"].map(lambda f: f"{f:.3g}"),
-                         steps=frame["steps"].map(lambda n: f"{n:,}"),
-                         passes=frame["passes"].map(lambda p: "?" if p is None else p if isinstance(p, str)
-                                                    else f"{p:.3g}"))
-    for column in TIME_COLUMNS if times else []:
-        shown[column] = frame[column].map(lambda m: "?" if m is None or m != m else f"{m:.1f}")
-    print(shown.to_string(index=False))
-    log.info(f"total: {frame['steps'].sum():,} steps, {frame['paper_flops'].sum():.3g} paper FLOPs, "
-             f"{frame['finetunes'].sum():,} fine-tunes")
-    many = [r["run"] for r in rows if r["passes"] is not None and float(str(r["passes"]).lstrip("~")) > TOO_MANY_PASSES]
-    if many:
-        log.warning(f"{', '.join(many)} would read the corpus more than {TOO_MANY_PASSES} times (passes; ~: "
-                    "estimated from its size, exact once packed), against the paper's ~5 (Small) to ~30 (Base) over "
-                    "3.3B tokens: a memorisation regime, not the paper's. Give the scale more corpus (data.corpus: "
-                    "more shards, `make data`), or fewer steps.")
-    if any(r["passes"] is None for r in rows):
-        log.info("passes ?: a hub corpus or missing corpus files (set DATA_DIR)")
+    glue = ("GLUE from the hub" if cfg.finetune.source == "hub" else f"the GLUE tasks with files under {root}"
+            if root.is_dir() else f"no GLUE files under {root} (set DATA_DIR): every task of finetune.tasks listed")
+    memorising = [r["run"] for r in rows
+                  if r["passes"] is not None and float(str(r["passes"]).lstrip("~")) > TOO_MANY_PASSES]
+    plan = Plan(sweep, frame, cfg.scale, glue, memorising, parallel=parallel, budget_minutes=budget_minutes)
     if not times:
-        return
+        return plan
     from lightning_electra.runner.rates import device
 
     minutes = [r["pretrain_min"] + (r["glue_min"] or 0) for r in rows]
     slowdown = contention(parallel)
-    total = makespan(minutes, parallel, slowdown)
-    line = f"[plan] estimated on {device()}: {sum(minutes):.1f} min one run after another"
-    if parallel > 1:
-        line += f", {total:.1f} min as {parallel} at once (PARALLEL)"
-    print(line + ("" if all(r["glue_min"] is not None for r in rows) else "; GLUE not timed (no GLUE files)"))
-    if budget_minutes is not None:
-        at_once = f" with {parallel} at once" if parallel > 1 else ""
-        if total <= budget_minutes:
-            log.info(f"fits --budget-minutes {budget_minutes:g}{at_once}")
-            return
-        groups, alone = pieces([r["run"] for r in rows], minutes, budget_minutes, parallel, slowdown)
-        log.info(f"does not fit --budget-minutes {budget_minutes:g}{at_once}; in pieces that each do, one "
-                 "command each:")
-        for group in groups:
-            print(f"  RUNS={','.join(group)}")
-        if alone:
-            log.info(f"longer than {budget_minutes:g} min on their own: {', '.join(alone)}")
+    plan.device, plan.serial_min = device(), sum(minutes)
+    plan.makespan_min = makespan(minutes, parallel, slowdown)
+    if plan.fits is False:
+        plan.pieces, plan.alone = pieces([r["run"] for r in rows], minutes, budget_minutes, parallel, slowdown)
+    return plan
