@@ -20,7 +20,7 @@ class _Lines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tag = record.name.removeprefix(ROOT + ".") if record.name != ROOT else ROOT
+            tag = record.name.removeprefix(ROOT + ".")
             warning = "warning: " if record.levelno == logging.WARNING else ""
             stream = sys.stderr if record.levelno >= logging.ERROR else sys.stdout
             stream.write(f"[{tag}] {warning}{record.getMessage()}\n")
