@@ -1,5 +1,5 @@
 # lightning_electra: one target per paper figure or table. `make help` lists them.
-#   SCALE=smoke|tiny|small|base   (default: smoke without a GPU, tiny with one)
+#   SCALE=smoke|cpu|tiny|small|base  (default: smoke without a GPU, tiny with one)
 #   DATA_DIR=/path/to/data        (holds corpus/, glue/, vocab/; e.g. ../shared/data)
 #   OVERRIDES="key=value ..."     (any config key, for the sweeps, pretrain, the benchmarks and export:
 #                                  e.g. OVERRIDES="train.steps=100 finetune.seeds=1")

@@ -115,6 +115,12 @@ def pretrain_command(args: argparse.Namespace, overrides: list[str]) -> None:
                             "<dir>`")
 
 
+def scale_help() -> str:
+    from lightning_electra.runner.configs import scale_names
+
+    return f"{' | '.join(scale_names())} (default: $SCALE, else auto: smoke without a GPU, tiny with one)"
+
+
 def parallel_count(text: str) -> int:
     """--parallel N (or $PARALLEL): a whole number of runs at once, at least 1."""
     if not text.strip().isdigit() or int(text) < 1:
@@ -126,7 +132,7 @@ def parallel_count(text: str) -> int:
 def _sweep_args(p: argparse.ArgumentParser, plan: bool = False) -> None:
     p.add_argument("sweep", help="a sweep under lightning_electra/configs/sweeps/ (its name, without .yaml), "
                    "or the path of a sweep file of one's own")
-    p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    p.add_argument("--scale", default=None, help=scale_help())
     p.add_argument("--runs", default=None, help="comma-separated run names: run only these now (a sweep in "
                    "pieces, e.g. one per command on a lent machine); the table and report take every finished run")
     p.add_argument("--parallel", type=parallel_count, default=os.environ.get("PARALLEL") or "1", metavar="N",
@@ -165,12 +171,12 @@ def run_command(args: argparse.Namespace, overrides: list[str]) -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="a sweep under lightning_electra/configs/sweeps/, or the path of a sweep file")
     p.add_argument("run", help="the name of one of its runs (e.g. electra-seed1)")
-    p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    p.add_argument("--scale", default=None, help=scale_help())
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # a parallel sweep's: dies with it
 
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", default=None, help="smoke | tiny | small | base (default: $SCALE, else auto)")
+    p.add_argument("--scale", default=None, help=scale_help())
     p.add_argument("--name", default="run", help="the run's name (its directory: <results>/<sweep>/<scale>/<name>-...)")
     p.add_argument("--sweep", default="runs", help="the folder under results_dir it goes in (default: runs)")
 

@@ -275,7 +275,7 @@ class Config:
     # the pre-training objective (lightning_electra/objectives/); its own options are the section named after it, which
     # the runner's schema adds (lightning_electra/runner/configs.py: `schema`)
     variant: str = "electra"
-    scale: str = "auto"  # smoke | tiny | small | base; auto: smoke without a GPU, tiny with one
+    scale: str = "auto"  # configs/scales/<scale>.yaml (smoke, cpu, tiny, ...); auto: smoke without a GPU, tiny with one
     results_dir: str = "results"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -104,6 +104,11 @@ def parse_overrides(overrides: list[str] | None) -> DictConfig:
         raise ConfigError(f"Could not parse overrides {overrides}: {err}") from None
 
 
+def scale_names() -> list[str]:
+    """The scales shipped: configs/scales/<name>.yaml."""
+    return sorted(path.stem for path in (CONFIG_ROOT / "scales").glob("*.yaml"))
+
+
 def default_scale() -> str:
     return "tiny" if gpu_visible() else "smoke"
 
