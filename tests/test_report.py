@@ -135,3 +135,37 @@ def test_a_report_is_never_replaced_by_a_report_of_nothing(tmp_path):
     assert (committed / "results.csv").read_text() == "kept\n" and not (reports / "tiny").exists()
     with pytest.raises(ResultsError, match="no sweep.json beside it"):
         render(committed)
+
+
+def _probe_run(root, name: str, auroc: float):
+    """A pre-training run directory as the calibration tool reads it: its config and its logged metrics."""
+    from omegaconf import OmegaConf
+
+    from lightning_electra.config import Config
+
+    run = root / f"{name}-0123456789"
+    (run / "pretrain" / "logs").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.structured(Config()), run / "config.yaml")
+    pd.DataFrame({"step": [24, 49], "train/loss": [1.0, 0.9], "train/disc_auroc": [0.5, auroc],
+                  "train/disc_loss": [0.40, 0.39], "train/disc_prior_loss": [0.40, 0.40]}) \
+        .to_csv(run / "pretrain" / "logs" / "metrics.csv", index=False)
+    return run
+
+
+def test_calibration_keeps_every_probe_curve_so_a_figure_grows_without_the_run_directories(tmp_path):
+    from analysis.calibration import main
+
+    out = tmp_path / "report"
+    main([str(out), str(_probe_run(tmp_path / "a", "electra", 0.6))])
+    main([str(out), str(_probe_run(tmp_path / "b", "two-stage", 0.7))])  # the first run's directory may be gone
+    curves, probes = pd.read_csv(out / "curves.csv"), pd.read_csv(out / "probes.csv")
+    assert list(probes["probe"]) == ["electra", "two-stage"]
+    assert curves.groupby("probe")["train/disc_auroc"].last().to_dict() == {"electra": 0.6, "two-stage": 0.7}
+    assert curves["train/disc_gap"].round(4).tolist() == [0.0, 0.01, 0.0, 0.01]
+    main([str(out), str(_probe_run(tmp_path / "c", "electra", 0.65))])  # a probe given again replaces its rows
+    assert pd.read_csv(out / "curves.csv").groupby("probe")["train/disc_auroc"].last()["electra"] == 0.65
+    assert len(pd.read_csv(out / "probes.csv")) == 2
+    main([str(out)])  # re-drawn from its own tables alone
+    assert (out / "probes.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="No pretrain"):
+        main([str(out), str(tmp_path)])
