@@ -48,26 +48,71 @@ def arm_curves(glue: pd.DataFrame) -> pd.DataFrame:
     return folded.rename(columns={"arm": "run"})
 
 
-def check_claim(claim: str, table: pd.DataFrame) -> str:
-    """'a > b' on the arms' final GLUE: agrees or disagrees only when each side has at least MIN_SEEDS pre-training
-    seeds, their ranges are apart and neither side is degenerate; otherwise why not, with the gap and both spreads."""
+def sides(claim: str, table: pd.DataFrame) -> tuple | None:
+    """The two arms of 'a > b' (their rows of `arms`' table), or None where either has no runs."""
     left, right = (s.strip() for s in claim.split(">"))
     rows = {r["arm"]: r for _, r in table.iterrows()}
-    if left not in rows or right not in rows:
-        return f"| {claim} | not tested (runs missing) | | |"
-    a, b = rows[left], rows[right]
+    return (rows[left], rows[right]) if left in rows and right in rows else None
+
+
+PAPER_WORDS = ("agrees", "disagrees")  # what a decided claim is said to do, where it holds and where it is reversed
+
+
+def verdict(claim: str, table: pd.DataFrame, words: tuple[str, str] = PAPER_WORDS) -> str:
+    """'a > b' on the arms' final GLUE: agrees or disagrees (`words`) only when each side has at least MIN_SEEDS
+    pre-training seeds, their ranges are apart and neither side is degenerate; otherwise why not."""
+    if (pair := sides(claim, table)) is None:
+        return "not tested (runs missing)"
+    a, b = pair
     degenerate = [r["arm"] for r in (a, b) if r["degenerate"]]
     seeds = min(a["seeds"], b["seeds"])
-    overlap = a["pt_min"] <= b["pt_max"] and b["pt_min"] <= a["pt_max"]
     if degenerate:
-        verdict = f"undecided ({' and '.join(degenerate)} predict one class on most tasks)"
-    elif seeds < MIN_SEEDS:
-        verdict = f"not decided with {seeds} pre-training seed{'s' if seeds > 1 else ''}"
-    elif overlap:
-        verdict = f"not decided with {seeds} pre-training seeds (their ranges overlap)"
-    else:
-        verdict = "agrees" if a["GLUE"] > b["GLUE"] else "disagrees"
-    return f"| {claim} | {verdict} | {side(a)} vs {side(b)} | {a['GLUE'] - b['GLUE']:+.1f} |"
+        return f"undecided ({' and '.join(degenerate)} predict one class on most tasks)"
+    if seeds < MIN_SEEDS:
+        return f"not decided with {seeds} pre-training seed{'s' if seeds > 1 else ''}"
+    if a["pt_min"] <= b["pt_max"] and b["pt_min"] <= a["pt_max"]:
+        return f"not decided with {seeds} pre-training seeds (their ranges overlap)"
+    return words[0] if a["GLUE"] > b["GLUE"] else words[1]
+
+
+def check_claim(claim: str, table: pd.DataFrame, words: tuple[str, str] = PAPER_WORDS) -> str:
+    """The claim's row of a report's table: its verdict, with both sides' GLUE and spreads and the gap."""
+    said = verdict(claim, table, words)
+    if (pair := sides(claim, table)) is None:
+        return f"| {claim} | {said} | | |"
+    a, b = pair
+    return f"| {claim} | {said} | {side(a)} vs {side(b)} | {a['GLUE'] - b['GLUE']:+.1f} |"
+
+
+def reading(claims: list[str], table: pd.DataFrame) -> str:
+    """The claims grouped by what our numbers say of them, in one sentence."""
+    verdicts = {claim: verdict(claim, table) for claim in claims}
+    groups = [("hold here", lambda v: v == "agrees"), ("reversed here, beyond the spread", lambda v: v == "disagrees"),
+              ("not decided", lambda v: v.startswith(("not decided", "undecided"))),
+              ("not tested (runs missing)", lambda v: v.startswith("not tested"))]
+    said = [f"{label}: {', '.join(f'`{c}`' for c, v in verdicts.items() if test(v))}" for label, test in groups
+            if any(test(v) for v in verdicts.values())]
+    return "Of the paper's orderings, " + "; ".join(said) + "."
+
+
+CONTROL_WORDS = ("above it, beyond the spread", "below it, beyond the spread")
+
+
+def control_arm(table: pd.DataFrame) -> str | None:
+    """The arm fine-tuned without pre-training (variant no-pretraining), the floor pre-training must beat."""
+    controls = table.loc[table["variant"] == "no-pretraining", "arm"]
+    return controls.iloc[0] if len(controls) else None
+
+
+def control_lines(table: pd.DataFrame) -> list[str]:
+    """Each pre-trained arm against the control, judged as a claim is: what pre-training bought, beyond the spread."""
+    if (control := control_arm(table)) is None or len(table) < 2:
+        return []
+    claims = [f"{arm} > {control}" for arm in table["arm"] if arm != control]
+    return ["", "## Against the control", "",
+            "Each arm against the same discriminator fine-tuned from random initialisation under the same protocol "
+            "and seeds: decided, as the paper's claims are, only by several pre-training (initialisation) seeds a side "
+            "whose ranges are apart.", "", *CLAIMS_HEADER, *[check_claim(c, table, CONTROL_WORDS) for c in claims]]
 
 
 def side(r) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.claims import CLAIMS_HEADER, arm_curves, arm_lines, arms, check_claim
+from analysis.claims import (CLAIMS_HEADER, PAPER_WORDS, arm_curves, arm_lines, arms, check_claim, control_arm,
+                             control_lines, reading, verdict)
 from analysis.figures import CAVEATS, glue_label, palette, plot_exit_weights, plot_glue_vs_flops, plot_glue_vs_width
 from lightning_electra.config import GLUE_TASKS
 from lightning_electra.io import atomic_write_text
@@ -213,6 +214,7 @@ def render(out: Path) -> None:
         lines.append(f"| {r['run']} | {int(r['step'])} | {r['flops_paper']:.3g} | {fmt(r['GLUE'])} | "
                      f"{fmt(r['glue_min'])}-{fmt(r['glue_max'])} |")
     lines += arm_lines(by_arm, tasks, label)
+    lines += control_lines(by_arm)
     if mixtures:
         lines += ["", "## Mixture weights of the generator's exits", "",
                   "Mean over masked positions of each exit's weight (learned: the mixture's softmax; random, equal: "
@@ -222,7 +224,8 @@ def render(out: Path) -> None:
         lines += ["", "## The paper's claims, on our numbers", "",
                   "Decided only where each side has several pre-training seeds whose ranges are apart: pre-training "
                   "itself moves GLUE, more than several of the paper's gaps.", "",
-                  *CLAIMS_HEADER, *[check_claim(c, by_arm) for c in meta["claims"]]]
+                  *CLAIMS_HEADER, *[check_claim(c, by_arm) for c in meta["claims"]], "",
+                  reading(meta["claims"], by_arm)]
     if not paper.empty:
         lines += ["", f"## The paper's numbers ({meta.get('paper_experiment')}; {paper['source'].iloc[0]})", ""]
         lines += paper_table(paper)
@@ -249,15 +252,18 @@ def finding(out: Path) -> str:
     scores = ", ".join(f"{r['arm']} {r['GLUE']:.1f}" + (f" ({r['seeds']} seeds)" if r["seeds"] > 1 else "")
                        for _, r in by_arm.iterrows())
     line = f"final {glue_label(tasks)}: {scores}"
-    claims = [check_claim(c, by_arm) for c in meta.get("claims", [])]
-    tested = [c for c in claims if "not tested" not in c]
-    if claims:
-        counts = {v: sum(f"| {v}" in c for c in tested) for v in ("agrees", "disagrees", "undecided", "not decided")}
-        line += (f"; the paper's claims, of {len(tested)} tested: {counts['agrees']} agree, {counts['disagrees']} "
-                 f"disagree, {counts['not decided'] + counts['undecided']} not decided (too few pre-training seeds, "
+    if (control := control_arm(by_arm)) is not None and len(by_arm) > 1:
+        above = [arm for arm in by_arm["arm"] if arm != control and verdict(f"{arm} > {control}", by_arm) == PAPER_WORDS[0]]
+        line += f"; above the control beyond the spread: {', '.join(above) or 'none'}"
+    verdicts = [verdict(c, by_arm) for c in meta.get("claims", [])]
+    tested = [v for v in verdicts if not v.startswith("not tested")]
+    if verdicts:
+        count = lambda *starts: sum(v.startswith(starts) for v in tested)  # noqa: E731
+        line += (f"; the paper's claims, of {len(tested)} tested: {count('agrees')} agree, {count('disagrees')} "
+                 f"disagree, {count('not decided', 'undecided')} not decided (too few pre-training seeds, "
                  "ranges that overlap, or degenerate fine-tunes)")
-        if len(tested) < len(claims):
-            line += f", {len(claims) - len(tested)} not tested (runs missing)"
+        if len(tested) < len(verdicts):
+            line += f", {len(verdicts) - len(tested)} not tested (runs missing)"
     return line
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.figures import figure, palette, readable_log_ticks
-from analysis.claims import arms, check_claim
+from analysis.claims import arms, check_claim, control_lines, reading
 from analysis.report import glue_table, paper_rows, render
 from lightning_electra.results import COLUMNS
 
@@ -52,6 +52,20 @@ def test_a_claim_is_decided_only_by_several_pre_training_seeds_apart():
     one = rows("bert", "bert", [30, 80, 70, 60, 55])  # far apart, but one pre-training seed cannot say
     verdict = check_claim("electra > bert", final(good, one))
     assert "| not decided with 1 pre-training seed |" in verdict and "| +16.0 |" in verdict
+
+
+def test_each_arm_is_judged_against_the_control_and_the_claims_are_read_in_one_sentence():
+    control = seeds("control", "no-pretraining", [40, 60, 60, 10, 50], [0, 1, 2])
+    bert = seeds("bert", "bert", [43, 63, 63, 13, 53], [0, 1, 2])  # 3 above: ranges apart
+    electra = seeds("electra", "electra", [40, 60, 60, 10, 50], [-2, -1, 0])  # overlaps the control, below bert
+    table = final(control, bert, electra)
+    lines = "\n".join(control_lines(table))
+    assert "| bert > control | above it, beyond the spread |" in lines
+    assert "| electra > control | not decided with 3 pre-training seeds (their ranges overlap) |" in lines
+    assert control_lines(final(bert, electra)) == []  # no control, no section
+    said = reading(["bert > electra", "electra > bert", "electra > control", "two-stage > bert"], table)
+    assert said == ("Of the paper's orderings, hold here: `bert > electra`; reversed here, beyond the spread: "
+                    "`electra > bert`; not decided: `electra > control`; not tested (runs missing): `two-stage > bert`.")
 
 
 def test_an_arm_keeps_its_pre_training_spread_apart_from_the_fine_tuning_one():
