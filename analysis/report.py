@@ -253,7 +253,8 @@ def finding(out: Path) -> str:
                        for _, r in by_arm.iterrows())
     line = f"final {glue_label(tasks)}: {scores}"
     if (control := control_arm(by_arm)) is not None and len(by_arm) > 1:
-        above = [arm for arm in by_arm["arm"] if arm != control and verdict(f"{arm} > {control}", by_arm) == PAPER_WORDS[0]]
+        above = [arm for arm in by_arm["arm"]
+                 if arm != control and verdict(f"{arm} > {control}", by_arm) == PAPER_WORDS[0]]
         line += f"; above the control beyond the spread: {', '.join(above) or 'none'}"
     verdicts = [verdict(c, by_arm) for c in meta.get("claims", [])]
     tested = [v for v in verdicts if not v.startswith("not tested")]

@@ -65,7 +65,8 @@ def test_each_arm_is_judged_against_the_control_and_the_claims_are_read_in_one_s
     assert control_lines(final(bert, electra)) == []  # no control, no section
     said = reading(["bert > electra", "electra > bert", "electra > control", "two-stage > bert"], table)
     assert said == ("Of the paper's orderings, hold here: `bert > electra`; reversed here, beyond the spread: "
-                    "`electra > bert`; not decided: `electra > control`; not tested (runs missing): `two-stage > bert`.")
+                    "`electra > bert`; not decided: `electra > control`; not tested (runs missing): "
+                    "`two-stage > bert`.")
 
 
 def test_an_arm_keeps_its_pre_training_spread_apart_from_the_fine_tuning_one():
