@@ -37,8 +37,15 @@ def probe_name(run: Path) -> str:
 
 
 def curves(run: Path) -> pd.DataFrame:
-    """The run's logged training metrics per step, with the two gaps (prior - loss, accuracy - unigram)."""
+    """The run's logged training metrics per step, with the two gaps (prior - loss, accuracy - unigram). Each stage
+    of a two-stage run counts its steps from 0: they follow on from the stages before (equal stages: pretrain.json's
+    steps split evenly; a stage unfinished, from its last logged step)."""
     frames = [pd.read_csv(p) for p in sorted(run.glob("pretrain*/logs/metrics.csv"))]
+    done = json.loads((run / "pretrain.json").read_text()) if (run / "pretrain.json").exists() else {}
+    offset = 0
+    for frame in frames:
+        frame["step"] += offset
+        offset = offset + done["step"] // len(frames) if done else int(frame["step"].max()) + 1
     metrics = pd.concat(frames).dropna(subset=["train/loss"]).groupby("step").last().reset_index()
     if "train/disc_loss" in metrics:
         metrics["train/disc_gap"] = metrics["train/disc_prior_loss"] - metrics["train/disc_loss"]
@@ -56,7 +63,8 @@ def describe(run: Path, m: pd.DataFrame) -> dict:
     return {"probe": probe_name(run), "variant": cfg.variant, "layers": cfg.model.num_layers,
             "hidden": cfg.model.hidden_size, "vocab": cfg.data.vocab, "dropout": cfg.model.dropout,
             "batch": cfg.train.batch_size, "lr": cfg.train.lr, "warmup": cfg.train.warmup_steps,
-            "bias_correction": cfg.train.adam_bias_correction, "steps": int(m["step"].max()) + 1,
+            "bias_correction": cfg.train.adam_bias_correction,
+            "steps": done.get("step") or int(m["step"].max()) + 1,
             "finished": bool(done), "seconds": done.get("seconds"), "tokens": done.get("tokens"),
             "mlm_accuracy": figure("train/mlm_accuracy"), "unigram": figure("train/mlm_unigram_accuracy"),
             "disc_auroc": figure("train/disc_auroc"), "disc_loss": figure("train/disc_loss"),

@@ -152,18 +152,22 @@ def test_a_report_is_never_replaced_by_a_report_of_nothing(tmp_path):
         render(committed)
 
 
-def _probe_run(root, name: str, auroc: float):
-    """A pre-training run directory as the calibration tool reads it: its config and its logged metrics."""
+def _probe_run(root, name: str, auroc: float, stages=("pretrain",)):
+    """A finished pre-training run directory as the calibration tool reads it: its config, its summary and each
+    stage's logged metrics (50 steps a stage, logged at 24 and 49)."""
     from omegaconf import OmegaConf
 
     from lightning_electra.config import Config
 
     run = root / f"{name}-0123456789"
-    (run / "pretrain" / "logs").mkdir(parents=True)
+    run.mkdir(parents=True)
     OmegaConf.save(OmegaConf.structured(Config()), run / "config.yaml")
-    pd.DataFrame({"step": [24, 49], "train/loss": [1.0, 0.9], "train/disc_auroc": [0.5, auroc],
-                  "train/disc_loss": [0.40, 0.39], "train/disc_prior_loss": [0.40, 0.40]}) \
-        .to_csv(run / "pretrain" / "logs" / "metrics.csv", index=False)
+    (run / "pretrain.json").write_text(json.dumps({"step": 50 * len(stages), "seconds": 1.0}))
+    for stage in stages:
+        (run / stage / "logs").mkdir(parents=True)
+        pd.DataFrame({"step": [24, 49], "train/loss": [1.0, 0.9], "train/disc_auroc": [0.5, auroc],
+                      "train/disc_loss": [0.40, 0.39], "train/disc_prior_loss": [0.40, 0.40]}) \
+            .to_csv(run / stage / "logs" / "metrics.csv", index=False)
     return run
 
 
@@ -172,11 +176,13 @@ def test_calibration_keeps_every_probe_curve_so_a_figure_grows_without_the_run_d
 
     out = tmp_path / "report"
     main([str(out), str(_probe_run(tmp_path / "a", "electra", 0.6))])
-    main([str(out), str(_probe_run(tmp_path / "b", "two-stage", 0.7))])  # the first run's directory may be gone
+    two_stage = _probe_run(tmp_path / "b", "two-stage", 0.7, stages=("pretrain-stage1", "pretrain-stage2"))
+    main([str(out), str(two_stage)])  # the first run's directory may be gone by now
     curves, probes = pd.read_csv(out / "curves.csv"), pd.read_csv(out / "probes.csv")
-    assert list(probes["probe"]) == ["electra", "two-stage"]
+    assert list(probes["probe"]) == ["electra", "two-stage"] and list(probes["steps"]) == [50, 100]
     assert curves.groupby("probe")["train/disc_auroc"].last().to_dict() == {"electra": 0.6, "two-stage": 0.7}
-    assert curves["train/disc_gap"].round(4).tolist() == [0.0, 0.01, 0.0, 0.01]
+    assert curves.groupby("probe")["step"].apply(list).to_dict() == {"electra": [24, 49], "two-stage": [24, 49, 74, 99]}
+    assert curves["train/disc_gap"].round(4).tolist() == [0.0, 0.01] * 3
     main([str(out), str(_probe_run(tmp_path / "c", "electra", 0.65))])  # a probe given again replaces its rows
     assert pd.read_csv(out / "curves.csv").groupby("probe")["train/disc_auroc"].last()["electra"] == 0.65
     assert len(pd.read_csv(out / "probes.csv")) == 2
