@@ -90,6 +90,19 @@ def test_a_checkpoint_of_another_variant_is_a_clear_error(trained_run, tmp_path)
         export(trained_run, trained_run / "checkpoints")
 
 
+def test_a_checkpoint_of_an_earlier_layout_exports(trained_run, tmp_path):
+    """G's weights were once the objective's own `generator.*`: such a last.ckpt loads through the module's hook."""
+    saved = torch.load(trained_run / "pretrain" / "last.ckpt", weights_only=False)
+    state = saved["state_dict"]
+    saved["state_dict"] = {k.replace("generator.mlm.", "generator."): v for k, v in state.items()}
+    run = tmp_path / trained_run.name
+    (run / "pretrain").mkdir(parents=True)
+    shutil.copy(trained_run / "config.yaml", run / "config.yaml")
+    torch.save(saved, run / "pretrain" / "last.ckpt")
+    module, _ = load_module(run / "pretrain" / "last.ckpt", load_run_config(run / "config.yaml"), None)
+    assert all(torch.equal(v, module.state_dict()[k]) for k, v in state.items())
+
+
 @pytest.mark.parametrize("variant, stage, roles", [
     ("bert", 1, {"mlm"}),
     ("two-stage", 1, {"generator"}),
