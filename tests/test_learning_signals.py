@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from lightning_electra.corruption import Masked
@@ -46,3 +47,13 @@ def test_unigram_accuracy_is_the_share_of_the_most_frequent_masked_token():
     masked = Masked(labels, torch.zeros_like(labels), labels, weights, labels.bool())
     m = mlm_metrics(torch.zeros(2, 4, 10), masked)
     assert math.isclose(m["mlm_unigram_accuracy"].item(), 3 / 6)
+
+
+def test_context_accuracy_leaves_out_the_positions_whose_input_shows_the_answer():
+    labels = torch.tensor([[3, 4, 5, 6]])
+    shown = torch.tensor([[3, 9, 9, 1]])  # kept, [MASK] (9), [MASK], a random token
+    masked = Masked(shown, torch.arange(4)[None], labels, torch.ones(1, 4), torch.ones(1, 4, dtype=torch.bool))
+    copying = torch.nn.functional.one_hot(torch.tensor([[3, 0, 5, 0]]), 10).float()  # the kept one and one [MASK]
+    m = mlm_metrics(copying, masked)
+    assert m["mlm_accuracy"].item() == pytest.approx(2 / 4) and m["mlm_context_accuracy"].item() == pytest.approx(1 / 3)
+    assert m["mlm_context_unigram_accuracy"].item() == pytest.approx(1 / 3)

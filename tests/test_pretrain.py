@@ -38,7 +38,8 @@ def test_bert_is_mlm_with_the_discriminator_sized_model(smoke_cfg):
     module, batch = module_and_batch(cfg)
     assert module.backbone().config.hidden_size == cfg.model.hidden_size
     m = module.objective(batch, module.mask(batch))
-    assert set(m) == {"loss", "mlm_loss", "mlm_accuracy", "mlm_unigram_accuracy"} and m["loss"] > 5  # ~ln(30522) untrained
+    assert set(m) == {"loss", "mlm_loss", "mlm_accuracy", "mlm_unigram_accuracy", "mlm_context_accuracy",
+                      "mlm_context_unigram_accuracy"} and m["loss"] > 5  # ~ln(30522) untrained
 
 
 def test_a_flops_budget_gives_bert_more_steps_than_electra(smoke_cfg):

@@ -146,7 +146,8 @@ def test_two_stage_starts_d_from_g_and_leaves_g_untouched(smoke_cfg, variant_set
     stage1 = build_module(cfg, data=dm)
     assert not hasattr(stage1, "discriminator") and stage1.backbone() is stage1.generator.mlm.electra
     batch = dm.collate([dm.train_set[i] for i in range(8)])
-    assert set(run_objective(stage1, batch)) == {"loss", "mlm_loss", "mlm_accuracy", "mlm_unigram_accuracy"}
+    assert set(run_objective(stage1, batch)) == {"loss", "mlm_loss", "mlm_accuracy", "mlm_unigram_accuracy",
+                                                 "mlm_context_accuracy", "mlm_context_unigram_accuracy"}
     stage2 = build_module(cfg, 2, dm)
     stage2.start_from(stage1.state_dict())
     for (name, d), g in zip(stage2.discriminator.electra.named_parameters(), stage2.generator.mlm.electra.parameters()):
