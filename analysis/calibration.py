@@ -8,7 +8,9 @@ later probes, without the run directories: a run given replaces its own probe's 
 
 What shows learning early: D's AUROC for replaced tokens (0.5: D at its prior) and D's loss below its prior's
 entropy (the binary entropy of the replaced rate), an MLM's accuracy above the unigram plateau (the batch's most
-frequent masked token), all logged by every objective (lightning_electra/objectives/losses.py).
+frequent masked token), all logged by every objective (lightning_electra/objectives/losses.py). Over every chosen
+position that accuracy includes the tokens left unchanged, which an MLM learns to copy: its use of the context shows
+only where the input hides the answer (the last panel).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from lightning_electra.io import atomic, atomic_write_text  # noqa: E402
 
 CURVES = [("train/disc_auroc", "D's AUROC (replaced vs original)"),
           ("train/disc_gap", "D's loss below its prior's entropy (nats)"),
-          ("train/mlm_gap", "MLM accuracy above the unigram plateau")]
+          ("train/mlm_gap", "MLM accuracy above the unigram plateau"),
+          ("train/mlm_context_gap", "the same where the input hides the answer ([MASK])")]
 TAIL = 100  # steps averaged for a probe's end figures
 
 
@@ -51,6 +54,9 @@ def curves(run: Path) -> pd.DataFrame:
         metrics["train/disc_gap"] = metrics["train/disc_prior_loss"] - metrics["train/disc_loss"]
     if "train/mlm_accuracy" in metrics:
         metrics["train/mlm_gap"] = metrics["train/mlm_accuracy"] - metrics["train/mlm_unigram_accuracy"]
+    if "train/mlm_context_accuracy" in metrics:  # what copying the kept tokens cannot lift (older logs lack it)
+        metrics["train/mlm_context_gap"] = (metrics["train/mlm_context_accuracy"]
+                                            - metrics["train/mlm_context_unigram_accuracy"])
     return metrics
 
 
@@ -67,6 +73,8 @@ def describe(run: Path, m: pd.DataFrame) -> dict:
             "steps": done.get("step") or int(m["step"].max()) + 1,
             "finished": bool(done), "seconds": done.get("seconds"), "tokens": done.get("tokens"),
             "mlm_accuracy": figure("train/mlm_accuracy"), "unigram": figure("train/mlm_unigram_accuracy"),
+            "context_accuracy": figure("train/mlm_context_accuracy"),
+            "context_unigram": figure("train/mlm_context_unigram_accuracy"),
             "disc_auroc": figure("train/disc_auroc"), "disc_loss": figure("train/disc_loss"),
             "prior_loss": figure("train/disc_prior_loss")}
 
