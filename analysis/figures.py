@@ -3,6 +3,8 @@ width, AMOS's mixture weights; the same colour for a variant in every report, th
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 
 import matplotlib
@@ -66,7 +68,8 @@ def save(fig, path: Path) -> None:
 CAVEATS = {"smoke": "Scale smoke is a pipeline check (2-layer, 64-wide models, a few hundred steps and fine-tuning "
                     "examples): its differences are noise, not findings",
            "cpu": "Scale cpu: 4 x 128 models, ~2,400 steps on 15M tokens on 2 CPU cores (~1/5,000 of ELECTRA-Small's "
-                  "compute), GLUE capped at 2,000 examples a task: what holds here need not hold at the paper's scale"}
+                  "compute), GLUE capped at 2,000 examples a task; the MLM has barely begun to use the context "
+                  "(calibration.md): what holds here need not hold at the paper's scale"}
 
 
 def figure(paper: pd.DataFrame, colors: dict[str, str], scale: str):
@@ -77,7 +80,7 @@ def figure(paper: pd.DataFrame, colors: dict[str, str], scale: str):
     if with_paper:
         draw_paper(axes[0][1], paper, colors)
     if scale in CAVEATS:
-        fig.suptitle(CAVEATS[scale], fontsize=9, color="firebrick")
+        fig.suptitle(textwrap.fill(CAVEATS[scale], 160), fontsize=9, color="firebrick")
     return fig, axes[0][0]
 
 
@@ -113,16 +116,33 @@ def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame
         line = ax.axhline(g["GLUE"].iloc[0], linestyle=":", color="grey", label=f"{run} (no pre-training)")
         ax.axhspan(g["glue_min"].iloc[0], g["glue_max"].iloc[0], color=line.get_color(), alpha=0.15)
     glue = glue[~untrained]
+    at = side_by_side(glue)
     for run, g in glue.groupby("run", sort=False):
         variant = g["variant"].iloc[0]
         label = run if run == variant else f"{run} ({variant})"
-        line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=label,
-                       color=None if several_per_variant else colors.get(variant))[0]
+        color = None if several_per_variant else colors.get(variant)
+        if at:  # one point a run: its fine-tuning spread as an error bar
+            ax.errorbar([at[run]], g["GLUE"], yerr=[g["GLUE"] - g["glue_min"], g["glue_max"] - g["GLUE"]],
+                        marker="o", capsize=3, label=label, color=color)
+            continue
+        line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=label, color=color)[0]
         ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    readable_log_ticks(ax, glue["flops_paper"])
-    finish(fig, ax, "our pre-train FLOPs (paper convention)", tasks, f"{title}\n(median over fine-tuning seeds; "
-           "band: min-max)", path)
+    readable_log_ticks(ax, [glue["flops_paper"].median()] if at else glue["flops_paper"])
+    if at:
+        ax.set_xlim(min(at.values()) / 1.1, max(at.values()) * 1.1)
+    finish(fig, ax, "our pre-train FLOPs (paper convention)" + (", runs side by side at one budget" if at else ""),
+           tasks, f"{title}\n(median over fine-tuning seeds; " + ("bar" if at else "band") + ": min-max)", path)
+
+
+def side_by_side(glue: pd.DataFrame) -> dict[str, float]:
+    """Where to draw each run when every run has one point and all share one budget (within 10%): side by side
+    around it, in the table's order, rather than spread by differences in the last digits of their FLOPs."""
+    flops = glue["flops_paper"]
+    if glue.empty or glue.groupby("run")["step"].nunique().max() > 1 or flops.max() > 1.1 * flops.min():
+        return {}
+    runs = list(dict.fromkeys(glue["run"]))
+    return {run: flops.median() * 1.04 ** (i - (len(runs) - 1) / 2) for i, run in enumerate(runs)}
 
 
 def finish(fig, ax, xlabel: str, tasks: list[str], title: str, path: Path) -> None:
