@@ -128,7 +128,7 @@ def plot_glue_vs_flops(glue: pd.DataFrame, tasks: list[str], paper: pd.DataFrame
         line = ax.plot(g["flops_paper"], g["GLUE"], marker="o", label=label, color=color)[0]
         ax.fill_between(g["flops_paper"], g["glue_min"], g["glue_max"], color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    readable_log_ticks(ax, [glue["flops_paper"].median()] if at else glue["flops_paper"])
+    readable_log_ticks(ax, [(min(at.values()) * max(at.values())) ** 0.5] if at else glue["flops_paper"])
     if at:
         ax.set_xlim(min(at.values()) / 1.1, max(at.values()) * 1.1)
     finish(fig, ax, "our pre-train FLOPs (paper convention)" + (", runs side by side at one budget" if at else ""),
@@ -141,8 +141,8 @@ def side_by_side(glue: pd.DataFrame) -> dict[str, float]:
     flops = glue["flops_paper"]
     if glue.empty or glue.groupby("run")["step"].nunique().max() > 1 or flops.max() > 1.1 * flops.min():
         return {}
-    runs = list(dict.fromkeys(glue["run"]))
-    return {run: flops.median() * 1.04 ** (i - (len(runs) - 1) / 2) for i, run in enumerate(runs)}
+    runs, budget = list(dict.fromkeys(glue["run"])), (flops.min() * flops.max()) ** 0.5
+    return {run: budget * 1.04 ** (i - (len(runs) - 1) / 2) for i, run in enumerate(runs)}
 
 
 def finish(fig, ax, xlabel: str, tasks: list[str], title: str, path: Path) -> None:

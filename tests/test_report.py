@@ -199,7 +199,7 @@ def test_runs_at_one_budget_are_drawn_side_by_side_not_spread_by_their_last_digi
                                "flops_paper": [2.62998e14, 2.63014e14, 2.63001e14]})
     at = side_by_side(one_budget)
     assert list(at) == ["bert", "electra", "two-stage"] and at["bert"] < at["electra"] < at["two-stage"]
-    assert at["electra"] == pytest.approx(2.63001e14)  # the middle one at the budget itself
+    assert at["electra"] == pytest.approx(2.63e14, rel=1e-3)  # the middle one at the budget itself
     along = pd.concat([one_budget, one_budget.assign(step=one_budget["step"] // 2,
                                                      flops_paper=one_budget["flops_paper"] / 2)])
     assert side_by_side(along) == {}  # curves along the budget keep their own FLOPs
