@@ -87,7 +87,8 @@ def check_claim(claim: str, table: pd.DataFrame, words: tuple[str, str] = PAPER_
 def reading(claims: list[str], table: pd.DataFrame) -> str:
     """The claims grouped by what our numbers say of them, in one sentence."""
     verdicts = {claim: verdict(claim, table) for claim in claims}
-    groups = [("hold here", lambda v: v == "agrees"), ("reversed here, beyond the spread", lambda v: v == "disagrees"),
+    groups = [("hold here", lambda v: v == PAPER_WORDS[0]),
+              ("reversed here, beyond the spread", lambda v: v == PAPER_WORDS[1]),
               ("not decided", lambda v: v.startswith(("not decided", "undecided"))),
               ("not tested (runs missing)", lambda v: v.startswith("not tested"))]
     said = [f"{label}: {', '.join(f'`{c}`' for c, v in verdicts.items() if test(v))}" for label, test in groups
